@@ -1,0 +1,398 @@
+//! Reading Kubernetes YAML (files, directories, strings) into a [`Snapshot`].
+//!
+//! Each document is parsed on its own, defaulted the way the API server would
+//! default it, and deserialized into its typed form. A document that fails is
+//! reported with its file, document number, line and field path, and the
+//! other documents still load.
+
+mod defaults;
+pub mod secret;
+mod split;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weft_k8s_api::k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::snapshot::{ObjectKey, Snapshot};
+
+/// A document that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    /// File (or other source name) the document came from.
+    pub file: String,
+    /// 1-based document number within the file; 0 when the file itself
+    /// could not be read.
+    pub document: usize,
+    /// 1-based line where the document starts.
+    pub line: usize,
+    /// Field path inside the document (`spec.rules[0].matches`), empty when
+    /// the document as a whole is wrong.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)?;
+        if !self.path.is_empty() {
+            write!(f, ": field `{}`", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What a load did besides filling the snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Objects loaded.
+    pub loaded: usize,
+    /// Kinds that were read but are not used by Weft (e.g. Deployment),
+    /// with how many objects of each.
+    pub ignored_kinds: BTreeMap<String, usize>,
+    /// Documents that failed.
+    pub errors: Vec<LoadError>,
+}
+
+/// Where a document sits, for error messages.
+#[derive(Clone, Debug)]
+struct Origin {
+    file: String,
+    document: usize,
+    line: usize,
+}
+
+impl Origin {
+    fn error(&self, path: impl Into<String>, message: impl Into<String>) -> LoadError {
+        LoadError {
+            file: self.file.clone(),
+            document: self.document,
+            line: self.line,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Accumulates documents into a snapshot.
+#[derive(Debug, Default)]
+pub struct Loader {
+    snapshot: Snapshot,
+    report: LoadReport,
+    seen: BTreeMap<(String, ObjectKey), Origin>,
+}
+
+/// Loads every path (files, or directories walked recursively for `.yaml`,
+/// `.yml` and `.json` files in name order).
+pub fn load_paths(paths: &[PathBuf]) -> (Snapshot, LoadReport) {
+    let mut loader = Loader::default();
+    for path in paths {
+        loader.add_path(path);
+    }
+    loader.finish()
+}
+
+/// Loads one YAML stream.
+pub fn load_str(file: &str, text: &str) -> (Snapshot, LoadReport) {
+    let mut loader = Loader::default();
+    loader.add_str(file, text);
+    loader.finish()
+}
+
+/// Files under `path` that the loader reads, in the order it reads them.
+pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect(path, &mut files, true)?;
+    Ok(files)
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for entry in entries {
+            let hidden = entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if !hidden {
+                collect(&entry, out, false)?;
+            }
+        }
+    } else if explicit
+        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+    {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+impl Loader {
+    /// Reads a file or a directory.
+    pub fn add_path(&mut self, path: &Path) {
+        let files = match manifest_files(path) {
+            Ok(files) => files,
+            Err(e) => {
+                self.report.errors.push(LoadError {
+                    file: path.display().to_string(),
+                    document: 0,
+                    line: 0,
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                return;
+            }
+        };
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => self.add_str(&file.display().to_string(), &text),
+                Err(e) => self.report.errors.push(LoadError {
+                    file: file.display().to_string(),
+                    document: 0,
+                    line: 0,
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+    }
+
+    /// Reads one YAML stream; `file` names it in errors.
+    pub fn add_str(&mut self, file: &str, text: &str) {
+        for doc in split::documents(text) {
+            let origin = Origin { file: file.to_string(), document: doc.index, line: doc.line };
+            let value: Value = match serde_saphyr::from_str(doc.text) {
+                Ok(v) => v,
+                Err(e) => {
+                    let msg = e.to_string();
+                    let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
+                    self.report.errors.push(origin.error("", format!("invalid YAML: {first}")));
+                    continue;
+                }
+            };
+            self.add_value(&origin, value);
+        }
+    }
+
+    /// Adds an already parsed document (also used for `kind: List` items).
+    fn add_value(&mut self, origin: &Origin, value: Value) {
+        if value.is_null() {
+            return;
+        }
+        if !value.is_object() {
+            self.report.errors.push(origin.error("", "a document must be a mapping with apiVersion and kind"));
+            return;
+        }
+        let kind = match value.get("kind") {
+            Some(Value::String(k)) if !k.is_empty() => k.clone(),
+            _ => {
+                self.report.errors.push(origin.error("kind", "missing or not a string"));
+                return;
+            }
+        };
+        let api_version = match value.get("apiVersion") {
+            Some(Value::String(v)) if !v.is_empty() => v.clone(),
+            _ => {
+                self.report.errors.push(origin.error("apiVersion", "missing or not a string"));
+                return;
+            }
+        };
+        if kind == "List" {
+            if let Some(Value::Array(items)) = value.get("items") {
+                for item in items.clone() {
+                    self.add_value(origin, item);
+                }
+            }
+            return;
+        }
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        if let Err(e) = self.add_typed(origin, group, &api_version, &kind, value) {
+            self.report.errors.push(e);
+        }
+    }
+
+    fn add_typed(&mut self, origin: &Origin, group: &str, api_version: &str, kind: &str, mut doc: Value) -> Result<(), LoadError> {
+        let snap = &mut self.snapshot;
+        macro_rules! insert {
+            ($map:ident, $ty:ty, namespaced: $ns:expr, $defaults:expr) => {{
+                defaults::metadata(&mut doc, $ns);
+                let apply: fn(&mut Value) = $defaults;
+                apply(&mut doc);
+                let obj: $ty = typed(origin, doc)?;
+                let key = key_of(origin, &obj.metadata, $ns)?;
+                let map_key = if $ns { key.clone() } else { ObjectKey::cluster(key.name.clone()) };
+                remember(&mut self.seen, origin, kind, &map_key)?;
+                insert_keyed(&mut snap.$map, map_key, key, obj);
+            }};
+        }
+        match (group, kind) {
+            ("gateway.networking.k8s.io", "GatewayClass") => insert!(gateway_classes, weft_k8s_api::gateway::GatewayClass, namespaced: false, |_| {}),
+            ("gateway.networking.k8s.io", "Gateway") => insert!(gateways, weft_k8s_api::gateway::Gateway, namespaced: true, defaults::gateway),
+            ("gateway.networking.k8s.io", "ListenerSet") => insert!(listener_sets, weft_k8s_api::gateway::ListenerSet, namespaced: true, defaults::listener_set),
+            ("gateway.networking.k8s.io", "HTTPRoute") => insert!(http_routes, weft_k8s_api::gateway::HttpRoute, namespaced: true, defaults::http_route),
+            ("gateway.networking.k8s.io", "GRPCRoute") => insert!(grpc_routes, weft_k8s_api::gateway::GrpcRoute, namespaced: true, defaults::grpc_route),
+            ("gateway.networking.k8s.io", "TLSRoute") => insert!(tls_routes, weft_k8s_api::gateway::TlsRoute, namespaced: true, defaults::l4_route),
+            ("gateway.networking.k8s.io", "TCPRoute") => insert!(tcp_routes, weft_k8s_api::gateway::TcpRoute, namespaced: true, defaults::l4_route),
+            ("gateway.networking.k8s.io", "ReferenceGrant") => insert!(reference_grants, weft_k8s_api::gateway::ReferenceGrant, namespaced: true, |_| {}),
+            ("", "Service") => insert!(services, Service, namespaced: true, defaults::service),
+            ("discovery.k8s.io", "EndpointSlice") => insert!(endpoint_slices, EndpointSlice, namespaced: true, |_| {}),
+            ("", "Namespace") => insert!(namespaces, Namespace, namespaced: false, defaults::namespace),
+            ("weft.io", _) if api_version != weft_k8s_api::crds::API_VERSION => {
+                return Err(origin.error("apiVersion", format!("Weft serves {} only, not {api_version}", weft_k8s_api::crds::API_VERSION)));
+            }
+            ("weft.io", "Mesh") => insert!(meshes, weft_k8s_api::crds::Mesh, namespaced: false, |_| {}),
+            ("weft.io", "MeshGatewayConfig") => insert!(mesh_gateway_configs, weft_k8s_api::crds::MeshGatewayConfig, namespaced: false, |_| {}),
+            ("weft.io", "MeshGatewayInstance") => insert!(mesh_gateway_instances, weft_k8s_api::crds::MeshGatewayInstance, namespaced: true, |_| {}),
+            ("weft.io", "MeshHTTPRoute") => insert!(mesh_http_routes, weft_k8s_api::crds::MeshHTTPRoute, namespaced: true, |_| {}),
+            ("weft.io", "MeshTCPRoute") => insert!(mesh_tcp_routes, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {}),
+            ("weft.io", other) => {
+                return Err(origin.error("kind", format!("unknown Weft kind {other:?}")));
+            }
+            ("", "Secret") => {
+                defaults::metadata(&mut doc, true);
+                let secret: Secret = typed(origin, doc)?;
+                let key = key_of(origin, &secret.metadata, true)?;
+                remember(&mut self.seen, origin, kind, &key)?;
+                self.snapshot.secrets.insert(key, secret::summarize(&secret));
+            }
+            _ => {
+                *self.report.ignored_kinds.entry(format!("{kind}.{}", if group.is_empty() { "core" } else { group })).or_default() += 1;
+                return Ok(());
+            }
+        }
+        self.report.loaded += 1;
+        Ok(())
+    }
+
+    /// The snapshot and what happened while loading it.
+    pub fn finish(self) -> (Snapshot, LoadReport) {
+        (self.snapshot, self.report)
+    }
+}
+
+fn insert_keyed<T>(map: &mut impl MapInsert<T>, map_key: ObjectKey, key: ObjectKey, obj: T) {
+    map.insert_object(map_key, key, obj);
+}
+
+/// Inserts into the snapshot's maps, which are keyed by `ObjectKey` or, for
+/// cluster-scoped kinds, by name.
+trait MapInsert<T> {
+    fn insert_object(&mut self, map_key: ObjectKey, key: ObjectKey, obj: T);
+}
+
+impl<T> MapInsert<T> for BTreeMap<ObjectKey, T> {
+    fn insert_object(&mut self, map_key: ObjectKey, _key: ObjectKey, obj: T) {
+        self.insert(map_key, obj);
+    }
+}
+
+impl<T> MapInsert<T> for BTreeMap<String, T> {
+    fn insert_object(&mut self, _map_key: ObjectKey, key: ObjectKey, obj: T) {
+        self.insert(key.name, obj);
+    }
+}
+
+/// Deserializes with the failing field's path in the error.
+fn typed<T: DeserializeOwned>(origin: &Origin, doc: Value) -> Result<T, LoadError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        origin.error(path, e.into_inner().to_string())
+    })
+}
+
+fn key_of(
+    origin: &Origin,
+    meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    namespaced: bool,
+) -> Result<ObjectKey, LoadError> {
+    let name = meta.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| origin.error("metadata.name", "missing"))?;
+    let namespace = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
+    Ok(ObjectKey::new(namespace, name))
+}
+
+fn remember(
+    seen: &mut BTreeMap<(String, ObjectKey), Origin>,
+    origin: &Origin,
+    kind: &str,
+    key: &ObjectKey,
+) -> Result<(), LoadError> {
+    if let Some(first) = seen.get(&(kind.to_string(), key.clone())) {
+        return Err(origin.error(
+            "metadata.name",
+            format!("{kind} {key} is already defined in {} document {}; this copy is ignored", first.file, first.document),
+        ));
+    }
+    seen.insert((kind.to_string(), key.clone()), origin.clone());
+    Ok(())
+}
+
+/// Namespaces the snapshot's objects live in, whether or not a Namespace
+/// object exists for them.
+pub fn used_namespaces(snapshot: &Snapshot) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = snapshot.namespaces.keys().cloned().collect();
+    out.extend(snapshot.services.keys().map(|k| k.namespace.clone()));
+    out.extend(snapshot.gateways.keys().map(|k| k.namespace.clone()));
+    out.extend(snapshot.http_routes.keys().map(|k| k.namespace.clone()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_document_is_reported_and_the_others_load() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - backendRefs: [{name: a, port: \"eighty\"}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\n";
+        let (snap, report) = load_str("in.yaml", text);
+        assert_eq!(snap.services.len(), 2, "{report:?}");
+        assert_eq!(report.errors.len(), 1);
+        let err = &report.errors[0];
+        assert_eq!((err.document, err.line), (2, 6));
+        assert_eq!(err.path, "spec.rules[0].backendRefs[0].port");
+        let shown = err.to_string();
+        assert!(shown.starts_with("in.yaml: document 2 (line 6): field `spec.rules[0].backendRefs[0].port`: "), "{shown}");
+    }
+
+    #[test]
+    fn defaults_and_namespace_are_applied() {
+        let (snap, report) = load_str("x", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n");
+        assert!(report.errors.is_empty());
+        let svc = &snap.services[&ObjectKey::new("default", "a")];
+        let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!(port.protocol.as_deref(), Some("TCP"));
+        assert_eq!(svc.metadata.generation, Some(1));
+    }
+
+    #[test]
+    fn duplicates_and_unknown_kinds() {
+        let doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let text = format!("{doc}---\n{doc}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\n- 1\n---\nkind: Service\n");
+        let (snap, report) = load_str("x", &text);
+        assert_eq!(snap.namespaces.len(), 1);
+        assert_eq!(report.ignored_kinds.get("Deployment.apps"), Some(&1));
+        let messages: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("already defined in x document 1"));
+        assert!(messages[1].contains("must be a mapping"));
+        assert!(messages[2].contains("field `apiVersion`"));
+    }
+
+    #[test]
+    fn secrets_keep_no_data() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\ndata: {tls.crt: SGVsbG8K, tls.key: SGVsbG8K}\n";
+        let (snap, report) = load_str("x", text);
+        assert!(report.errors.is_empty(), "{report:?}");
+        let info = &snap.secrets[&ObjectKey::new("default", "s")];
+        assert_eq!(info.keys.iter().cloned().collect::<Vec<_>>(), vec!["tls.crt", "tls.key"]);
+        let err = info.tls.clone().unwrap().unwrap_err();
+        assert!(!err.contains("SGVsbG8"), "{err}");
+    }
+}
