@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod render;
 pub mod snapshot;
+pub mod translate;
 
 pub use snapshot::{ObjectKey, SecretInfo, Snapshot};
+pub use translate::{Output, Statuses, translate};

@@ -1,0 +1,136 @@
+//! GatewayClass: which classes are Weft's, and whether their parameters
+//! resolve to a MeshGatewayConfig.
+
+use std::collections::BTreeMap;
+
+use weft_k8s_api::crds::{GatewayDeployment, MeshGatewayConfigSpec};
+use weft_k8s_api::gateway::{GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures};
+use weft_k8s_api::labels;
+
+use super::conditions::{Conditions, reasons, types};
+use super::context::Ctx;
+
+/// Gateway API features Weft implements, advertised in GatewayClass status.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "GatewayInfrastructurePropagation",
+    "GatewayPort8080",
+    "GatewayStaticAddresses",
+    "GatewayAddressEmpty",
+    "GRPCRoute",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteRetry",
+    "HTTPRouteSchemeRedirect",
+    "ListenerSet",
+    "Mesh",
+    "MeshClusterIPMatching",
+    "MeshConsumerRoute",
+    "MeshHTTPRouteBackendRequestHeaderModification",
+    "MeshHTTPRouteNamedRouteRule",
+    "MeshHTTPRouteQueryParamMatching",
+    "MeshHTTPRouteRedirectPath",
+    "MeshHTTPRouteRedirectPort",
+    "MeshHTTPRouteRewritePath",
+    "MeshHTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+    "TCPRoute",
+    "TLSRoute",
+];
+
+/// What a Weft GatewayClass means for its Gateways.
+#[derive(Clone, Debug)]
+pub(crate) enum ClassState {
+    /// Usable, with the config its Gateways get.
+    Accepted(MeshGatewayConfigSpec),
+    /// Not usable; the message says why.
+    Rejected(String),
+}
+
+/// Resolves a `parametersRef` to the named MeshGatewayConfig's spec.
+pub(crate) fn resolve_config(
+    ctx: &Ctx<'_>,
+    group: &str,
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<MeshGatewayConfigSpec, String> {
+    if group != labels::GROUP || kind != "MeshGatewayConfig" {
+        return Err(format!(
+            "parametersRef must name a MeshGatewayConfig (group weft.io), not {kind} in group {group:?}"
+        ));
+    }
+    if namespace.is_some_and(|n| !n.is_empty()) {
+        return Err("parametersRef must not set a namespace: MeshGatewayConfig is cluster-scoped".into());
+    }
+    ctx.snapshot
+        .mesh_gateway_configs
+        .get(name)
+        .map(|c| c.spec.clone())
+        .ok_or_else(|| format!("MeshGatewayConfig {name:?} does not exist"))
+}
+
+/// Computes the status of Weft's GatewayClasses and what each means for its
+/// Gateways. Classes of other controllers are left alone.
+pub(crate) fn translate(
+    ctx: &Ctx<'_>,
+    statuses: &mut BTreeMap<String, GatewayClassStatus>,
+) -> BTreeMap<String, ClassState> {
+    let mut states = BTreeMap::new();
+    for (name, class) in &ctx.snapshot.gateway_classes {
+        if class.spec.controller_name != labels::GATEWAY_CONTROLLER_NAME {
+            continue;
+        }
+        let state = match &class.spec.parameters_ref {
+            None => ClassState::Accepted(MeshGatewayConfigSpec {
+                deployment: GatewayDeployment::default(),
+                ..Default::default()
+            }),
+            Some(p) => match resolve_config(ctx, &p.group, &p.kind, &p.name, p.namespace.as_deref()) {
+                Ok(config) => ClassState::Accepted(config),
+                Err(msg) => ClassState::Rejected(msg),
+            },
+        };
+        statuses.insert(name.clone(), status(ctx, class, &state));
+        states.insert(name.clone(), state);
+    }
+    states
+}
+
+fn status(ctx: &Ctx<'_>, class: &GatewayClass, state: &ClassState) -> GatewayClassStatus {
+    let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    let mut c = Conditions::new(previous, ctx.now, class.metadata.generation);
+    match state {
+        ClassState::Accepted(_) => c.set(types::ACCEPTED, true, reasons::ACCEPTED, "Weft manages Gateways of this class"),
+        ClassState::Rejected(msg) => c.set(types::ACCEPTED, false, reasons::INVALID_PARAMETERS, msg.clone()),
+    };
+    c.set(types::SUPPORTED_VERSION, true, reasons::SUPPORTED_VERSION, "Gateway API v1.5");
+    GatewayClassStatus {
+        conditions: Some(c.build()),
+        supported_features: Some(
+            SUPPORTED_FEATURES.iter().map(|f| GatewayClassStatusSupportedFeatures { name: (*f).to_string() }).collect(),
+        ),
+    }
+}
