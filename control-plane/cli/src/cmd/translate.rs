@@ -45,7 +45,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("note: ignored {count} {kind} object(s): Weft does not read this kind");
     }
     if !report.errors.is_empty() && !args.partial {
-        eprintln!("{} document(s) could not be loaded; nothing translated (use --partial to translate the rest)", report.errors.len());
+        eprintln!(
+            "{} document(s) could not be loaded; nothing translated (use --partial to translate the rest)",
+            report.errors.len()
+        );
         return Ok(ExitCode::from(1));
     }
     let now = Time(args.now.unwrap_or_else(Timestamp::now));
@@ -55,6 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Yaml => render::to_yaml(&docs),
         Format::Json => render::to_json(&docs) + "\n",
     };
-    std::io::stdout().lock().write_all(text.as_bytes()).context("writing output")?;
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("writing output")?;
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -17,7 +17,20 @@ pub struct TargetRef {
 }
 
 /// Kinds a route's `targetRef` can name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum TargetKind {
     /// All workloads of the mesh.
     #[default]
@@ -50,7 +63,20 @@ pub struct Destination {
 }
 
 /// Kinds a route destination can name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum DestinationKind {
     /// A Service port, reached through the sidecar's outbound side.
     #[default]
@@ -95,7 +121,9 @@ pub(crate) fn default_weight() -> i32 {
 }
 
 /// A reference to a namespaced object, such as a TLS Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedName {
     /// Namespace of the object.

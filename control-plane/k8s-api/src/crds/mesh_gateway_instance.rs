@@ -52,7 +52,9 @@ pub struct MeshGatewayInstanceSpec {
 }
 
 /// An address of a gateway, in Gateway API form.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayAddress {
     /// `IPAddress` or `Hostname`.

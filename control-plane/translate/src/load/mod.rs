@@ -42,7 +42,11 @@ impl fmt::Display for LoadError {
         if self.document == 0 {
             return write!(f, "{}: {}", self.file, self.message);
         }
-        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)?;
+        write!(
+            f,
+            "{}: document {} (line {})",
+            self.file, self.document, self.line
+        )?;
         if !self.path.is_empty() {
             write!(f, ": field `{}`", self.path)?;
         }
@@ -117,17 +121,24 @@ pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn collect(path: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for entry in entries {
-            let hidden = entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if !hidden {
                 collect(&entry, out, false)?;
             }
         }
     } else if explicit
-        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
     {
         out.push(path.to_path_buf());
     }
@@ -167,18 +178,35 @@ impl Loader {
     /// Reads one YAML stream; `file` names it in errors.
     pub fn add_str(&mut self, file: &str, text: &str) {
         for doc in split::documents(text) {
-            let origin = Origin { file: file.to_string(), document: doc.index, line: doc.line };
+            let origin = Origin {
+                file: file.to_string(),
+                document: doc.index,
+                line: doc.line,
+            };
             let value: Value = match serde_saphyr::from_str(doc.text) {
                 Ok(v) => v,
                 Err(e) => {
                     let msg = e.to_string();
                     let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
-                    self.report.errors.push(origin.error("", format!("invalid YAML: {first}")));
+                    self.report
+                        .errors
+                        .push(origin.error("", format!("invalid YAML: {first}")));
                     continue;
                 }
             };
             self.add_value(&origin, value);
         }
+    }
+
+    /// Adds one already parsed document; `file` and `document` name it in
+    /// errors. Used by sources that hold objects as JSON (tests, watchers).
+    pub fn add_document(&mut self, file: &str, document: usize, value: Value) {
+        let origin = Origin {
+            file: file.to_string(),
+            document,
+            line: 1,
+        };
+        self.add_value(&origin, value);
     }
 
     /// Adds an already parsed document (also used for `kind: List` items).
@@ -187,20 +215,26 @@ impl Loader {
             return;
         }
         if !value.is_object() {
-            self.report.errors.push(origin.error("", "a document must be a mapping with apiVersion and kind"));
+            self.report
+                .errors
+                .push(origin.error("", "a document must be a mapping with apiVersion and kind"));
             return;
         }
         let kind = match value.get("kind") {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => {
-                self.report.errors.push(origin.error("kind", "missing or not a string"));
+                self.report
+                    .errors
+                    .push(origin.error("kind", "missing or not a string"));
                 return;
             }
         };
         let api_version = match value.get("apiVersion") {
             Some(Value::String(v)) if !v.is_empty() => v.clone(),
             _ => {
-                self.report.errors.push(origin.error("apiVersion", "missing or not a string"));
+                self.report
+                    .errors
+                    .push(origin.error("apiVersion", "missing or not a string"));
                 return;
             }
         };
@@ -218,7 +252,14 @@ impl Loader {
         }
     }
 
-    fn add_typed(&mut self, origin: &Origin, group: &str, api_version: &str, kind: &str, mut doc: Value) -> Result<(), LoadError> {
+    fn add_typed(
+        &mut self,
+        origin: &Origin,
+        group: &str,
+        api_version: &str,
+        kind: &str,
+        mut doc: Value,
+    ) -> Result<(), LoadError> {
         let snap = &mut self.snapshot;
         macro_rules! insert {
             ($map:ident, $ty:ty, namespaced: $ns:expr, $defaults:expr) => {{
@@ -227,31 +268,71 @@ impl Loader {
                 apply(&mut doc);
                 let obj: $ty = typed(origin, doc)?;
                 let key = key_of(origin, &obj.metadata, $ns)?;
-                let map_key = if $ns { key.clone() } else { ObjectKey::cluster(key.name.clone()) };
+                let map_key = if $ns {
+                    key.clone()
+                } else {
+                    ObjectKey::cluster(key.name.clone())
+                };
                 remember(&mut self.seen, origin, kind, &map_key)?;
                 insert_keyed(&mut snap.$map, map_key, key, obj);
             }};
         }
         match (group, kind) {
-            ("gateway.networking.k8s.io", "GatewayClass") => insert!(gateway_classes, weft_k8s_api::gateway::GatewayClass, namespaced: false, |_| {}),
-            ("gateway.networking.k8s.io", "Gateway") => insert!(gateways, weft_k8s_api::gateway::Gateway, namespaced: true, defaults::gateway),
-            ("gateway.networking.k8s.io", "ListenerSet") => insert!(listener_sets, weft_k8s_api::gateway::ListenerSet, namespaced: true, defaults::listener_set),
-            ("gateway.networking.k8s.io", "HTTPRoute") => insert!(http_routes, weft_k8s_api::gateway::HttpRoute, namespaced: true, defaults::http_route),
-            ("gateway.networking.k8s.io", "GRPCRoute") => insert!(grpc_routes, weft_k8s_api::gateway::GrpcRoute, namespaced: true, defaults::grpc_route),
-            ("gateway.networking.k8s.io", "TLSRoute") => insert!(tls_routes, weft_k8s_api::gateway::TlsRoute, namespaced: true, defaults::l4_route),
-            ("gateway.networking.k8s.io", "TCPRoute") => insert!(tcp_routes, weft_k8s_api::gateway::TcpRoute, namespaced: true, defaults::l4_route),
-            ("gateway.networking.k8s.io", "ReferenceGrant") => insert!(reference_grants, weft_k8s_api::gateway::ReferenceGrant, namespaced: true, |_| {}),
-            ("", "Service") => insert!(services, Service, namespaced: true, defaults::service),
-            ("discovery.k8s.io", "EndpointSlice") => insert!(endpoint_slices, EndpointSlice, namespaced: true, |_| {}),
-            ("", "Namespace") => insert!(namespaces, Namespace, namespaced: false, defaults::namespace),
-            ("weft.io", _) if api_version != weft_k8s_api::crds::API_VERSION => {
-                return Err(origin.error("apiVersion", format!("Weft serves {} only, not {api_version}", weft_k8s_api::crds::API_VERSION)));
+            ("gateway.networking.k8s.io", "GatewayClass") => {
+                insert!(gateway_classes, weft_k8s_api::gateway::GatewayClass, namespaced: false, |_| {})
             }
-            ("weft.io", "Mesh") => insert!(meshes, weft_k8s_api::crds::Mesh, namespaced: false, |_| {}),
-            ("weft.io", "MeshGatewayConfig") => insert!(mesh_gateway_configs, weft_k8s_api::crds::MeshGatewayConfig, namespaced: false, |_| {}),
-            ("weft.io", "MeshGatewayInstance") => insert!(mesh_gateway_instances, weft_k8s_api::crds::MeshGatewayInstance, namespaced: true, |_| {}),
-            ("weft.io", "MeshHTTPRoute") => insert!(mesh_http_routes, weft_k8s_api::crds::MeshHTTPRoute, namespaced: true, |_| {}),
-            ("weft.io", "MeshTCPRoute") => insert!(mesh_tcp_routes, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {}),
+            ("gateway.networking.k8s.io", "Gateway") => {
+                insert!(gateways, weft_k8s_api::gateway::Gateway, namespaced: true, defaults::gateway)
+            }
+            ("gateway.networking.k8s.io", "ListenerSet") => {
+                insert!(listener_sets, weft_k8s_api::gateway::ListenerSet, namespaced: true, defaults::listener_set)
+            }
+            ("gateway.networking.k8s.io", "HTTPRoute") => {
+                insert!(http_routes, weft_k8s_api::gateway::HttpRoute, namespaced: true, defaults::http_route)
+            }
+            ("gateway.networking.k8s.io", "GRPCRoute") => {
+                insert!(grpc_routes, weft_k8s_api::gateway::GrpcRoute, namespaced: true, defaults::grpc_route)
+            }
+            ("gateway.networking.k8s.io", "TLSRoute") => {
+                insert!(tls_routes, weft_k8s_api::gateway::TlsRoute, namespaced: true, defaults::l4_route)
+            }
+            ("gateway.networking.k8s.io", "TCPRoute") => {
+                insert!(tcp_routes, weft_k8s_api::gateway::TcpRoute, namespaced: true, defaults::l4_route)
+            }
+            ("gateway.networking.k8s.io", "ReferenceGrant") => {
+                insert!(reference_grants, weft_k8s_api::gateway::ReferenceGrant, namespaced: true, |_| {})
+            }
+            ("", "Service") => insert!(services, Service, namespaced: true, defaults::service),
+            ("discovery.k8s.io", "EndpointSlice") => {
+                insert!(endpoint_slices, EndpointSlice, namespaced: true, |_| {})
+            }
+            ("", "Namespace") => {
+                insert!(namespaces, Namespace, namespaced: false, defaults::namespace)
+            }
+            ("weft.io", _) if api_version != weft_k8s_api::crds::API_VERSION => {
+                return Err(origin.error(
+                    "apiVersion",
+                    format!(
+                        "Weft serves {} only, not {api_version}",
+                        weft_k8s_api::crds::API_VERSION
+                    ),
+                ));
+            }
+            ("weft.io", "Mesh") => {
+                insert!(meshes, weft_k8s_api::crds::Mesh, namespaced: false, |_| {})
+            }
+            ("weft.io", "MeshGatewayConfig") => {
+                insert!(mesh_gateway_configs, weft_k8s_api::crds::MeshGatewayConfig, namespaced: false, |_| {})
+            }
+            ("weft.io", "MeshGatewayInstance") => {
+                insert!(mesh_gateway_instances, weft_k8s_api::crds::MeshGatewayInstance, namespaced: true, |_| {})
+            }
+            ("weft.io", "MeshHTTPRoute") => {
+                insert!(mesh_http_routes, weft_k8s_api::crds::MeshHTTPRoute, namespaced: true, |_| {})
+            }
+            ("weft.io", "MeshTCPRoute") => {
+                insert!(mesh_tcp_routes, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {})
+            }
             ("weft.io", other) => {
                 return Err(origin.error("kind", format!("unknown Weft kind {other:?}")));
             }
@@ -260,10 +341,19 @@ impl Loader {
                 let secret: Secret = typed(origin, doc)?;
                 let key = key_of(origin, &secret.metadata, true)?;
                 remember(&mut self.seen, origin, kind, &key)?;
-                self.snapshot.secrets.insert(key, secret::summarize(&secret));
+                self.snapshot
+                    .secrets
+                    .insert(key, secret::summarize(&secret));
             }
             _ => {
-                *self.report.ignored_kinds.entry(format!("{kind}.{}", if group.is_empty() { "core" } else { group })).or_default() += 1;
+                *self
+                    .report
+                    .ignored_kinds
+                    .entry(format!(
+                        "{kind}.{}",
+                        if group.is_empty() { "core" } else { group }
+                    ))
+                    .or_default() += 1;
                 return Ok(());
             }
         }
@@ -313,8 +403,16 @@ fn key_of(
     meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     namespaced: bool,
 ) -> Result<ObjectKey, LoadError> {
-    let name = meta.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| origin.error("metadata.name", "missing"))?;
-    let namespace = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
+    let name = meta
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| origin.error("metadata.name", "missing"))?;
+    let namespace = if namespaced {
+        meta.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     Ok(ObjectKey::new(namespace, name))
 }
 
@@ -327,7 +425,10 @@ fn remember(
     if let Some(first) = seen.get(&(kind.to_string(), key.clone())) {
         return Err(origin.error(
             "metadata.name",
-            format!("{kind} {key} is already defined in {} document {}; this copy is ignored", first.file, first.document),
+            format!(
+                "{kind} {key} is already defined in {} document {}; this copy is ignored",
+                first.file, first.document
+            ),
         ));
     }
     seen.insert((kind.to_string(), key.clone()), origin.clone());
@@ -358,12 +459,20 @@ mod tests {
         assert_eq!((err.document, err.line), (2, 6));
         assert_eq!(err.path, "spec.rules[0].backendRefs[0].port");
         let shown = err.to_string();
-        assert!(shown.starts_with("in.yaml: document 2 (line 6): field `spec.rules[0].backendRefs[0].port`: "), "{shown}");
+        assert!(
+            shown.starts_with(
+                "in.yaml: document 2 (line 6): field `spec.rules[0].backendRefs[0].port`: "
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
     fn defaults_and_namespace_are_applied() {
-        let (snap, report) = load_str("x", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n");
+        let (snap, report) = load_str(
+            "x",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n",
+        );
         assert!(report.errors.is_empty());
         let svc = &snap.services[&ObjectKey::new("default", "a")];
         let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
@@ -374,7 +483,9 @@ mod tests {
     #[test]
     fn duplicates_and_unknown_kinds() {
         let doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
-        let text = format!("{doc}---\n{doc}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\n- 1\n---\nkind: Service\n");
+        let text = format!(
+            "{doc}---\n{doc}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\n- 1\n---\nkind: Service\n"
+        );
         let (snap, report) = load_str("x", &text);
         assert_eq!(snap.namespaces.len(), 1);
         assert_eq!(report.ignored_kinds.get("Deployment.apps"), Some(&1));
@@ -391,7 +502,10 @@ mod tests {
         let (snap, report) = load_str("x", text);
         assert!(report.errors.is_empty(), "{report:?}");
         let info = &snap.secrets[&ObjectKey::new("default", "s")];
-        assert_eq!(info.keys.iter().cloned().collect::<Vec<_>>(), vec!["tls.crt", "tls.key"]);
+        assert_eq!(
+            info.keys.iter().cloned().collect::<Vec<_>>(),
+            vec!["tls.crt", "tls.key"]
+        );
         let err = info.tls.clone().unwrap().unwrap_err();
         assert!(!err.contains("SGVsbG8"), "{err}");
     }

@@ -31,7 +31,13 @@ pub fn summarize(secret: &Secret) -> SecretInfo {
                 .as_ref()
                 .and_then(|d| d.get(key))
                 .map(|b| b.0.clone())
-                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|s| s.clone().into_bytes())
+                })
         };
         check_tls_pair(value("tls.crt").as_deref(), value("tls.key").as_deref())
     });
@@ -51,6 +57,7 @@ pub fn check_tls_pair(crt: Option<&[u8]>, key: Option<&[u8]>) -> Result<(), Stri
     };
     x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("tls.crt does not hold an X.509 certificate: {e}"))?;
-    PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key holds no PEM private key: {e}"))?;
+    PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("tls.key holds no PEM private key: {e}"))?;
     Ok(())
 }

@@ -25,7 +25,11 @@ pub(crate) fn documents(text: &str) -> Vec<RawDocument<'_>> {
             let t = l.trim();
             !t.is_empty() && !t.starts_with('#') && !t.starts_with('%')
         }) {
-            docs.push(RawDocument { index: docs.len() + 1, line, text: body });
+            docs.push(RawDocument {
+                index: docs.len() + 1,
+                line,
+                text: body,
+            });
         }
     }
     for line in text.split_inclusive('\n') {
@@ -54,8 +58,14 @@ mod tests {
         let text = "# header\n---\na: 1\n---\n\n---  # c\nb: 2\n...\n";
         let docs = documents(text);
         assert_eq!(docs.len(), 2);
-        assert_eq!((docs[0].index, docs[0].line, docs[0].text), (1, 3, "a: 1\n"));
-        assert_eq!((docs[1].index, docs[1].line, docs[1].text), (2, 7, "b: 2\n"));
+        assert_eq!(
+            (docs[0].index, docs[0].line, docs[0].text),
+            (1, 3, "a: 1\n")
+        );
+        assert_eq!(
+            (docs[1].index, docs[1].line, docs[1].text),
+            (2, 7, "b: 2\n")
+        );
     }
 
     #[test]

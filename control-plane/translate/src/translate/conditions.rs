@@ -59,11 +59,22 @@ pub struct Conditions<'a> {
 impl<'a> Conditions<'a> {
     /// Starts an empty list; `previous` is what the object's status held.
     pub fn new(previous: &'a [Condition], now: &'a Time, generation: Option<i64>) -> Self {
-        Self { previous, now, generation, out: Vec::new() }
+        Self {
+            previous,
+            now,
+            generation,
+            out: Vec::new(),
+        }
     }
 
     /// Sets a condition (replacing one of the same type).
-    pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) -> &mut Self {
+    pub fn set(
+        &mut self,
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> &mut Self {
         let status = if status { "True" } else { "False" };
         let last_transition_time = self
             .previous
@@ -92,7 +103,6 @@ impl<'a> Conditions<'a> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,12 +120,15 @@ mod tests {
         first.set(types::ACCEPTED, true, reasons::ACCEPTED, "ok");
         let first = first.build();
         let mut second = Conditions::new(&first, &t1, Some(2));
-        second.set(types::ACCEPTED, true, reasons::ACCEPTED, "ok").set(types::PROGRAMMED, false, reasons::PENDING, "");
+        second
+            .set(types::ACCEPTED, true, reasons::ACCEPTED, "ok")
+            .set(types::PROGRAMMED, false, reasons::PENDING, "");
         let second = second.build();
         assert_eq!(second[0].last_transition_time, t0);
         assert_eq!(second[0].observed_generation, Some(2));
         assert_eq!(second[1].last_transition_time, t1);
-        let mut third = Conditions::new(&second, &at(300), Some(2));
+        let t2 = at(300);
+        let mut third = Conditions::new(&second, &t2, Some(2));
         third.set(types::ACCEPTED, false, reasons::INVALID, "no");
         assert_eq!(third.build()[0].last_transition_time, at(300));
     }

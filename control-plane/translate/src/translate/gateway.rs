@@ -6,21 +6,24 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use weft_k8s_api::crds::{
-    GatewayAddress, MeshGateway, MeshGatewayConfigSpec, MeshGatewayInstance, MeshGatewayInstanceSpec,
-    MeshGatewayListener, MeshGatewaySpec, NamespacedName, PodTemplate, ServiceTemplate, TemplateMetadata,
+    GatewayAddress, MeshGateway, MeshGatewayConfigSpec, MeshGatewayInstance,
+    MeshGatewayInstanceSpec, MeshGatewayListener, MeshGatewaySpec, NamespacedName, PodTemplate,
+    ServiceTemplate, TemplateMetadata,
+};
+use weft_k8s_api::gateway::listenersets::{
+    ListenerSetStatusListeners, ListenerSetStatusListenersSupportedKinds,
 };
 use weft_k8s_api::gateway::{
-    Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
-    ListenerSet, ListenerSetStatus, GROUP,
+    GROUP, Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
+    GatewayStatusListenersSupportedKinds, ListenerSet, ListenerSetStatus,
 };
-use weft_k8s_api::gateway::listenersets::{ListenerSetStatusListeners, ListenerSetStatusListenersSupportedKinds};
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::class::{ClassState, resolve_config};
 use super::conditions::{Conditions, reasons, types};
 use super::context::{AgeKey, Ctx, age_key};
 use super::listeners::{self, ListenerModel, ListenerOwner, listener_spec};
-use super::meta::{generated_meta, ObjectRef};
+use super::meta::{ObjectRef, generated_meta};
 use super::names;
 use super::selector::Selector;
 use crate::snapshot::ObjectKey;
@@ -32,7 +35,8 @@ pub(crate) struct GatewayModel<'a> {
     pub gateway: &'a Gateway,
     pub mesh: String,
     pub config: MeshGatewayConfigSpec,
-    /// Accepted=False for the whole Gateway: reason and message.
+    /// Accepted=False for the whole Gateway (class, parameters, addresses,
+    /// mesh): reason and message. Routes cannot attach to such a Gateway.
     pub rejected: Option<(&'static str, String)>,
     /// Name of the generated MeshGateway.
     pub mesh_gateway_name: String,
@@ -40,6 +44,13 @@ pub(crate) struct GatewayModel<'a> {
     pub listeners: Vec<ListenerModel>,
     /// ListenerSets whose parent is this Gateway, in precedence order.
     pub listener_sets: Vec<ObjectKey>,
+}
+
+impl GatewayModel<'_> {
+    /// At least one of the Gateway's own listeners can be served.
+    pub fn has_valid_listener(&self) -> bool {
+        self.listeners.iter().any(ListenerModel::is_valid)
+    }
 }
 
 /// A ListenerSet whose parent is a Weft Gateway.
@@ -69,7 +80,11 @@ pub(crate) struct GatewayIndex<'a> {
 impl<'a> GatewayIndex<'a> {
     /// The listeners a route parentRef can see: a Gateway's own listeners,
     /// or a ListenerSet's.
-    pub fn listeners_mut(&mut self, kind: &str, key: &ObjectKey) -> Option<&mut Vec<ListenerModel>> {
+    pub fn listeners_mut(
+        &mut self,
+        kind: &str,
+        key: &ObjectKey,
+    ) -> Option<&mut Vec<ListenerModel>> {
         match kind {
             "Gateway" => self.gateways.get_mut(key).map(|g| &mut g.listeners),
             "ListenerSet" => self.listener_sets.get_mut(key).map(|l| &mut l.listeners),
@@ -79,9 +94,21 @@ impl<'a> GatewayIndex<'a> {
 }
 
 /// Whether the Gateway's proxies are ready, from its MeshGatewayInstance.
-fn instance_ready(ctx: &Ctx<'_>, key: &ObjectKey) -> (bool, Vec<GatewayAddress>, Vec<GatewayAddress>) {
-    match ctx.snapshot.mesh_gateway_instances.get(key).and_then(|i| i.status.as_ref()) {
-        Some(s) => (s.ready_replicas > 0, s.addresses.clone(), s.unusable_addresses.clone()),
+fn instance_ready(
+    ctx: &Ctx<'_>,
+    key: &ObjectKey,
+) -> (bool, Vec<GatewayAddress>, Vec<GatewayAddress>) {
+    match ctx
+        .snapshot
+        .mesh_gateway_instances
+        .get(key)
+        .and_then(|i| i.status.as_ref())
+    {
+        Some(s) => (
+            s.ready_replicas > 0,
+            s.addresses.clone(),
+            s.unusable_addresses.clone(),
+        ),
         None => (false, Vec::new(), Vec::new()),
     }
 }
@@ -90,23 +117,43 @@ fn instance_ready(ctx: &Ctx<'_>, key: &ObjectKey) -> (bool, Vec<GatewayAddress>,
 pub(crate) fn build<'a>(ctx: &Ctx<'a>, classes: &BTreeMap<String, ClassState>) -> GatewayIndex<'a> {
     let mut index = GatewayIndex::default();
     for (key, gw) in &ctx.snapshot.gateways {
-        let Some(class) = classes.get(&gw.spec.gateway_class_name) else { continue };
-        index.gateways.insert(key.clone(), build_gateway(ctx, key, gw, class));
+        let Some(class) = classes.get(&gw.spec.gateway_class_name) else {
+            continue;
+        };
+        index
+            .gateways
+            .insert(key.clone(), build_gateway(ctx, key, gw, class));
     }
 
     // ListenerSets, grouped by parent and ordered by precedence.
     let mut by_parent: BTreeMap<ObjectKey, Vec<(AgeKey, ObjectKey)>> = BTreeMap::new();
     for (key, ls) in &ctx.snapshot.listener_sets {
         let p = &ls.spec.parent_ref;
-        if p.group.as_deref().is_some_and(|g| g != GROUP) || p.kind.as_deref().is_some_and(|k| k != "Gateway") {
+        if p.group.as_deref().is_some_and(|g| g != GROUP)
+            || p.kind.as_deref().is_some_and(|k| k != "Gateway")
+        {
             continue;
         }
-        let parent = ObjectKey::new(p.namespace.clone().unwrap_or_else(|| key.namespace.clone()), p.name.clone());
-        let Some(gw) = index.gateways.get(&parent) else { continue };
+        let parent = ObjectKey::new(
+            p.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
+            p.name.clone(),
+        );
+        let Some(gw) = index.gateways.get(&parent) else {
+            continue;
+        };
         let rejected = if gw.rejected.is_some() {
-            Some((reasons::PARENT_NOT_ACCEPTED, format!("parent Gateway {parent} is not accepted")))
+            Some((
+                reasons::PARENT_NOT_ACCEPTED,
+                format!("parent Gateway {parent} is not accepted"),
+            ))
         } else if !listener_sets_allowed(ctx, gw, &key.namespace) {
-            Some((reasons::NOT_ALLOWED, format!("Gateway {parent} does not allow ListenerSets from namespace {}", key.namespace)))
+            Some((
+                reasons::NOT_ALLOWED,
+                format!(
+                    "Gateway {parent} does not allow ListenerSets from namespace {}",
+                    key.namespace
+                ),
+            ))
         } else {
             None
         };
@@ -118,13 +165,28 @@ pub(crate) fn build<'a>(ctx: &Ctx<'a>, classes: &BTreeMap<String, ClassState>) -
             .map(|l| {
                 let spec = listener_spec!(l);
                 let mesh_name = format!("{}/{}/{}", key.namespace, key.name, spec.name);
-                listeners::evaluate(ctx, &spec, ListenerOwner::ListenerSet(key.clone()), &key.namespace, mesh_name, cross_mesh)
+                listeners::evaluate(
+                    ctx,
+                    &spec,
+                    ListenerOwner::ListenerSet(key.clone()),
+                    &key.namespace,
+                    mesh_name,
+                    cross_mesh,
+                )
             })
             .collect();
-        by_parent.entry(parent.clone()).or_default().push((age_key(&ls.metadata, key), key.clone()));
+        by_parent
+            .entry(parent.clone())
+            .or_default()
+            .push((age_key(&ls.metadata, key), key.clone()));
         index.listener_sets.insert(
             key.clone(),
-            ListenerSetModel { listener_set: ls, gateway: parent, rejected, listeners },
+            ListenerSetModel {
+                listener_set: ls,
+                gateway: parent,
+                rejected,
+                listeners,
+            },
         );
     }
 
@@ -133,12 +195,20 @@ pub(crate) fn build<'a>(ctx: &Ctx<'a>, classes: &BTreeMap<String, ClassState>) -
     for (parent, mut sets) in by_parent {
         sets.sort();
         let order: Vec<ObjectKey> = sets.into_iter().map(|(_, k)| k).collect();
-        let Some(gw) = index.gateways.get_mut(&parent) else { continue };
+        let Some(gw) = index.gateways.get_mut(&parent) else {
+            continue;
+        };
         gw.listener_sets = order.clone();
-        let mut accepted: Vec<ListenerModel> =
-            gw.listeners.iter().filter(|l| l.rejected.is_none() && l.conflict.is_none()).cloned().collect();
+        let mut accepted: Vec<ListenerModel> = gw
+            .listeners
+            .iter()
+            .filter(|l| l.rejected.is_none() && l.conflict.is_none())
+            .cloned()
+            .collect();
         for ls_key in order {
-            let Some(ls) = index.listener_sets.get_mut(&ls_key) else { continue };
+            let Some(ls) = index.listener_sets.get_mut(&ls_key) else {
+                continue;
+            };
             if ls.rejected.is_some() {
                 continue;
             }
@@ -155,7 +225,13 @@ pub(crate) fn build<'a>(ctx: &Ctx<'a>, classes: &BTreeMap<String, ClassState>) -
 }
 
 fn listener_sets_allowed(ctx: &Ctx<'_>, gw: &GatewayModel<'_>, namespace: &str) -> bool {
-    let Some(ns) = gw.gateway.spec.allowed_listeners.as_ref().and_then(|a| a.namespaces.as_ref()) else {
+    let Some(ns) = gw
+        .gateway
+        .spec
+        .allowed_listeners
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+    else {
         return false;
     };
     match ns.from.as_ref().map(|f| format!("{f:?}")).as_deref() {
@@ -185,7 +261,12 @@ fn listener_sets_allowed(ctx: &Ctx<'_>, gw: &GatewayModel<'_>, namespace: &str) 
     }
 }
 
-fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &ClassState) -> GatewayModel<'a> {
+fn build_gateway<'a>(
+    ctx: &Ctx<'a>,
+    key: &ObjectKey,
+    gw: &'a Gateway,
+    class: &ClassState,
+) -> GatewayModel<'a> {
     let mesh = ctx.mesh_of(&gw.metadata, &key.namespace);
     let mut rejected = None;
     let mut config = MeshGatewayConfigSpec::default();
@@ -194,28 +275,47 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
         ClassState::Rejected(msg) => {
             rejected = Some((
                 reasons::INVALID_PARAMETERS,
-                format!("GatewayClass {:?} is not accepted: {msg}", gw.spec.gateway_class_name),
+                format!(
+                    "GatewayClass {:?} is not accepted: {msg}",
+                    gw.spec.gateway_class_name
+                ),
             ));
         }
     }
     if rejected.is_none() {
-        if let Some(p) = gw.spec.infrastructure.as_ref().and_then(|i| i.parameters_ref.as_ref()) {
+        if let Some(p) = gw
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref())
+        {
             match resolve_config(ctx, &p.group, &p.kind, &p.name, None) {
                 Ok(c) => config = c,
-                Err(msg) => rejected = Some((reasons::INVALID_PARAMETERS, format!("infrastructure.{msg}"))),
+                Err(msg) => {
+                    rejected = Some((reasons::INVALID_PARAMETERS, format!("infrastructure.{msg}")))
+                }
             }
         }
     }
     if rejected.is_none() && !ctx.mesh_exists(&mesh) {
-        rejected = Some((reasons::INVALID, format!("mesh {mesh:?} does not exist; create a Mesh named {mesh:?} or change the weft.io/mesh annotation")));
+        rejected = Some((
+            reasons::INVALID,
+            format!(
+                "mesh {mesh:?} does not exist; create a Mesh named {mesh:?} or change the weft.io/mesh annotation"
+            ),
+        ));
     }
     if rejected.is_none() {
         for a in gw.spec.addresses.iter().flatten() {
             let type_ = a.r#type.as_deref().unwrap_or("IPAddress");
             let problem = match (type_, a.value.as_deref()) {
-                ("IPAddress", Some(v)) if v.parse::<IpAddr>().is_err() => Some(format!("{v:?} is not an IP address")),
+                ("IPAddress", Some(v)) if v.parse::<IpAddr>().is_err() => {
+                    Some(format!("{v:?} is not an IP address"))
+                }
                 ("IPAddress" | "Hostname", _) => None,
-                (other, _) => Some(format!("address type {other:?} is not supported; use IPAddress or Hostname")),
+                (other, _) => Some(format!(
+                    "address type {other:?} is not supported; use IPAddress or Hostname"
+                )),
             };
             if let Some(msg) = problem {
                 rejected = Some((reasons::UNSUPPORTED_ADDRESS, msg));
@@ -230,19 +330,32 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
         .map(|l| {
             let spec = listener_spec!(l);
             let name = spec.name.clone();
-            listeners::evaluate(ctx, &spec, ListenerOwner::Gateway, &key.namespace, name, config.cross_mesh)
+            listeners::evaluate(
+                ctx,
+                &spec,
+                ListenerOwner::Gateway,
+                &key.namespace,
+                name,
+                config.cross_mesh,
+            )
         })
         .collect();
     listeners::mark_conflicts_within(&mut models);
-    if rejected.is_none() && !models.iter().any(ListenerModel::is_valid) {
-        rejected = Some((reasons::LISTENERS_NOT_VALID, "no listener is valid".to_string()));
-    }
     let mesh_gateway_name = names::object_name(
         &format!("{}.{}", key.name, key.namespace),
         &format!("Gateway/{}/{}", key.namespace, key.name),
         false,
     );
-    GatewayModel { key: key.clone(), gateway: gw, mesh, config, rejected, mesh_gateway_name, listeners: models, listener_sets: Vec::new() }
+    GatewayModel {
+        key: key.clone(),
+        gateway: gw,
+        mesh,
+        config,
+        rejected,
+        mesh_gateway_name,
+        listeners: models,
+        listener_sets: Vec::new(),
+    }
 }
 
 /// Where a generated object's status and output go.
@@ -263,12 +376,27 @@ struct Readiness {
 
 fn readiness(ctx: &Ctx<'_>, gw: &GatewayModel<'_>) -> Readiness {
     if let Some((_, msg)) = &gw.rejected {
-        return Readiness { programmed: Err((reasons::INVALID, msg.clone())), addresses: Vec::new() };
+        return Readiness {
+            programmed: Err((reasons::INVALID, msg.clone())),
+            addresses: Vec::new(),
+        };
+    }
+    if !gw.has_valid_listener() {
+        return Readiness {
+            programmed: Err((reasons::INVALID, "no listener is valid".into())),
+            addresses: Vec::new(),
+        };
     }
     let (ready, addresses, unusable) = instance_ready(ctx, &gw.key);
     if !ready {
         return Readiness {
-            programmed: Err((reasons::PENDING, format!("waiting for a ready gateway proxy of MeshGatewayInstance {}", gw.key))),
+            programmed: Err((
+                reasons::PENDING,
+                format!(
+                    "waiting for a ready gateway proxy of MeshGatewayInstance {}",
+                    gw.key
+                ),
+            )),
             addresses,
         };
     }
@@ -277,19 +405,44 @@ fn readiness(ctx: &Ctx<'_>, gw: &GatewayModel<'_>) -> Readiness {
         let type_ = r.r#type.as_deref().unwrap_or("IPAddress");
         match r.value.as_deref() {
             Some(v) if !addresses.iter().any(|a| a.value == v) => {
-                let why = if unusable.iter().any(|u| u.value == v) { "is unusable" } else { "was not assigned" };
-                return Readiness { programmed: Err((reasons::ADDRESS_NOT_USABLE, format!("requested address {v} {why}"))), addresses };
+                let why = if unusable.iter().any(|u| u.value == v) {
+                    "is unusable"
+                } else {
+                    "was not assigned"
+                };
+                return Readiness {
+                    programmed: Err((
+                        reasons::ADDRESS_NOT_USABLE,
+                        format!("requested address {v} {why}"),
+                    )),
+                    addresses,
+                };
             }
             None if !addresses.iter().any(|a| a.type_ == type_) => {
-                return Readiness { programmed: Err((reasons::ADDRESS_NOT_ASSIGNED, format!("no {type_} address was assigned"))), addresses };
+                return Readiness {
+                    programmed: Err((
+                        reasons::ADDRESS_NOT_ASSIGNED,
+                        format!("no {type_} address was assigned"),
+                    )),
+                    addresses,
+                };
             }
             _ => {}
         }
     }
     if addresses.is_empty() {
-        return Readiness { programmed: Err((reasons::ADDRESS_NOT_ASSIGNED, "the gateway proxies have no address yet".into())), addresses };
+        return Readiness {
+            programmed: Err((
+                reasons::ADDRESS_NOT_ASSIGNED,
+                "the gateway proxies have no address yet".into(),
+            )),
+            addresses,
+        };
     }
-    Readiness { programmed: Ok(()), addresses }
+    Readiness {
+        programmed: Ok(()),
+        addresses,
+    }
 }
 
 /// Emits the status of every Weft Gateway and ListenerSet, and the generated
@@ -299,20 +452,50 @@ pub(crate) fn emit(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, out: &mut GatewayOut
         let ready = readiness(ctx, gw);
         let generation = gw.gateway.metadata.generation;
         let previous = gw.gateway.status.as_ref();
-        let mut c = Conditions::new(previous.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]), ctx.now, generation);
-        let invalid: Vec<&str> = gw.listeners.iter().filter(|l| !l.is_valid()).map(|l| l.name.as_str()).collect();
+        let mut c = Conditions::new(
+            previous
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or(&[]),
+            ctx.now,
+            generation,
+        );
+        let invalid: Vec<&str> = gw
+            .listeners
+            .iter()
+            .filter(|l| !l.is_valid())
+            .map(|l| l.name.as_str())
+            .collect();
         match &gw.rejected {
             Some((reason, msg)) => c.set(types::ACCEPTED, false, reason, msg.clone()),
-            None if invalid.is_empty() => c.set(types::ACCEPTED, true, reasons::ACCEPTED, "Gateway is accepted"),
+            None if !gw.has_valid_listener() => c.set(
+                types::ACCEPTED,
+                false,
+                reasons::LISTENERS_NOT_VALID,
+                format!("no listener is valid: {}", invalid.join(", ")),
+            ),
+            None if invalid.is_empty() => c.set(
+                types::ACCEPTED,
+                true,
+                reasons::ACCEPTED,
+                "Gateway is accepted",
+            ),
             None => c.set(
                 types::ACCEPTED,
                 true,
                 reasons::LISTENERS_NOT_VALID,
-                format!("listeners not valid: {}; the others are served", invalid.join(", ")),
+                format!(
+                    "listeners not valid: {}; the others are served",
+                    invalid.join(", ")
+                ),
             ),
         };
         match &ready.programmed {
-            Ok(()) => c.set(types::PROGRAMMED, true, reasons::PROGRAMMED, "gateway proxies are serving the configuration"),
+            Ok(()) => c.set(
+                types::PROGRAMMED,
+                true,
+                reasons::PROGRAMMED,
+                "gateway proxies are serving the configuration",
+            ),
             Err((reason, msg)) => c.set(types::PROGRAMMED, false, reason, msg.clone()),
         };
         let prev_listeners = previous.and_then(|s| s.listeners.as_deref()).unwrap_or(&[]);
@@ -320,13 +503,30 @@ pub(crate) fn emit(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, out: &mut GatewayOut
             .listeners
             .iter()
             .map(|l| {
-                let prev = prev_listeners.iter().find(|p| p.name == l.name).map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+                let prev = prev_listeners
+                    .iter()
+                    .find(|p| p.name == l.name)
+                    .map(|p| p.conditions.as_slice())
+                    .unwrap_or(&[]);
                 GatewayStatusListeners {
                     name: l.name.clone(),
                     attached_routes: l.attached.len() as i32,
-                    conditions: listener_conditions(ctx, l, prev, generation, gw.rejected.is_some(), &ready.programmed),
+                    conditions: listener_conditions(
+                        ctx,
+                        l,
+                        prev,
+                        generation,
+                        gw.rejected.is_some(),
+                        &ready.programmed,
+                    ),
                     supported_kinds: Some(
-                        l.kinds.iter().map(|k| GatewayStatusListenersSupportedKinds { group: Some(GROUP.into()), kind: k.kind().into() }).collect(),
+                        l.kinds
+                            .iter()
+                            .map(|k| GatewayStatusListenersSupportedKinds {
+                                group: Some(GROUP.into()),
+                                kind: k.kind().into(),
+                            })
+                            .collect(),
                     ),
                 }
             })
@@ -334,7 +534,12 @@ pub(crate) fn emit(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, out: &mut GatewayOut
         let attached_sets = gw
             .listener_sets
             .iter()
-            .filter(|k| index.listener_sets.get(*k).is_some_and(ListenerSetModel::is_accepted))
+            .filter(|k| {
+                index
+                    .listener_sets
+                    .get(*k)
+                    .is_some_and(ListenerSetModel::is_accepted)
+            })
             .count() as i32;
         out.gateway_statuses.insert(
             gw.key.clone(),
@@ -343,7 +548,10 @@ pub(crate) fn emit(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, out: &mut GatewayOut
                     ready
                         .addresses
                         .iter()
-                        .map(|a| GatewayStatusAddresses { r#type: Some(a.type_.clone()), value: a.value.clone() })
+                        .map(|a| GatewayStatusAddresses {
+                            r#type: Some(a.type_.clone()),
+                            value: a.value.clone(),
+                        })
                         .collect(),
                 ),
                 attached_listener_sets: Some(attached_sets),
@@ -354,11 +562,14 @@ pub(crate) fn emit(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, out: &mut GatewayOut
 
         for ls_key in &gw.listener_sets {
             if let Some(ls) = index.listener_sets.get(ls_key) {
-                out.listener_set_statuses.insert(ls_key.clone(), listener_set_status(ctx, ls, &ready.programmed));
+                out.listener_set_statuses.insert(
+                    ls_key.clone(),
+                    listener_set_status(ctx, ls, &ready.programmed),
+                );
             }
         }
 
-        if gw.rejected.is_none() {
+        if gw.rejected.is_none() && gw.has_valid_listener() {
             generate(ctx, index, gw, out);
         }
     }
@@ -376,35 +587,82 @@ fn listener_conditions(
     match (&l.rejected, &l.conflict) {
         (Some((reason, msg)), _) => c.set(types::ACCEPTED, false, reason, msg.clone()),
         (None, Some((reason, msg))) => c.set(types::ACCEPTED, false, reason, msg.clone()),
-        (None, None) => c.set(types::ACCEPTED, true, reasons::ACCEPTED, "listener is accepted"),
+        (None, None) => c.set(
+            types::ACCEPTED,
+            true,
+            reasons::ACCEPTED,
+            "listener is accepted",
+        ),
     };
     match &l.conflict {
         Some((reason, msg)) => c.set(types::CONFLICTED, true, reason, msg.clone()),
-        None => c.set(types::CONFLICTED, false, reasons::NO_CONFLICTS, "no conflicts"),
+        None => c.set(
+            types::CONFLICTED,
+            false,
+            reasons::NO_CONFLICTS,
+            "no conflicts",
+        ),
     };
     match &l.unresolved {
         Some((reason, msgs)) => c.set(types::RESOLVED_REFS, false, reason, msgs.join("; ")),
-        None => c.set(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, "all references resolved"),
+        None => c.set(
+            types::RESOLVED_REFS,
+            true,
+            reasons::RESOLVED_REFS,
+            "all references resolved",
+        ),
     };
     if let Some((reason, msg)) = &l.conflict {
         c.set(types::PROGRAMMED, false, reason, msg.clone());
     } else if !l.is_valid() || parent_rejected {
-        c.set(types::PROGRAMMED, false, reasons::INVALID, "listener is not valid");
+        c.set(
+            types::PROGRAMMED,
+            false,
+            reasons::INVALID,
+            "listener is not valid",
+        );
     } else {
         match programmed {
-            Ok(()) => c.set(types::PROGRAMMED, true, reasons::PROGRAMMED, "listener is served"),
-            Err((reasons::PENDING, msg)) => c.set(types::PROGRAMMED, false, reasons::PENDING, msg.clone()),
-            Err(_) => c.set(types::PROGRAMMED, true, reasons::PROGRAMMED, "listener is served"),
+            Ok(()) => c.set(
+                types::PROGRAMMED,
+                true,
+                reasons::PROGRAMMED,
+                "listener is served",
+            ),
+            Err((reasons::PENDING, msg)) => {
+                c.set(types::PROGRAMMED, false, reasons::PENDING, msg.clone())
+            }
+            Err(_) => c.set(
+                types::PROGRAMMED,
+                true,
+                reasons::PROGRAMMED,
+                "listener is served",
+            ),
         };
     }
     c.build()
 }
 
-fn listener_set_status(ctx: &Ctx<'_>, ls: &ListenerSetModel<'_>, programmed: &Result<(), (&'static str, String)>) -> ListenerSetStatus {
+fn listener_set_status(
+    ctx: &Ctx<'_>,
+    ls: &ListenerSetModel<'_>,
+    programmed: &Result<(), (&'static str, String)>,
+) -> ListenerSetStatus {
     let generation = ls.listener_set.metadata.generation;
     let previous = ls.listener_set.status.as_ref();
-    let mut c = Conditions::new(previous.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]), ctx.now, generation);
-    let invalid: Vec<&str> = ls.listeners.iter().filter(|l| !l.is_valid()).map(|l| l.name.as_str()).collect();
+    let mut c = Conditions::new(
+        previous
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or(&[]),
+        ctx.now,
+        generation,
+    );
+    let invalid: Vec<&str> = ls
+        .listeners
+        .iter()
+        .filter(|l| !l.is_valid())
+        .map(|l| l.name.as_str())
+        .collect();
     let any_valid = ls.listeners.iter().any(ListenerModel::is_valid);
     match (&ls.rejected, any_valid, invalid.is_empty()) {
         (Some((reason, msg)), _, _) => {
@@ -412,18 +670,48 @@ fn listener_set_status(ctx: &Ctx<'_>, ls: &ListenerSetModel<'_>, programmed: &Re
             c.set(types::PROGRAMMED, false, reason, msg.clone());
         }
         (None, false, _) => {
-            c.set(types::ACCEPTED, false, reasons::LISTENERS_NOT_VALID, "no listener is valid");
-            c.set(types::PROGRAMMED, false, reasons::LISTENERS_NOT_VALID, "no listener is valid");
+            c.set(
+                types::ACCEPTED,
+                false,
+                reasons::LISTENERS_NOT_VALID,
+                "no listener is valid",
+            );
+            c.set(
+                types::PROGRAMMED,
+                false,
+                reasons::LISTENERS_NOT_VALID,
+                "no listener is valid",
+            );
         }
         (None, true, all_valid) => {
             if all_valid {
-                c.set(types::ACCEPTED, true, reasons::ACCEPTED, "ListenerSet is attached");
+                c.set(
+                    types::ACCEPTED,
+                    true,
+                    reasons::ACCEPTED,
+                    "ListenerSet is attached",
+                );
             } else {
-                c.set(types::ACCEPTED, true, reasons::LISTENERS_NOT_VALID, format!("listeners not valid: {}; the others are served", invalid.join(", ")));
+                c.set(
+                    types::ACCEPTED,
+                    true,
+                    reasons::LISTENERS_NOT_VALID,
+                    format!(
+                        "listeners not valid: {}; the others are served",
+                        invalid.join(", ")
+                    ),
+                );
             }
             match programmed {
-                Err((reasons::PENDING, msg)) => c.set(types::PROGRAMMED, false, reasons::PENDING, msg.clone()),
-                _ => c.set(types::PROGRAMMED, true, reasons::PROGRAMMED, "listeners are served"),
+                Err((reasons::PENDING, msg)) => {
+                    c.set(types::PROGRAMMED, false, reasons::PENDING, msg.clone())
+                }
+                _ => c.set(
+                    types::PROGRAMMED,
+                    true,
+                    reasons::PROGRAMMED,
+                    "listeners are served",
+                ),
             };
         }
     }
@@ -432,7 +720,11 @@ fn listener_set_status(ctx: &Ctx<'_>, ls: &ListenerSetModel<'_>, programmed: &Re
         .listeners
         .iter()
         .map(|l| {
-            let prev = prev_listeners.iter().find(|p| p.name == l.name).map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+            let prev = prev_listeners
+                .iter()
+                .find(|p| p.name == l.name)
+                .map(|p| p.conditions.as_slice())
+                .unwrap_or(&[]);
             let conditions = if let Some((reason, msg)) = &ls.rejected {
                 let mut lc = Conditions::new(prev, ctx.now, generation);
                 lc.set(types::ACCEPTED, false, reason, msg.clone());
@@ -446,19 +738,37 @@ fn listener_set_status(ctx: &Ctx<'_>, ls: &ListenerSetModel<'_>, programmed: &Re
                 attached_routes: l.attached.len() as i32,
                 conditions,
                 supported_kinds: Some(
-                    l.kinds.iter().map(|k| ListenerSetStatusListenersSupportedKinds { group: Some(GROUP.into()), kind: k.kind().into() }).collect(),
+                    l.kinds
+                        .iter()
+                        .map(|k| ListenerSetStatusListenersSupportedKinds {
+                            group: Some(GROUP.into()),
+                            kind: k.kind().into(),
+                        })
+                        .collect(),
                 ),
             }
         })
         .collect();
-    ListenerSetStatus { conditions: Some(c.build()), listeners: Some(listeners) }
+    ListenerSetStatus {
+        conditions: Some(c.build()),
+        listeners: Some(listeners),
+    }
 }
 
 /// The MeshGateway and MeshGatewayInstance of an accepted Gateway.
-fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out: &mut GatewayOutputs) {
+fn generate(
+    ctx: &Ctx<'_>,
+    index: &GatewayIndex<'_>,
+    gw: &GatewayModel<'_>,
+    out: &mut GatewayOutputs,
+) {
     let mut served: Vec<&ListenerModel> = gw.listeners.iter().filter(|l| l.is_valid()).collect();
     for ls_key in &gw.listener_sets {
-        if let Some(ls) = index.listener_sets.get(ls_key).filter(|ls| ls.rejected.is_none()) {
+        if let Some(ls) = index
+            .listener_sets
+            .get(ls_key)
+            .filter(|ls| ls.rejected.is_none())
+        {
             served.extend(ls.listeners.iter().filter(|l| l.is_valid()));
         }
     }
@@ -479,7 +789,12 @@ fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out:
     ports.sort_unstable();
     ports.dedup();
 
-    let origin = ObjectRef::of("gateway.networking.k8s.io/v1", "Gateway", &gw.gateway.metadata, &gw.key);
+    let origin = ObjectRef::of(
+        "gateway.networking.k8s.io/v1",
+        "Gateway",
+        &gw.gateway.metadata,
+        &gw.key,
+    );
     let mut mg_meta = generated_meta(&origin, &gw.mesh, None);
     mg_meta.name = Some(gw.mesh_gateway_name.clone());
     mg_meta.owner_references = None; // cluster-scoped: cannot be owned by a namespaced Gateway
@@ -488,7 +803,10 @@ fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out:
         spec: MeshGatewaySpec {
             mesh: gw.mesh.clone(),
             cross_mesh: gw.config.cross_mesh,
-            instance: NamespacedName { namespace: gw.key.namespace.clone(), name: gw.key.name.clone() },
+            instance: NamespacedName {
+                namespace: gw.key.namespace.clone(),
+                name: gw.key.name.clone(),
+            },
             listeners,
         },
         status: None,
@@ -496,7 +814,9 @@ fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out:
 
     let infra = gw.gateway.spec.infrastructure.as_ref();
     let infra_labels = infra.and_then(|i| i.labels.clone()).unwrap_or_default();
-    let infra_annotations = infra.and_then(|i| i.annotations.clone()).unwrap_or_default();
+    let infra_annotations = infra
+        .and_then(|i| i.annotations.clone())
+        .unwrap_or_default();
     let mut deployment = gw.config.deployment.clone();
     if gw.config.cross_mesh {
         deployment.service_type = weft_k8s_api::crds::ServiceType::ClusterIP;
@@ -507,11 +827,24 @@ fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out:
             m.labels.extend(infra_labels.clone());
             m.annotations.extend(infra_annotations.clone());
         };
-        merge(&mut deployment.pod_template.get_or_insert_with(PodTemplate::default).metadata);
-        merge(&mut deployment.service_template.get_or_insert_with(ServiceTemplate::default).metadata);
+        merge(
+            &mut deployment
+                .pod_template
+                .get_or_insert_with(PodTemplate::default)
+                .metadata,
+        );
+        merge(
+            &mut deployment
+                .service_template
+                .get_or_insert_with(ServiceTemplate::default)
+                .metadata,
+        );
     }
     let mut tags = gw.config.tags.clone();
-    tags.insert("gateway.networking.k8s.io/gateway-name".into(), names::label_value(&gw.key.name));
+    tags.insert(
+        "gateway.networking.k8s.io/gateway-name".into(),
+        names::label_value(&gw.key.name),
+    );
     let mut meta = generated_meta(&origin, &gw.mesh, Some(&gw.key.namespace));
     meta.name = Some(gw.key.name.clone());
     out.instances.push(MeshGatewayInstance {
@@ -528,7 +861,12 @@ fn generate(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, gw: &GatewayModel<'_>, out:
                 .addresses
                 .iter()
                 .flatten()
-                .filter_map(|a| a.value.clone().map(|v| GatewayAddress { type_: a.r#type.clone().unwrap_or_else(|| "IPAddress".into()), value: v }))
+                .filter_map(|a| {
+                    a.value.clone().map(|v| GatewayAddress {
+                        type_: a.r#type.clone().unwrap_or_else(|| "IPAddress".into()),
+                        value: v,
+                    })
+                })
                 .collect(),
             tags,
         },

@@ -70,27 +70,32 @@ macro_rules! listener_spec {
             }),
             kinds: ar
                 .and_then(|a| a.kinds.as_ref())
-                .map(|ks| ks.iter().map(|k| (k.group.clone(), k.kind.clone())).collect())
+                .map(|ks| {
+                    ks.iter()
+                        .map(|k| (k.group.clone(), k.kind.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             namespaces_from: ns.and_then(|n| n.from.as_ref()).map(|f| format!("{f:?}")),
-            selector: ns.and_then(|n| n.selector.as_ref()).map(|s| $crate::translate::selector::Selector {
-                match_labels: s.match_labels.clone().unwrap_or_default(),
-                match_expressions: s
-                    .match_expressions
-                    .iter()
-                    .flatten()
-                    .map(|e| $crate::translate::selector::Requirement {
-                        key: e.key.clone(),
-                        operator: e.operator.clone(),
-                        values: e.values.clone().unwrap_or_default(),
-                    })
-                    .collect(),
+            selector: ns.and_then(|n| n.selector.as_ref()).map(|s| {
+                $crate::translate::selector::Selector {
+                    match_labels: s.match_labels.clone().unwrap_or_default(),
+                    match_expressions: s
+                        .match_expressions
+                        .iter()
+                        .flatten()
+                        .map(|e| $crate::translate::selector::Requirement {
+                            key: e.key.clone(),
+                            operator: e.operator.clone(),
+                            values: e.values.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                }
             }),
         }
     }};
 }
 pub(crate) use listener_spec;
-
 
 /// Which namespaces may attach routes to a listener.
 #[derive(Clone, Debug)]
@@ -180,7 +185,9 @@ pub(crate) fn evaluate(
         kinds: Vec::new(),
         namespaces: match spec.namespaces_from.as_deref() {
             Some("All") => AllowedNamespaces::All,
-            Some("Selector") => AllowedNamespaces::Selector(spec.selector.clone().unwrap_or_default()),
+            Some("Selector") => {
+                AllowedNamespaces::Selector(spec.selector.clone().unwrap_or_default())
+            }
             _ => AllowedNamespaces::Same,
         },
         rejected: None,
@@ -194,14 +201,20 @@ pub(crate) fn evaluate(
     if supported.is_empty() {
         model.rejected = Some((
             reasons::UNSUPPORTED_PROTOCOL,
-            format!("protocol {:?} is not supported; Weft serves HTTP, HTTPS, TLS and TCP listeners", spec.protocol),
+            format!(
+                "protocol {:?} is not supported; Weft serves HTTP, HTTPS, TLS and TCP listeners",
+                spec.protocol
+            ),
         ));
         return model;
     }
     if cross_mesh && spec.protocol != "HTTP" {
         model.rejected = Some((
             reasons::UNSUPPORTED_PROTOCOL,
-            format!("cross-mesh gateways serve HTTP listeners only, not {}", spec.protocol),
+            format!(
+                "cross-mesh gateways serve HTTP listeners only, not {}",
+                spec.protocol
+            ),
         ));
         return model;
     }
@@ -212,7 +225,9 @@ pub(crate) fn evaluate(
         model.kinds = supported.to_vec();
     } else {
         for (group, kind) in &spec.kinds {
-            match RouteKind::parse(group.as_deref().or(Some(GROUP)), kind).filter(|k| supported.contains(k)) {
+            match RouteKind::parse(group.as_deref().or(Some(GROUP)), kind)
+                .filter(|k| supported.contains(k))
+            {
                 Some(k) if !model.kinds.contains(&k) => model.kinds.push(k),
                 Some(_) => {}
                 None => invalid_kinds.push(format!("{}/{kind}", group.as_deref().unwrap_or(GROUP))),
@@ -223,7 +238,11 @@ pub(crate) fn evaluate(
     if !invalid_kinds.is_empty() {
         unresolved.push((
             reasons::INVALID_ROUTE_KINDS,
-            format!("route kinds {} are not supported on a {} listener", invalid_kinds.join(", "), spec.protocol),
+            format!(
+                "route kinds {} are not supported on a {} listener",
+                invalid_kinds.join(", "),
+                spec.protocol
+            ),
         ));
     }
 
@@ -231,10 +250,16 @@ pub(crate) fn evaluate(
     let needs_tls = matches!(spec.protocol.as_str(), "HTTPS" | "TLS");
     match (&spec.tls, needs_tls) {
         (Some(_), false) => {
-            model.rejected = Some((reasons::UNSUPPORTED_VALUE, format!("tls must not be set on a {} listener", spec.protocol)));
+            model.rejected = Some((
+                reasons::UNSUPPORTED_VALUE,
+                format!("tls must not be set on a {} listener", spec.protocol),
+            ));
         }
         (None, true) => {
-            model.rejected = Some((reasons::UNSUPPORTED_VALUE, format!("a {} listener needs tls settings", spec.protocol)));
+            model.rejected = Some((
+                reasons::UNSUPPORTED_VALUE,
+                format!("a {} listener needs tls settings", spec.protocol),
+            ));
         }
         (Some((mode, refs)), true) => {
             let mode = match mode.as_deref() {
@@ -250,7 +275,10 @@ pub(crate) fn evaluate(
                 let mut certificates = Vec::new();
                 if mode == TlsMode::Terminate {
                     if refs.is_empty() {
-                        unresolved.push((reasons::INVALID_CERTIFICATE_REF, "tls mode Terminate needs at least one certificateRef".into()));
+                        unresolved.push((
+                            reasons::INVALID_CERTIFICATE_REF,
+                            "tls mode Terminate needs at least one certificateRef".into(),
+                        ));
                     }
                     for r in refs {
                         match resolve_certificate(ctx, r, owner_kind, owner_namespace) {
@@ -279,35 +307,68 @@ fn resolve_certificate(
     owner_kind: &str,
     owner_namespace: &str,
 ) -> Result<NamespacedName, (&'static str, String)> {
-    let namespace = r.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| owner_namespace.to_string());
+    let namespace = r
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| owner_namespace.to_string());
     let kind = r.kind.as_deref().unwrap_or("Secret");
     if !core_group(r.group.as_deref()) || kind != "Secret" {
         return Err((
             reasons::INVALID_CERTIFICATE_REF,
-            format!("certificateRef {}/{kind} {:?} is not a Secret", r.group.as_deref().unwrap_or(""), r.name),
+            format!(
+                "certificateRef {}/{kind} {:?} is not a Secret",
+                r.group.as_deref().unwrap_or(""),
+                r.name
+            ),
         ));
     }
     if namespace != owner_namespace
-        && !ctx.reference_granted((GROUP, owner_kind, owner_namespace), "", "Secret", &namespace, &r.name)
+        && !ctx.reference_granted(
+            (GROUP, owner_kind, owner_namespace),
+            "",
+            "Secret",
+            &namespace,
+            &r.name,
+        )
     {
         return Err((
             reasons::REF_NOT_PERMITTED,
-            format!("no ReferenceGrant in namespace {namespace} lets this {owner_kind} use Secret {}", r.name),
+            format!(
+                "no ReferenceGrant in namespace {namespace} lets this {owner_kind} use Secret {}",
+                r.name
+            ),
         ));
     }
-    let Some(secret) = ctx.snapshot.secrets.get(&ObjectKey::new(namespace.clone(), r.name.clone())) else {
-        return Err((reasons::INVALID_CERTIFICATE_REF, format!("Secret {namespace}/{} does not exist", r.name)));
+    let Some(secret) = ctx
+        .snapshot
+        .secrets
+        .get(&ObjectKey::new(namespace.clone(), r.name.clone()))
+    else {
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!("Secret {namespace}/{} does not exist", r.name),
+        ));
     };
     if secret.type_ != TLS_SECRET_TYPE {
         return Err((
             reasons::INVALID_CERTIFICATE_REF,
-            format!("Secret {namespace}/{} has type {:?}, not {TLS_SECRET_TYPE}", r.name, secret.type_),
+            format!(
+                "Secret {namespace}/{} has type {:?}, not {TLS_SECRET_TYPE}",
+                r.name, secret.type_
+            ),
         ));
     }
     if let Some(Err(why)) = &secret.tls {
-        return Err((reasons::INVALID_CERTIFICATE_REF, format!("Secret {namespace}/{} is malformed: {why}", r.name)));
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!("Secret {namespace}/{} is malformed: {why}", r.name),
+        ));
     }
-    Ok(NamespacedName { namespace, name: r.name.clone() })
+    Ok(NamespacedName {
+        namespace,
+        name: r.name.clone(),
+    })
 }
 
 /// Why two listeners on one port cannot be told apart, if they cannot.
@@ -351,7 +412,13 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
             }
             if let Some(reason) = conflict_between(&listeners[i], &listeners[j]) {
                 if found[i].is_none() {
-                    found[i] = Some((reason, format!("listener {:?} cannot be told apart from listener {:?} on port {}", listeners[i].name, listeners[j].name, listeners[i].port)));
+                    found[i] = Some((
+                        reason,
+                        format!(
+                            "listener {:?} cannot be told apart from listener {:?} on port {}",
+                            listeners[i].name, listeners[j].name, listeners[i].port
+                        ),
+                    ));
                 }
             }
         }
@@ -366,7 +433,10 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
 /// Marks listeners that conflict with an already accepted listener of a
 /// Gateway or ListenerSet that takes precedence (GEP-1713: the earlier one
 /// wins).
-pub(crate) fn mark_conflict_with_accepted(listener: &mut ListenerModel, accepted: &[&ListenerModel]) {
+pub(crate) fn mark_conflict_with_accepted(
+    listener: &mut ListenerModel,
+    accepted: &[&ListenerModel],
+) {
     if listener.rejected.is_some() || listener.conflict.is_some() {
         return;
     }
@@ -374,10 +444,15 @@ pub(crate) fn mark_conflict_with_accepted(listener: &mut ListenerModel, accepted
         if let Some(reason) = conflict_between(listener, other) {
             listener.conflict = Some((
                 reason,
-                format!("listener {:?} conflicts with listener {:?} of a {} that takes precedence", listener.name, other.name, match other.owner {
-                    ListenerOwner::Gateway => "Gateway",
-                    ListenerOwner::ListenerSet(_) => "ListenerSet",
-                }),
+                format!(
+                    "listener {:?} conflicts with listener {:?} of a {} that takes precedence",
+                    listener.name,
+                    other.name,
+                    match other.owner {
+                        ListenerOwner::Gateway => "Gateway",
+                        ListenerOwner::ListenerSet(_) => "ListenerSet",
+                    }
+                ),
             ));
             return;
         }

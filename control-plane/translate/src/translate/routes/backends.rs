@@ -64,21 +64,45 @@ pub(crate) struct Resolved {
 /// Resolves a backend of `route`. HTTP routes also need the backend port to
 /// speak a protocol the proxy can forward HTTP on.
 pub(crate) fn resolve(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView) -> Resolved {
-    let namespace = b.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| route.key.namespace.clone());
+    let namespace = b
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| route.key.namespace.clone());
     let problem = check(ctx, route, b, &namespace).err();
-    Resolved { name: b.name.clone(), namespace, port: b.port, problem }
+    Resolved {
+        name: b.name.clone(),
+        namespace,
+        port: b.port,
+        problem,
+    }
 }
 
-fn check(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView, namespace: &str) -> Result<(), Problem> {
+fn check(
+    ctx: &Ctx<'_>,
+    route: &RouteView<'_>,
+    b: &BackendRefView,
+    namespace: &str,
+) -> Result<(), Problem> {
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !core_group(b.group.as_deref()) || kind != "Service" {
         return Err(Problem {
             reason: reasons::INVALID_KIND,
-            message: format!("backend {:?} has kind {}/{kind}; Weft routes to Services only", b.name, b.group.as_deref().unwrap_or("")),
+            message: format!(
+                "backend {:?} has kind {}/{kind}; Weft routes to Services only",
+                b.name,
+                b.group.as_deref().unwrap_or("")
+            ),
         });
     }
     if namespace != route.key.namespace
-        && !ctx.reference_granted((GROUP, route.kind.kind(), &route.key.namespace), "", "Service", namespace, &b.name)
+        && !ctx.reference_granted(
+            (GROUP, route.kind.kind(), &route.key.namespace),
+            "",
+            "Service",
+            namespace,
+            &b.name,
+        )
     {
         return Err(Problem {
             reason: reasons::REF_NOT_PERMITTED,
@@ -91,7 +115,10 @@ fn check(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView, namespace: &s
         });
     }
     let Some(svc) = ctx.service(namespace, &b.name) else {
-        return Err(Problem { reason: reasons::BACKEND_NOT_FOUND, message: format!("Service {namespace}/{} does not exist", b.name) });
+        return Err(Problem {
+            reason: reasons::BACKEND_NOT_FOUND,
+            message: format!("Service {namespace}/{} does not exist", b.name),
+        });
     };
     let Some(port) = b.port else {
         return Err(Problem {
@@ -109,14 +136,24 @@ fn check(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView, namespace: &s
     if mesh != route.mesh {
         return Err(Problem {
             reason: reasons::BACKEND_NOT_FOUND,
-            message: format!("Service {namespace}/{} is in mesh {mesh:?}, the route in mesh {:?}", b.name, route.mesh),
+            message: format!(
+                "Service {namespace}/{} is in mesh {mesh:?}, the route in mesh {:?}",
+                b.name, route.mesh
+            ),
         });
     }
     if route.kind.is_http() {
-        if let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap)) {
+        if let Some(ap) = svc_port
+            .app_protocol
+            .as_deref()
+            .filter(|ap| !is_http_app_protocol(ap))
+        {
             return Err(Problem {
                 reason: reasons::UNSUPPORTED_PROTOCOL,
-                message: format!("port {port} of Service {namespace}/{} has appProtocol {ap:?}, which Weft cannot send HTTP to", b.name),
+                message: format!(
+                    "port {port} of Service {namespace}/{} has appProtocol {ap:?}, which Weft cannot send HTTP to",
+                    b.name
+                ),
             });
         }
     }

@@ -10,11 +10,22 @@ use super::rules::RulesOutcome;
 /// Converts L4 rules: each is a list of weighted backends. Gateway API
 /// allows one rule for TCPRoute and TLSRoute; extra rules are dropped and
 /// reported.
-pub(crate) fn convert(ctx: &Ctx<'_>, view: &RouteView<'_>, rules: Vec<(Option<String>, Vec<BackendRefView>)>) -> RulesOutcome<TcpRouteRule> {
-    let mut outcome = RulesOutcome { total: rules.len(), ..Default::default() };
+pub(crate) fn convert(
+    ctx: &Ctx<'_>,
+    view: &RouteView<'_>,
+    rules: Vec<(Option<String>, Vec<BackendRefView>)>,
+) -> RulesOutcome<TcpRouteRule> {
+    let mut outcome = RulesOutcome {
+        total: rules.len(),
+        ..Default::default()
+    };
     for (i, (name, backends)) in rules.into_iter().enumerate() {
         if i > 0 {
-            outcome.dropped.push(super::dropped_rule(i, name.as_deref(), "only one rule is supported for TCP and TLS routes"));
+            outcome.dropped.push(super::dropped_rule(
+                i,
+                name.as_deref(),
+                "only one rule is supported for TCP and TLS routes",
+            ));
             continue;
         }
         let backend_refs = backends

@@ -16,14 +16,16 @@ pub(crate) mod rules;
 use std::collections::BTreeMap;
 
 use weft_k8s_api::crds::{
-    Destination, DestinationKind, HttpRouteRule, MeshHTTPRoute, MeshHTTPRouteSpec, MeshTCPRoute, MeshTCPRouteSpec,
-    TargetKind, TargetRef, TcpRouteRule,
+    Destination, DestinationKind, HttpRouteRule, MeshHTTPRoute, MeshHTTPRouteSpec, MeshTCPRoute,
+    MeshTCPRouteSpec, TargetKind, TargetRef, TcpRouteRule,
 };
-use weft_k8s_api::gateway::{GROUP, GrpcRouteStatus, HttpRouteStatus, TcpRouteStatus, TlsRouteStatus};
 use weft_k8s_api::gateway::grpcroutes::{GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::tcproutes::{TcpRouteStatusParents, TcpRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::tlsroutes::{TlsRouteStatusParents, TlsRouteStatusParentsParentRef};
+use weft_k8s_api::gateway::{
+    GROUP, GrpcRouteStatus, HttpRouteStatus, TcpRouteStatus, TlsRouteStatus,
+};
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use weft_k8s_api::labels::GATEWAY_CONTROLLER_NAME;
 
@@ -62,7 +64,10 @@ pub(crate) struct ParentRefView {
 
 impl ParentRefView {
     fn namespace_or<'a>(&'a self, route_namespace: &'a str) -> &'a str {
-        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(route_namespace)
+        self.namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(route_namespace)
     }
 
     /// Identity used for generated names: stable for one parent.
@@ -113,12 +118,25 @@ enum Attachment {
     /// Accepted=False with this reason and message.
     Rejected(&'static str, String),
     /// Attached to these listeners of a MeshGateway.
-    Gateway { mesh_gateway: String, listeners: Vec<ListenerId>, to: Vec<Destination> },
+    Gateway {
+        mesh_gateway: String,
+        listeners: Vec<ListenerId>,
+        to: Vec<Destination>,
+    },
     /// Attached to these ports of a Service.
-    Service { target: TargetRef, to: Vec<Destination>, note: Option<String> },
+    Service {
+        target: TargetRef,
+        to: Vec<Destination>,
+        note: Option<String>,
+    },
 }
 
-fn attach(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, route: &RouteView<'_>, parent: &ParentRefView) -> Attachment {
+fn attach(
+    ctx: &Ctx<'_>,
+    index: &GatewayIndex<'_>,
+    route: &RouteView<'_>,
+    parent: &ParentRefView,
+) -> Attachment {
     let namespace = parent.namespace_or(&route.key.namespace).to_string();
     let key = ObjectKey::new(namespace.clone(), parent.name.clone());
     if parent.group == GROUP && (parent.kind == "Gateway" || parent.kind == "ListenerSet") {
@@ -130,25 +148,46 @@ fn attach(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, route: &RouteView<'_>, parent
     }
 }
 
-fn attach_gateway(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, route: &RouteView<'_>, parent: &ParentRefView, key: &ObjectKey) -> Attachment {
+fn attach_gateway(
+    ctx: &Ctx<'_>,
+    index: &GatewayIndex<'_>,
+    route: &RouteView<'_>,
+    parent: &ParentRefView,
+    key: &ObjectKey,
+) -> Attachment {
     let (gw, listeners, owner_kind) = if parent.kind == "Gateway" {
-        let Some(gw) = index.gateways.get(key) else { return Attachment::NotOurs };
+        let Some(gw) = index.gateways.get(key) else {
+            return Attachment::NotOurs;
+        };
         (gw, &gw.listeners, "Gateway")
     } else {
-        let Some(ls) = index.listener_sets.get(key) else { return Attachment::NotOurs };
-        let Some(gw) = index.gateways.get(&ls.gateway) else { return Attachment::NotOurs };
+        let Some(ls) = index.listener_sets.get(key) else {
+            return Attachment::NotOurs;
+        };
+        let Some(gw) = index.gateways.get(&ls.gateway) else {
+            return Attachment::NotOurs;
+        };
         if let Some((_, msg)) = &ls.rejected {
-            return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("ListenerSet {key} is not accepted: {msg}"));
+            return Attachment::Rejected(
+                reasons::NO_MATCHING_PARENT,
+                format!("ListenerSet {key} is not accepted: {msg}"),
+            );
         }
         (gw, &ls.listeners, "ListenerSet")
     };
     if let Some((_, msg)) = &gw.rejected {
-        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Gateway {} is not accepted: {msg}", gw.key));
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!("Gateway {} is not accepted: {msg}", gw.key),
+        );
     }
     if gw.mesh != route.mesh {
         return Attachment::Rejected(
             reasons::NOT_ALLOWED_BY_LISTENERS,
-            format!("the route is in mesh {:?}, Gateway {} in mesh {:?}", route.mesh, gw.key, gw.mesh),
+            format!(
+                "the route is in mesh {:?}, Gateway {} in mesh {:?}",
+                route.mesh, gw.key, gw.mesh
+            ),
         );
     }
     let candidates: Vec<(usize, &super::listeners::ListenerModel)> = listeners
@@ -165,41 +204,77 @@ fn attach_gateway(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, route: &RouteView<'_>
         if let Some(p) = parent.port {
             what.push(format!("on port {p}"));
         }
-        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("{owner_kind} {key} has no listener {}", what.join(" ")));
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!("{owner_kind} {key} has no listener {}", what.join(" ")),
+        );
     }
     let allowed: Vec<_> = candidates
         .iter()
-        .filter(|(_, l)| l.kinds.contains(&route.kind) && l.allows_namespace(ctx, &route.key.namespace))
+        .filter(|(_, l)| {
+            l.kinds.contains(&route.kind) && l.allows_namespace(ctx, &route.key.namespace)
+        })
         .collect();
     if allowed.is_empty() {
         return Attachment::Rejected(
             reasons::NOT_ALLOWED_BY_LISTENERS,
-            format!("no listener of {owner_kind} {key} allows {}s from namespace {}", route.kind.kind(), route.key.namespace),
+            format!(
+                "no listener of {owner_kind} {key} allows {}s from namespace {}",
+                route.kind.kind(),
+                route.key.namespace
+            ),
         );
     }
     let mut ids = Vec::new();
     let mut to = Vec::new();
-    let uses_hostnames = matches!(route.kind, RouteKind::Http | RouteKind::Grpc | RouteKind::Tls);
+    let uses_hostnames = matches!(
+        route.kind,
+        RouteKind::Http | RouteKind::Grpc | RouteKind::Tls
+    );
     for (i, l) in allowed {
-        let effective = if uses_hostnames { hostnames::effective(l.hostname.as_deref(), &route.hostnames) } else { Ok(Vec::new()) };
+        let effective = if uses_hostnames {
+            hostnames::effective(l.hostname.as_deref(), &route.hostnames)
+        } else {
+            Ok(Vec::new())
+        };
         let Ok(hostnames) = effective else { continue };
         ids.push((owner_kind, key.clone(), *i));
         if l.is_valid() {
-            to.push(Destination { kind: DestinationKind::Listener, name: l.mesh_name.clone(), namespace: None, port: None, hostnames });
+            to.push(Destination {
+                kind: DestinationKind::Listener,
+                name: l.mesh_name.clone(),
+                namespace: None,
+                port: None,
+                hostnames,
+            });
         }
     }
     if ids.is_empty() {
         return Attachment::Rejected(
             reasons::NO_MATCHING_LISTENER_HOSTNAME,
-            format!("no listener of {owner_kind} {key} has a hostname that intersects the route's hostnames"),
+            format!(
+                "no listener of {owner_kind} {key} has a hostname that intersects the route's hostnames"
+            ),
         );
     }
-    Attachment::Gateway { mesh_gateway: gw.mesh_gateway_name.clone(), listeners: ids, to }
+    Attachment::Gateway {
+        mesh_gateway: gw.mesh_gateway_name.clone(),
+        listeners: ids,
+        to,
+    }
 }
 
-fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, key: &ObjectKey) -> Attachment {
+fn attach_service(
+    ctx: &Ctx<'_>,
+    route: &RouteView<'_>,
+    parent: &ParentRefView,
+    key: &ObjectKey,
+) -> Attachment {
     let Some(svc) = ctx.service(&key.namespace, &key.name) else {
-        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Service {key} does not exist"));
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!("Service {key} does not exist"),
+        );
     };
     if is_headless(svc) {
         return Attachment::Rejected(
@@ -211,13 +286,21 @@ fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, 
     if mesh != route.mesh {
         return Attachment::Rejected(
             reasons::NO_MATCHING_PARENT,
-            format!("Service {key} is in mesh {mesh:?}, the route in mesh {:?}", route.mesh),
+            format!(
+                "Service {key} is in mesh {mesh:?}, the route in mesh {:?}",
+                route.mesh
+            ),
         );
     }
     let selected: Vec<_> = service_ports(svc)
         .iter()
         .filter(|p| parent.port.is_none_or(|want| want == p.port))
-        .filter(|p| parent.section_name.as_ref().is_none_or(|s| p.name.as_deref() == Some(s.as_str())))
+        .filter(|p| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| p.name.as_deref() == Some(s.as_str()))
+        })
         .collect();
     if selected.is_empty() {
         let what = match (&parent.section_name, parent.port) {
@@ -225,11 +308,18 @@ fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, 
             (None, Some(p)) => format!("port {p}"),
             (None, None) => "any port".to_string(),
         };
-        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Service {key} has no {what}"));
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!("Service {key} has no {what}"),
+        );
     }
-    let (eligible, skipped): (Vec<_>, Vec<_>) =
-        selected.into_iter().partition(|p| !route.kind.is_http() || port_protocol(p) != PortProtocol::Opaque);
-    let describe = |p: &&weft_k8s_api::k8s_openapi::api::core::v1::ServicePort| match (&p.app_protocol, &p.name) {
+    let (eligible, skipped): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|p| !route.kind.is_http() || port_protocol(p) != PortProtocol::Opaque);
+    let describe = |p: &&weft_k8s_api::k8s_openapi::api::core::v1::ServicePort| match (
+        &p.app_protocol,
+        &p.name,
+    ) {
         (Some(ap), _) => format!("{} (appProtocol {ap})", p.port),
         (None, Some(n)) => format!("{} (name {n})", p.port),
         (None, None) => p.port.to_string(),
@@ -246,11 +336,21 @@ fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, 
         );
     }
     let target = if key.namespace == route.key.namespace {
-        TargetRef { kind: TargetKind::Mesh, name: None }
+        TargetRef {
+            kind: TargetKind::Mesh,
+            name: None,
+        }
     } else {
-        TargetRef { kind: TargetKind::Namespace, name: Some(route.key.namespace.clone()) }
+        TargetRef {
+            kind: TargetKind::Namespace,
+            name: Some(route.key.namespace.clone()),
+        }
     };
-    let hostnames = if route.kind == RouteKind::Tls { route.hostnames.clone() } else { Vec::new() };
+    let hostnames = if route.kind == RouteKind::Tls {
+        route.hostnames.clone()
+    } else {
+        Vec::new()
+    };
     let to = eligible
         .iter()
         .map(|p| Destination {
@@ -261,7 +361,8 @@ fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, 
             hostnames: hostnames.clone(),
         })
         .collect();
-    let note = (!skipped.is_empty()).then(|| format!("not applied to non-HTTP port {}", skipped_text.join(", ")));
+    let note = (!skipped.is_empty())
+        .then(|| format!("not applied to non-HTTP port {}", skipped_text.join(", ")));
     Attachment::Service { target, to, note }
 }
 
@@ -288,7 +389,11 @@ macro_rules! previous_parents {
         $status
             .iter()
             .flat_map(|s| s.parents.iter())
-            .map(|p| PreviousParent { controller: &p.controller_name, parent: parent_view!(&p.parent_ref), conditions: &p.conditions })
+            .map(|p| PreviousParent {
+                controller: &p.controller_name,
+                parent: parent_view!(&p.parent_ref),
+                conditions: &p.conditions,
+            })
             .collect::<Vec<_>>()
     };
 }
@@ -331,7 +436,12 @@ struct RulesSummary {
 
 impl<R> From<&RulesOutcome<R>> for RulesSummary {
     fn from(o: &RulesOutcome<R>) -> Self {
-        Self { dropped: o.dropped.clone(), all_dropped: o.all_dropped(), dropped_message: o.dropped_message(), problems: o.problems.clone() }
+        Self {
+            dropped: o.dropped.clone(),
+            all_dropped: o.all_dropped(),
+            dropped_message: o.dropped_message(),
+            problems: o.problems.clone(),
+        }
     }
 }
 
@@ -366,39 +476,82 @@ fn evaluate_parents(
                 false
             }
             _ if summary.all_dropped => {
-                c.set(types::ACCEPTED, false, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
+                c.set(
+                    types::ACCEPTED,
+                    false,
+                    reasons::UNSUPPORTED_VALUE,
+                    summary.dropped_message.clone(),
+                );
                 false
             }
-            Attachment::Service { note: Some(note), .. } => {
-                c.set(types::ACCEPTED, true, reasons::ACCEPTED, format!("route is accepted; {note}"));
+            Attachment::Service {
+                note: Some(note), ..
+            } => {
+                c.set(
+                    types::ACCEPTED,
+                    true,
+                    reasons::ACCEPTED,
+                    format!("route is accepted; {note}"),
+                );
                 true
             }
             _ => {
-                c.set(types::ACCEPTED, true, reasons::ACCEPTED, "route is accepted");
+                c.set(
+                    types::ACCEPTED,
+                    true,
+                    reasons::ACCEPTED,
+                    "route is accepted",
+                );
                 true
             }
         };
         match summary.problems.first() {
             Some(first) => {
-                let mut messages: Vec<&str> = summary.problems.iter().map(|p| p.message.as_str()).collect();
+                let mut messages: Vec<&str> = summary
+                    .problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect();
                 messages.dedup();
-                c.set(types::RESOLVED_REFS, false, first.reason, messages.join("; "))
+                c.set(
+                    types::RESOLVED_REFS,
+                    false,
+                    first.reason,
+                    messages.join("; "),
+                )
             }
-            None => c.set(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, "all references resolved"),
+            None => c.set(
+                types::RESOLVED_REFS,
+                true,
+                reasons::RESOLVED_REFS,
+                "all references resolved",
+            ),
         };
         if !summary.dropped.is_empty() && !summary.all_dropped {
-            c.set(types::PARTIALLY_INVALID, true, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
+            c.set(
+                types::PARTIALLY_INVALID,
+                true,
+                reasons::UNSUPPORTED_VALUE,
+                summary.dropped_message.clone(),
+            );
         }
         if accepted {
             if let Attachment::Gateway { listeners, .. } = &attachment {
                 for (owner, key, i) in listeners {
-                    if let Some(l) = index.listeners_mut(owner, key).and_then(|ls| ls.get_mut(*i)) {
+                    if let Some(l) = index
+                        .listeners_mut(owner, key)
+                        .and_then(|ls| ls.get_mut(*i))
+                    {
                         l.attached.insert((route.kind, route.key.clone()));
                     }
                 }
             }
         }
-        let attachment = if accepted { attachment } else { Attachment::Rejected(reasons::INVALID, String::new()) };
+        let attachment = if accepted {
+            attachment
+        } else {
+            Attachment::Rejected(reasons::INVALID, String::new())
+        };
         out.push((parent.clone(), c.build(), attachment));
     }
     out
@@ -407,9 +560,15 @@ fn evaluate_parents(
 /// The `targetRef` and `to` of a generated route, if the parent is served.
 fn placement(attachment: Attachment) -> Option<(TargetRef, Vec<Destination>)> {
     match attachment {
-        Attachment::Gateway { mesh_gateway, to, .. } if !to.is_empty() => {
-            Some((TargetRef { kind: TargetKind::MeshGateway, name: Some(mesh_gateway) }, to))
-        }
+        Attachment::Gateway {
+            mesh_gateway, to, ..
+        } if !to.is_empty() => Some((
+            TargetRef {
+                kind: TargetKind::MeshGateway,
+                name: Some(mesh_gateway),
+            },
+            to,
+        )),
         Attachment::Service { target, to, .. } => Some((target, to)),
         _ => None,
     }
@@ -418,7 +577,13 @@ fn placement(attachment: Attachment) -> Option<(TargetRef, Vec<Destination>)> {
 fn generated_name(route: &RouteView<'_>, parent: &ParentRefView) -> String {
     names::object_name(
         &route.key.name,
-        &format!("{}/{}/{}/{}", route.kind.kind(), route.key.namespace, route.key.name, parent.identity()),
+        &format!(
+            "{}/{}/{}/{}",
+            route.kind.kind(),
+            route.key.namespace,
+            route.key.name,
+            parent.identity()
+        ),
         true,
     )
 }
@@ -431,16 +596,26 @@ fn origin<'a>(route: &'a RouteView<'a>) -> ObjectRef<'a> {
     ObjectRef::of(api_version, route.kind.kind(), route.meta, route.key)
 }
 
-fn emit_http(out: &mut RouteOutputs, route: &RouteView<'_>, parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>, rules: &[HttpRouteRule]) -> Vec<(ParentRefView, Vec<Condition>)> {
+fn emit_http(
+    out: &mut RouteOutputs,
+    route: &RouteView<'_>,
+    parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>,
+    rules: &[HttpRouteRule],
+) -> Vec<(ParentRefView, Vec<Condition>)> {
     parents
         .into_iter()
         .map(|(parent, conditions, attachment)| {
             if let Some((target_ref, to)) = placement(attachment) {
-                let mut metadata = generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
+                let mut metadata =
+                    generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
                 metadata.name = Some(generated_name(route, &parent));
                 out.mesh_http_routes.push(MeshHTTPRoute {
                     metadata,
-                    spec: MeshHTTPRouteSpec { target_ref, to, rules: rules.to_vec() },
+                    spec: MeshHTTPRouteSpec {
+                        target_ref,
+                        to,
+                        rules: rules.to_vec(),
+                    },
                     status: None,
                 });
             }
@@ -449,16 +624,26 @@ fn emit_http(out: &mut RouteOutputs, route: &RouteView<'_>, parents: Vec<(Parent
         .collect()
 }
 
-fn emit_tcp(out: &mut RouteOutputs, route: &RouteView<'_>, parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>, rules: &[TcpRouteRule]) -> Vec<(ParentRefView, Vec<Condition>)> {
+fn emit_tcp(
+    out: &mut RouteOutputs,
+    route: &RouteView<'_>,
+    parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>,
+    rules: &[TcpRouteRule],
+) -> Vec<(ParentRefView, Vec<Condition>)> {
     parents
         .into_iter()
         .map(|(parent, conditions, attachment)| {
             if let Some((target_ref, to)) = placement(attachment) {
-                let mut metadata = generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
+                let mut metadata =
+                    generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
                 metadata.name = Some(generated_name(route, &parent));
                 out.mesh_tcp_routes.push(MeshTCPRoute {
                     metadata,
-                    spec: MeshTCPRouteSpec { target_ref, to, rules: rules.to_vec() },
+                    spec: MeshTCPRouteSpec {
+                        target_ref,
+                        to,
+                        rules: rules.to_vec(),
+                    },
                     status: None,
                 });
             }
@@ -477,7 +662,13 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+            parent_refs: route
+                .spec
+                .parent_refs
+                .iter()
+                .flatten()
+                .map(|p| parent_view!(p))
+                .collect(),
         };
         let outcome = http::convert(ctx, &view, route);
         let previous = previous_parents!(route.status);
@@ -485,7 +676,13 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
         let ours = emit_http(out, &view, parents, &outcome.rules);
         out.http_statuses.insert(
             key.clone(),
-            route_status!(HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef, route.status, ours),
+            route_status!(
+                HttpRouteStatus,
+                HttpRouteStatusParents,
+                HttpRouteStatusParentsParentRef,
+                route.status,
+                ours
+            ),
         );
     }
     for (key, route) in &snap.grpc_routes {
@@ -495,7 +692,13 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+            parent_refs: route
+                .spec
+                .parent_refs
+                .iter()
+                .flatten()
+                .map(|p| parent_view!(p))
+                .collect(),
         };
         let outcome = grpc::convert(ctx, &view, route);
         let previous = previous_parents!(route.status);
@@ -503,7 +706,13 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
         let ours = emit_http(out, &view, parents, &outcome.rules);
         out.grpc_statuses.insert(
             key.clone(),
-            route_status!(GrpcRouteStatus, GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef, route.status, ours),
+            route_status!(
+                GrpcRouteStatus,
+                GrpcRouteStatusParents,
+                GrpcRouteStatusParentsParentRef,
+                route.status,
+                ours
+            ),
         );
     }
     for (key, route) in &snap.tls_routes {
@@ -513,17 +722,41 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
             hostnames: route.spec.hostnames.clone(),
-            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+            parent_refs: route
+                .spec
+                .parent_refs
+                .iter()
+                .flatten()
+                .map(|p| parent_view!(p))
+                .collect(),
         };
-        let rules: Vec<(Option<String>, Vec<BackendRefView>)> =
-            route.spec.rules.iter().map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())).collect();
+        let rules: Vec<(Option<String>, Vec<BackendRefView>)> = route
+            .spec
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.backend_refs
+                        .iter()
+                        .map(|b| backend_view!(b, weighted))
+                        .collect(),
+                )
+            })
+            .collect();
         let outcome = l4::convert(ctx, &view, rules);
         let previous = previous_parents!(route.status);
         let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
         let ours = emit_tcp(out, &view, parents, &outcome.rules);
         out.tls_statuses.insert(
             key.clone(),
-            route_status!(TlsRouteStatus, TlsRouteStatusParents, TlsRouteStatusParentsParentRef, route.status, ours),
+            route_status!(
+                TlsRouteStatus,
+                TlsRouteStatusParents,
+                TlsRouteStatusParentsParentRef,
+                route.status,
+                ours
+            ),
         );
     }
     for (key, route) in &snap.tcp_routes {
@@ -533,17 +766,41 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
             hostnames: Vec::new(),
-            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+            parent_refs: route
+                .spec
+                .parent_refs
+                .iter()
+                .flatten()
+                .map(|p| parent_view!(p))
+                .collect(),
         };
-        let rules: Vec<(Option<String>, Vec<BackendRefView>)> =
-            route.spec.rules.iter().map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())).collect();
+        let rules: Vec<(Option<String>, Vec<BackendRefView>)> = route
+            .spec
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.backend_refs
+                        .iter()
+                        .map(|b| backend_view!(b, weighted))
+                        .collect(),
+                )
+            })
+            .collect();
         let outcome = l4::convert(ctx, &view, rules);
         let previous = previous_parents!(route.status);
         let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
         let ours = emit_tcp(out, &view, parents, &outcome.rules);
         out.tcp_statuses.insert(
             key.clone(),
-            route_status!(TcpRouteStatus, TcpRouteStatusParents, TcpRouteStatusParentsParentRef, route.status, ours),
+            route_status!(
+                TcpRouteStatus,
+                TcpRouteStatusParents,
+                TcpRouteStatusParentsParentRef,
+                route.status,
+                ours
+            ),
         );
     }
 }

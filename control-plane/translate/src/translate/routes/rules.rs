@@ -4,7 +4,9 @@
 
 use std::str::FromStr;
 
-use weft_k8s_api::crds::{HttpBackendRef, HttpRouteFilter, HttpRouteFilterType, HttpRouteRetry, HttpRouteTimeouts};
+use weft_k8s_api::crds::{
+    HttpBackendRef, HttpRouteFilter, HttpRouteFilterType, HttpRouteRetry, HttpRouteTimeouts,
+};
 use weft_k8s_api::gateway::GatewayDuration;
 
 use super::super::conditions::reasons;
@@ -62,14 +64,19 @@ pub(crate) fn convert_filters(
             }
             Err(FilterIssue::Unsupported(msg)) => return Err(Drop(msg)),
             Err(FilterIssue::UnresolvedExtension(msg)) => {
-                problems.push(Problem { reason: reasons::INVALID_KIND, message: msg.clone() });
+                problems.push(Problem {
+                    reason: reasons::INVALID_KIND,
+                    message: msg.clone(),
+                });
                 *failing = Some(msg);
             }
         }
     }
     let has = |t| out.iter().any(|f| f.type_ == t);
     if has(HttpRouteFilterType::RequestRedirect) && has(HttpRouteFilterType::UrlRewrite) {
-        return Err(Drop("RequestRedirect and URLRewrite cannot be combined".into()));
+        return Err(Drop(
+            "RequestRedirect and URLRewrite cannot be combined".into(),
+        ));
     }
     Ok(out)
 }
@@ -105,38 +112,71 @@ pub(crate) fn convert_backends(
 /// Replaces a rule's backends with one that fails, so the proxy answers the
 /// rule's requests with 500 and `message`.
 pub(crate) fn failing_backend(message: String) -> Vec<HttpBackendRef> {
-    vec![HttpBackendRef { name: String::new(), namespace: String::new(), weight: 1, unresolved: Some(message), ..Default::default() }]
+    vec![HttpBackendRef {
+        name: String::new(),
+        namespace: String::new(),
+        weight: 1,
+        unresolved: Some(message),
+        ..Default::default()
+    }]
 }
 
 fn duration(field: &str, value: &str) -> Result<(GatewayDuration, String), Drop> {
-    let d = GatewayDuration::from_str(value).map_err(|e| Drop(format!("{field} {value:?} is not a Gateway API duration: {e}")))?;
+    let d = GatewayDuration::from_str(value).map_err(|e| {
+        Drop(format!(
+            "{field} {value:?} is not a Gateway API duration: {e}"
+        ))
+    })?;
     Ok((d, d.to_string()))
 }
 
 /// Validates and normalises `timeouts`.
-pub(crate) fn timeouts(request: Option<&str>, backend_request: Option<&str>) -> Result<Option<HttpRouteTimeouts>, Drop> {
+pub(crate) fn timeouts(
+    request: Option<&str>,
+    backend_request: Option<&str>,
+) -> Result<Option<HttpRouteTimeouts>, Drop> {
     if request.is_none() && backend_request.is_none() {
         return Ok(None);
     }
-    let request = request.map(|v| duration("timeouts.request", v)).transpose()?;
-    let backend = backend_request.map(|v| duration("timeouts.backendRequest", v)).transpose()?;
+    let request = request
+        .map(|v| duration("timeouts.request", v))
+        .transpose()?;
+    let backend = backend_request
+        .map(|v| duration("timeouts.backendRequest", v))
+        .transpose()?;
     if let (Some((r, _)), Some((b, _))) = (&request, &backend) {
         if !r.is_zero() && !b.is_zero() && b.as_nanos() > r.as_nanos() {
-            return Err(Drop("timeouts.backendRequest must not be longer than timeouts.request".into()));
+            return Err(Drop(
+                "timeouts.backendRequest must not be longer than timeouts.request".into(),
+            ));
         }
     }
-    Ok(Some(HttpRouteTimeouts { request: request.map(|(_, s)| s), backend_request: backend.map(|(_, s)| s) }))
+    Ok(Some(HttpRouteTimeouts {
+        request: request.map(|(_, s)| s),
+        backend_request: backend.map(|(_, s)| s),
+    }))
 }
 
 /// Validates and normalises `retry` (GEP-1731).
-pub(crate) fn retry(attempts: Option<i64>, backoff: Option<&str>, codes: Option<&[i64]>) -> Result<Option<HttpRouteRetry>, Drop> {
+pub(crate) fn retry(
+    attempts: Option<i64>,
+    backoff: Option<&str>,
+    codes: Option<&[i64]>,
+) -> Result<Option<HttpRouteRetry>, Drop> {
     if attempts.is_none() && backoff.is_none() && codes.is_none() {
         return Ok(None);
     }
     let attempts = attempts
-        .map(|a| i32::try_from(a).ok().filter(|a| *a >= 0).ok_or_else(|| Drop(format!("retry.attempts {a} is out of range"))))
+        .map(|a| {
+            i32::try_from(a)
+                .ok()
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| Drop(format!("retry.attempts {a} is out of range")))
+        })
         .transpose()?;
-    let backoff = backoff.map(|b| duration("retry.backoff", b).map(|(_, s)| s)).transpose()?;
+    let backoff = backoff
+        .map(|b| duration("retry.backoff", b).map(|(_, s)| s))
+        .transpose()?;
     let mut out_codes = Vec::new();
     for c in codes.unwrap_or(&[]) {
         if !(400..=599).contains(c) {
@@ -144,14 +184,28 @@ pub(crate) fn retry(attempts: Option<i64>, backoff: Option<&str>, codes: Option<
         }
         out_codes.push(*c as i32);
     }
-    Ok(Some(HttpRouteRetry { attempts, backoff, codes: out_codes }))
+    Ok(Some(HttpRouteRetry {
+        attempts,
+        backoff,
+        codes: out_codes,
+    }))
 }
 
 /// Checks that a regular expression compiles with the proxy's engine (RE2
 /// syntax, as the Gateway API recommends).
 pub(crate) fn check_regex(field: &str, re: &str) -> Result<(), Drop> {
-    regex::Regex::new(&format!("^(?:{re})$")).map(|_| ()).map_err(|e| {
-        let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-        Drop(format!("{field} {re:?} is not a valid regular expression: {first}"))
-    })
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map(|_| ())
+        .map_err(|e| {
+            let first = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or("invalid")
+                .trim()
+                .to_string();
+            Drop(format!(
+                "{field} {re:?} is not a valid regular expression: {first}"
+            ))
+        })
 }
