@@ -6,23 +6,19 @@
 
 pub use gateway_api::Duration as GatewayDuration;
 pub use gateway_api::experimental::gatewayclasses::{
-    GatewayClass, GatewayClassParametersRef, GatewayClassSpec, GatewayClassStatus,
-    GatewayClassStatusSupportedFeatures,
+    GatewayClass, GatewayClassParametersRef, GatewayClassSpec, GatewayClassStatus, GatewayClassStatusSupportedFeatures,
 };
 pub use gateway_api::experimental::gateways;
 pub use gateway_api::experimental::gateways::{
-    Gateway, GatewayAddresses, GatewayListeners, GatewayListenersAllowedRoutes,
-    GatewayListenersAllowedRoutesKinds, GatewayListenersAllowedRoutesNamespaces,
-    GatewayListenersAllowedRoutesNamespacesFrom, GatewayListenersAllowedRoutesNamespacesSelector,
-    GatewayListenersTls, GatewayListenersTlsCertificateRefs, GatewayListenersTlsMode, GatewaySpec,
-    GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
+    Gateway, GatewayAddresses, GatewayListeners, GatewayListenersAllowedRoutes, GatewayListenersAllowedRoutesKinds,
+    GatewayListenersAllowedRoutesNamespaces, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersAllowedRoutesNamespacesSelector, GatewayListenersTls, GatewayListenersTlsCertificateRefs,
+    GatewayListenersTlsMode, GatewaySpec, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
 };
 pub use gateway_api::experimental::grpcroutes::{self, GrpcRoute, GrpcRouteSpec, GrpcRouteStatus};
 pub use gateway_api::experimental::httproutes::{self, HttpRoute, HttpRouteSpec, HttpRouteStatus};
-pub use gateway_api::experimental::listenersets::{
-    self, ListenerSet, ListenerSetSpec, ListenerSetStatus,
-};
+pub use gateway_api::experimental::listenersets::{self, ListenerSet, ListenerSetSpec, ListenerSetStatus};
 pub use gateway_api::experimental::referencegrants::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };

@@ -26,10 +26,7 @@ fn crds_directory_is_up_to_date() {
     let mut expected_files = Vec::new();
     let mut stale = Vec::new();
     for crd in crds::all() {
-        let file = format!(
-            "{}.yaml",
-            crd.metadata.name.as_deref().expect("CRD has a name")
-        );
+        let file = format!("{}.yaml", crd.metadata.name.as_deref().expect("CRD has a name"));
         let path = dir.join(&file);
         let rendered = render(&crd);
         expected_files.push(file.clone());
@@ -74,13 +71,7 @@ fn check_structural(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<St
     let escapes_typing = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
         || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
     if in_junctor {
-        for banned in [
-            "type",
-            "description",
-            "default",
-            "nullable",
-            "additionalProperties",
-        ] {
+        for banned in ["type", "description", "default", "nullable", "additionalProperties"] {
             if obj.contains_key(banned) {
                 out.push(format!("{path}: `{banned}` inside allOf/anyOf/oneOf/not"));
             }
@@ -88,11 +79,7 @@ fn check_structural(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<St
     } else if !obj.contains_key("type") && !escapes_typing {
         out.push(format!("{path}: missing `type`"));
     }
-    if obj.contains_key("properties")
-        && obj
-            .get("additionalProperties")
-            .is_some_and(|v| v != &Value::Bool(false))
-    {
+    if obj.contains_key("properties") && obj.get("additionalProperties").is_some_and(|v| v != &Value::Bool(false)) {
         out.push(format!("{path}: both properties and additionalProperties"));
     }
     if obj.get("type") == Some(&Value::String("array".into())) && !obj.contains_key("items") {
@@ -119,9 +106,7 @@ fn check_structural(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<St
                 if let Some(bprops) = branch.get("properties").and_then(Value::as_object) {
                     for name in bprops.keys() {
                         if obj.get("properties").and_then(|p| p.get(name)).is_none() {
-                            out.push(format!(
-                                "{branch_path}: property `{name}` not declared outside the junctor"
-                            ));
+                            out.push(format!("{branch_path}: property `{name}` not declared outside the junctor"));
                         }
                     }
                 }
@@ -138,10 +123,7 @@ fn every_crd_schema_is_structural() {
     let mut violations = Vec::new();
     for crd in crds::all() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        assert!(
-            crd.spec.versions.iter().any(|v| v.storage),
-            "{name}: no storage version"
-        );
+        assert!(crd.spec.versions.iter().any(|v| v.storage), "{name}: no storage version");
         for version in &crd.spec.versions {
             let schema = version
                 .schema
@@ -149,27 +131,14 @@ fn every_crd_schema_is_structural() {
                 .and_then(|s| s.open_api_v3_schema.as_ref())
                 .unwrap_or_else(|| panic!("{name}: no schema"));
             let schema = serde_json::to_value(schema).unwrap();
-            check_structural(
-                &schema,
-                &format!("{name}/{}", version.name),
-                false,
-                &mut violations,
-            );
+            check_structural(&schema, &format!("{name}/{}", version.name), false, &mut violations);
             assert!(
-                version
-                    .subresources
-                    .as_ref()
-                    .and_then(|s| s.status.as_ref())
-                    .is_some(),
+                version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
                 "{name}: no status subresource"
             );
         }
     }
-    assert!(
-        violations.is_empty(),
-        "non-structural schemas:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "non-structural schemas:\n{}", violations.join("\n"));
 }
 
 #[test]
@@ -181,14 +150,6 @@ fn the_checker_catches_a_non_structural_schema() {
     });
     let mut violations = Vec::new();
     check_structural(&bad, "bad", false, &mut violations);
-    assert!(
-        violations.iter().any(|v| v.contains("missing `type`")),
-        "{violations:?}"
-    );
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.contains("inside allOf/anyOf/oneOf/not")),
-        "{violations:?}"
-    );
+    assert!(violations.iter().any(|v| v.contains("missing `type`")), "{violations:?}");
+    assert!(violations.iter().any(|v| v.contains("inside allOf/anyOf/oneOf/not")), "{violations:?}");
 }

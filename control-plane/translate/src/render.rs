@@ -39,84 +39,36 @@ pub fn documents(snapshot: &Snapshot, output: &Output) -> Vec<Value> {
     let s = &output.status;
     const GW: &str = "gateway.networking.k8s.io/v1";
     for (name, st) in &s.gateway_classes {
-        let generation = snapshot
-            .gateway_classes
-            .get(name)
-            .and_then(|o| o.metadata.generation);
-        docs.push(status_doc(
-            GW,
-            "GatewayClass",
-            &ObjectKey::cluster(name.clone()),
-            generation,
-            st,
-        ));
+        let generation = snapshot.gateway_classes.get(name).and_then(|o| o.metadata.generation);
+        docs.push(status_doc(GW, "GatewayClass", &ObjectKey::cluster(name.clone()), generation, st));
     }
     for (k, st) in &s.gateways {
-        docs.push(status_doc(
-            GW,
-            "Gateway",
-            k,
-            snapshot.gateways.get(k).and_then(|o| o.metadata.generation),
-            st,
-        ));
+        docs.push(status_doc(GW, "Gateway", k, snapshot.gateways.get(k).and_then(|o| o.metadata.generation), st));
     }
     for (k, st) in &s.listener_sets {
         docs.push(status_doc(
             GW,
             "ListenerSet",
             k,
-            snapshot
-                .listener_sets
-                .get(k)
-                .and_then(|o| o.metadata.generation),
+            snapshot.listener_sets.get(k).and_then(|o| o.metadata.generation),
             st,
         ));
     }
     for (k, st) in &s.http_routes {
-        docs.push(status_doc(
-            GW,
-            "HTTPRoute",
-            k,
-            snapshot
-                .http_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
-            st,
-        ));
+        docs.push(status_doc(GW, "HTTPRoute", k, snapshot.http_routes.get(k).and_then(|o| o.metadata.generation), st));
     }
     for (k, st) in &s.grpc_routes {
-        docs.push(status_doc(
-            GW,
-            "GRPCRoute",
-            k,
-            snapshot
-                .grpc_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
-            st,
-        ));
+        docs.push(status_doc(GW, "GRPCRoute", k, snapshot.grpc_routes.get(k).and_then(|o| o.metadata.generation), st));
     }
     for (k, st) in &s.tls_routes {
-        docs.push(status_doc(
-            GW,
-            "TLSRoute",
-            k,
-            snapshot
-                .tls_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
-            st,
-        ));
+        docs.push(status_doc(GW, "TLSRoute", k, snapshot.tls_routes.get(k).and_then(|o| o.metadata.generation), st));
     }
     for (k, st) in &s.tcp_routes {
         docs.push(status_doc(
             "gateway.networking.k8s.io/v1alpha2",
             "TCPRoute",
             k,
-            snapshot
-                .tcp_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
+            snapshot.tcp_routes.get(k).and_then(|o| o.metadata.generation),
             st,
         ));
     }
@@ -125,10 +77,7 @@ pub fn documents(snapshot: &Snapshot, output: &Output) -> Vec<Value> {
             weft_k8s_api::crds::API_VERSION,
             "MeshHTTPRoute",
             k,
-            snapshot
-                .mesh_http_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
+            snapshot.mesh_http_routes.get(k).and_then(|o| o.metadata.generation),
             st,
         ));
     }
@@ -137,10 +86,7 @@ pub fn documents(snapshot: &Snapshot, output: &Output) -> Vec<Value> {
             weft_k8s_api::crds::API_VERSION,
             "MeshTCPRoute",
             k,
-            snapshot
-                .mesh_tcp_routes
-                .get(k)
-                .and_then(|o| o.metadata.generation),
+            snapshot.mesh_tcp_routes.get(k).and_then(|o| o.metadata.generation),
             st,
         ));
     }
@@ -162,6 +108,5 @@ pub fn to_yaml(docs: &[Value]) -> String {
 
 /// The documents as a JSON list (`kind: List`).
 pub fn to_json(docs: &[Value]) -> String {
-    serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": docs}))
-        .unwrap_or_default()
+    serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": docs})).unwrap_or_default()
 }

@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use weft_k8s_api::crds::{
-    Mesh, MeshGatewayConfig, MeshGatewayInstance, MeshHTTPRoute, MeshTCPRoute,
-};
+use weft_k8s_api::crds::{Mesh, MeshGatewayConfig, MeshGatewayInstance, MeshHTTPRoute, MeshTCPRoute};
 use weft_k8s_api::gateway::{
     Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, ReferenceGrant, TcpRoute, TlsRoute,
 };
@@ -26,28 +24,18 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// A namespaced key.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 
     /// A cluster-scoped key.
     pub fn cluster(name: impl Into<String>) -> Self {
-        Self {
-            namespace: String::new(),
-            name: name.into(),
-        }
+        Self { namespace: String::new(), name: name.into() }
     }
 }
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            f.write_str(&self.name)
-        } else {
-            write!(f, "{}/{}", self.namespace, self.name)
-        }
+        if self.namespace.is_empty() { f.write_str(&self.name) } else { write!(f, "{}/{}", self.namespace, self.name) }
     }
 }
 

@@ -38,12 +38,9 @@ fn parse_yaml_stream(text: &str) -> Vec<Value> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let flush = |current: &mut String, docs: &mut Vec<Value>| {
-        if current
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        {
-            let v: Value = serde_saphyr::from_str(current)
-                .unwrap_or_else(|e| panic!("bad YAML in conformance data: {e}"));
+        if current.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+            let v: Value =
+                serde_saphyr::from_str(current).unwrap_or_else(|e| panic!("bad YAML in conformance data: {e}"));
             if !v.is_null() {
                 docs.push(v);
             }
@@ -71,18 +68,11 @@ type ObjKey = (String, String, String);
 fn key_of(doc: &Value) -> ObjKey {
     let kind = doc["kind"].as_str().unwrap_or("").to_string();
     let ns = if is_namespaced(&kind) {
-        doc["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string()
+        doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
     } else {
         String::new()
     };
-    (
-        kind,
-        ns,
-        doc["metadata"]["name"].as_str().unwrap_or("").to_string(),
-    )
+    (kind, ns, doc["metadata"]["name"].as_str().unwrap_or("").to_string())
 }
 
 /// A minimal API server: objects by kind/namespace/name, with generations.
@@ -122,11 +112,7 @@ impl Cluster {
             loader.add_document("dataplane", i + 1, ready_instance(inst));
         }
         let (snapshot, report) = loader.finish();
-        assert!(
-            report.errors.is_empty(),
-            "conformance manifests failed to load: {:?}",
-            report.errors
-        );
+        assert!(report.errors.is_empty(), "conformance manifests failed to load: {:?}", report.errors);
         let output = weft_translate::translate(&snapshot, now);
         for doc in render::documents(&snapshot, &output) {
             if doc.get("status").is_none() {
@@ -135,13 +121,7 @@ impl Cluster {
             let kind = doc["kind"].as_str().unwrap_or("").to_string();
             if !matches!(
                 kind.as_str(),
-                "GatewayClass"
-                    | "Gateway"
-                    | "ListenerSet"
-                    | "HTTPRoute"
-                    | "GRPCRoute"
-                    | "TLSRoute"
-                    | "TCPRoute"
+                "GatewayClass" | "Gateway" | "ListenerSet" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute"
             ) {
                 continue;
             }
@@ -150,11 +130,7 @@ impl Cluster {
                 obj["status"] = doc["status"].clone();
             }
         }
-        self.instances = output
-            .mesh_gateway_instances
-            .iter()
-            .map(|i| serde_json::to_value(i).unwrap())
-            .collect();
+        self.instances = output.mesh_gateway_instances.iter().map(|i| serde_json::to_value(i).unwrap()).collect();
         output
     }
 
@@ -196,9 +172,7 @@ impl Cluster {
                             }
                             target.as_array_mut().unwrap().push(value.clone());
                         }
-                        "remove" => {
-                            remove_described(field_mut(obj, path), value.as_str().unwrap_or(""))
-                        }
+                        "remove" => remove_described(field_mut(obj, path), value.as_str().unwrap_or("")),
                         _ => {}
                     }
                 }
@@ -224,10 +198,7 @@ impl Cluster {
 /// requested address from the usable pool is bound, the others not.
 fn ready_instance(instance: &Value) -> Value {
     let mut inst = instance.clone();
-    let requested = instance["spec"]["addresses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let requested = instance["spec"]["addresses"].as_array().cloned().unwrap_or_default();
     let mut addresses = Vec::new();
     let mut unusable = Vec::new();
     for a in &requested {
@@ -241,8 +212,7 @@ fn ready_instance(instance: &Value) -> Value {
     if addresses.is_empty() {
         addresses.push(json!({"type": "IPAddress", "value": "10.96.0.10"}));
     }
-    inst["status"] =
-        json!({"readyReplicas": 1, "addresses": addresses, "unusableAddresses": unusable});
+    inst["status"] = json!({"readyReplicas": 1, "addresses": addresses, "unusableAddresses": unusable});
     inst
 }
 
@@ -281,11 +251,7 @@ fn field_mut<'a>(obj: &'a mut Value, path: &str) -> &'a mut Value {
             .entry(key)
             .or_insert(Value::Null);
     }
-    cur = cur
-        .as_object_mut()
-        .unwrap()
-        .entry(name)
-        .or_insert(Value::Null);
+    cur = cur.as_object_mut().unwrap().entry(name).or_insert(Value::Null);
     if let Some(i) = index {
         cur = &mut cur[i];
     }
@@ -324,9 +290,7 @@ fn has_condition(conditions: &Value, want: &Value) -> bool {
 }
 
 fn all_current(conditions: &Value, generation: &Value) -> bool {
-    conditions
-        .as_array()
-        .is_some_and(|cs| cs.iter().all(|c| c["observedGeneration"] == *generation))
+    conditions.as_array().is_some_and(|cs| cs.iter().all(|c| c["observedGeneration"] == *generation))
 }
 
 struct Judge<'a> {
@@ -342,41 +306,26 @@ impl Judge<'_> {
         if kind == "Namespace" {
             return self.namespace_ready(name);
         }
-        let obj = self
-            .cluster
-            .find(kind, name)
-            .ok_or_else(|| format!("{kind} {name} does not exist"))?;
+        let obj = self.cluster.find(kind, name).ok_or_else(|| format!("{kind} {name} does not exist"))?;
         let status = &obj["status"];
         let generation = &obj["metadata"]["generation"];
-        if let Some(conds) = check
-            .get("conditions")
-            .filter(|_| check.get("parent").is_none())
-        {
+        if let Some(conds) = check.get("conditions").filter(|_| check.get("parent").is_none()) {
             for want in conds.as_array().unwrap() {
                 if !has_condition(&status["conditions"], want) {
-                    return Err(format!(
-                        "missing condition {want}; have {}",
-                        brief(&status["conditions"])
-                    ));
+                    return Err(format!("missing condition {want}; have {}", brief(&status["conditions"])));
                 }
             }
-            if matches!(kind, "Gateway" | "ListenerSet")
-                && !all_current(&status["conditions"], generation)
-            {
+            if matches!(kind, "Gateway" | "ListenerSet") && !all_current(&status["conditions"], generation) {
                 return Err("conditions have a stale observedGeneration".into());
             }
         }
         if let Some(listener_conditions) = check.get("listener_conditions") {
             let listeners = status["listeners"].as_array().cloned().unwrap_or_default();
             let names: Vec<String> = match &check["listeners"] {
-                Value::String(s) if s == "all" => listeners
-                    .iter()
-                    .map(|l| l["name"].as_str().unwrap_or("").to_string())
-                    .collect(),
-                Value::Array(a) => a
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or("").to_string())
-                    .collect(),
+                Value::String(s) if s == "all" => {
+                    listeners.iter().map(|l| l["name"].as_str().unwrap_or("").to_string()).collect()
+                }
+                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
                 other => return Err(format!("unknown listeners form {other}")),
             };
             if names.is_empty() {
@@ -389,10 +338,7 @@ impl Judge<'_> {
                     .ok_or_else(|| format!("no status for listener {n}"))?;
                 for want in listener_conditions.as_array().unwrap() {
                     if !has_condition(&l["conditions"], want) {
-                        return Err(format!(
-                            "listener {n}: missing {want}; have {}",
-                            brief(&l["conditions"])
-                        ));
+                        return Err(format!("listener {n}: missing {want}; have {}", brief(&l["conditions"])));
                     }
                 }
             }
@@ -401,18 +347,12 @@ impl Judge<'_> {
             let listeners = status["listeners"].as_array().cloned().unwrap_or_default();
             let expected = expected.as_array().unwrap();
             if listeners.len() != expected.len() {
-                return Err(format!(
-                    "{} listener statuses, expected {}",
-                    listeners.len(),
-                    expected.len()
-                ));
+                return Err(format!("{} listener statuses, expected {}", listeners.len(), expected.len()));
             }
             for e in expected {
                 let n = &e["name"];
-                let l = listeners
-                    .iter()
-                    .find(|l| l["name"] == *n)
-                    .ok_or_else(|| format!("no status for listener {n}"))?;
+                let l =
+                    listeners.iter().find(|l| l["name"] == *n).ok_or_else(|| format!("no status for listener {n}"))?;
                 if l["attachedRoutes"] != e["attachedRoutes"] {
                     return Err(format!(
                         "listener {n}: attachedRoutes {} expected {}",
@@ -421,10 +361,7 @@ impl Judge<'_> {
                 }
                 for want in e["conditions"].as_array().cloned().unwrap_or_default() {
                     if !has_condition(&l["conditions"], &want) {
-                        return Err(format!(
-                            "listener {n}: missing {want}; have {}",
-                            brief(&l["conditions"])
-                        ));
+                        return Err(format!("listener {n}: missing {want}; have {}", brief(&l["conditions"])));
                     }
                 }
                 let have: Vec<(String, String)> = l["supportedKinds"]
@@ -434,10 +371,7 @@ impl Judge<'_> {
                     .iter()
                     .map(|k| {
                         (
-                            k["group"]
-                                .as_str()
-                                .unwrap_or("gateway.networking.k8s.io")
-                                .to_string(),
+                            k["group"].as_str().unwrap_or("gateway.networking.k8s.io").to_string(),
                             k["kind"].as_str().unwrap_or("").to_string(),
                         )
                     })
@@ -449,23 +383,16 @@ impl Judge<'_> {
                     .iter()
                     .map(|k| {
                         (
-                            k["group"]
-                                .as_str()
-                                .unwrap_or("gateway.networking.k8s.io")
-                                .to_string(),
+                            k["group"].as_str().unwrap_or("gateway.networking.k8s.io").to_string(),
                             k["kind"].as_str().unwrap_or("").to_string(),
                         )
                     })
                     .collect();
                 if want.is_empty() && !have.is_empty() {
-                    return Err(format!(
-                        "listener {n}: supportedKinds {have:?}, expected none"
-                    ));
+                    return Err(format!("listener {n}: supportedKinds {have:?}, expected none"));
                 }
                 if let Some(missing) = want.iter().find(|w| !have.contains(w)) {
-                    return Err(format!(
-                        "listener {n}: supportedKinds {have:?} lacks {missing:?}"
-                    ));
+                    return Err(format!("listener {n}: supportedKinds {have:?} lacks {missing:?}"));
                 }
             }
         }
@@ -482,11 +409,7 @@ impl Judge<'_> {
                 let r = &p["parentRef"];
                 r["name"] == pname.as_str()
                     && (r["namespace"].is_null() || r["namespace"] == pns.as_str())
-                    && check["conditions"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|w| has_condition(&p["conditions"], w))
+                    && check["conditions"].as_array().unwrap().iter().all(|w| has_condition(&p["conditions"], w))
             });
             let Some(found) = found else {
                 return Err(format!(
@@ -522,10 +445,7 @@ impl Judge<'_> {
                             .unwrap_or(true)
                 });
                 if !ok {
-                    return Err(format!(
-                        "no parent like {want}; have {}",
-                        brief_parents(&parents)
-                    ));
+                    return Err(format!("no parent like {want}; have {}", brief_parents(&parents)));
                 }
             }
         }
@@ -541,22 +461,17 @@ impl Judge<'_> {
         for (key, value) in expect.as_object().unwrap() {
             match key.as_str() {
                 "has_status_address" => {
-                    if !status["addresses"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x.get("type").is_some()))
-                    {
+                    if !status["addresses"].as_array().is_some_and(|a| a.iter().any(|x| x.get("type").is_some())) {
                         return Err("no status address".into());
                     }
                 }
                 "conditions_observed_generation_current" => {
                     let ok = match kind {
-                        "HTTPRoute" => status["parents"].as_array().is_some_and(|ps| {
-                            ps.iter().all(|p| all_current(&p["conditions"], generation))
-                        }),
+                        "HTTPRoute" => status["parents"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().all(|p| all_current(&p["conditions"], generation))),
                         _ => {
-                            status["conditions"]
-                                .as_array()
-                                .is_some_and(|c| !c.is_empty())
+                            status["conditions"].as_array().is_some_and(|c| !c.is_empty())
                                 && all_current(&status["conditions"], generation)
                         }
                     };
@@ -565,11 +480,7 @@ impl Judge<'_> {
                     }
                 }
                 "generation_changed" => {
-                    let k = (
-                        kind.to_string(),
-                        split_name(kind, name).0,
-                        split_name(kind, name).1,
-                    );
+                    let k = (kind.to_string(), split_name(kind, name).0, split_name(kind, name).1);
                     if self.generation_before.get(&k) == Some(generation) {
                         return Err("generation did not change".into());
                     }
@@ -601,16 +512,12 @@ impl Judge<'_> {
                     }
                 }
                 "spec_address_count" => {
-                    if obj["spec"]["addresses"].as_array().map(Vec::len)
-                        != value.as_u64().map(|v| v as usize)
-                    {
+                    if obj["spec"]["addresses"].as_array().map(Vec::len) != value.as_u64().map(|v| v as usize) {
                         return Err("spec address count".into());
                     }
                 }
                 "spec_listener_count" => {
-                    if obj["spec"]["listeners"].as_array().map(Vec::len)
-                        != value.as_u64().map(|v| v as usize)
-                    {
+                    if obj["spec"]["listeners"].as_array().map(Vec::len) != value.as_u64().map(|v| v as usize) {
                         return Err("spec listener count".into());
                     }
                 }
@@ -643,9 +550,7 @@ impl Judge<'_> {
                             }
                         }
                     }
-                    if inst["spec"]["tags"]["gateway.networking.k8s.io/gateway-name"]
-                        != obj["metadata"]["name"]
-                    {
+                    if inst["spec"]["tags"]["gateway.networking.k8s.io/gateway-name"] != obj["metadata"]["name"] {
                         return Err("instance lacks the gateway-name label".into());
                     }
                 }
@@ -675,10 +580,7 @@ impl Judge<'_> {
                 || !has_condition(c, &json!({"type": "Programmed", "status": "True"}))
                 || !all_current(c, generation)
             {
-                return Err(format!(
-                    "Gateway {ns}/{name} is not Accepted and Programmed: {}",
-                    brief(c)
-                ));
+                return Err(format!("Gateway {ns}/{name} is not Accepted and Programmed: {}", brief(c)));
             }
         }
         Ok(())
@@ -724,53 +626,19 @@ fn brief_parents(parents: &[Value]) -> String {
 fn suite_secrets() -> String {
     let secrets: [(&str, &str, &[&str]); 9] = [
         ("gateway-conformance-web-backend", "certificate", &["*"]),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-certificate",
-            &["*", "*.org", "*.wildcard.org"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-client-certificate",
-            &["client.example"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-per-port-client-certificate",
-            &["client.example"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-checks-certificate",
-            &["abc.example.com", "other.example.com"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-checks-client-certificate",
-            &["client.example"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-passthrough-checks-certificate",
-            &["abc.example.com"],
-        ),
-        (
-            "gateway-conformance-app-backend",
-            "tls-passthrough-checks-certificate",
-            &["abc.example.com"],
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-terminate-checks-certificate",
-            &["tls.example.com"],
-        ),
+        ("gateway-conformance-infra", "tls-validity-checks-certificate", &["*", "*.org", "*.wildcard.org"]),
+        ("gateway-conformance-infra", "tls-validity-checks-client-certificate", &["client.example"]),
+        ("gateway-conformance-infra", "tls-validity-checks-per-port-client-certificate", &["client.example"]),
+        ("gateway-conformance-infra", "tls-checks-certificate", &["abc.example.com", "other.example.com"]),
+        ("gateway-conformance-infra", "tls-checks-client-certificate", &["client.example"]),
+        ("gateway-conformance-infra", "tls-passthrough-checks-certificate", &["abc.example.com"]),
+        ("gateway-conformance-app-backend", "tls-passthrough-checks-certificate", &["abc.example.com"]),
+        ("gateway-conformance-infra", "tls-terminate-checks-certificate", &["tls.example.com"]),
     ];
     let mut out = String::new();
     for (ns, name, sans) in secrets {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.self_signed(&key).unwrap();
         let doc = json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -803,14 +671,10 @@ fn conformance_status_checks() {
     let secrets = suite_secrets();
     let mut failures = Vec::new();
     for case_path in &cases {
-        let case: Value =
-            serde_saphyr::from_str(&std::fs::read_to_string(case_path).unwrap()).unwrap();
+        let case: Value = serde_saphyr::from_str(&std::fs::read_to_string(case_path).unwrap()).unwrap();
         let name = case["name"].as_str().unwrap_or("?").to_string();
         let steps = case["steps"].as_array().cloned().unwrap_or_default();
-        if !steps
-            .iter()
-            .any(|s| s["status_checks"].as_array().is_some_and(|c| !c.is_empty()))
-        {
+        if !steps.iter().any(|s| s["status_checks"].as_array().is_some_and(|c| !c.is_empty())) {
             continue;
         }
         let mut cluster = Cluster::default();
@@ -823,25 +687,16 @@ fn conformance_status_checks() {
             .chain(case["manifests"].as_array().into_iter().flatten())
         {
             let path = dir.join(m.as_str().unwrap());
-            cluster.apply_text(
-                &std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-            );
+            cluster.apply_text(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
         }
         for step in &steps {
-            let generation_before: BTreeMap<ObjKey, Value> = cluster
-                .objects
-                .iter()
-                .map(|(k, v)| (k.clone(), v["metadata"]["generation"].clone()))
-                .collect();
+            let generation_before: BTreeMap<ObjKey, Value> =
+                cluster.objects.iter().map(|(k, v)| (k.clone(), v["metadata"]["generation"].clone())).collect();
             for action in step["actions"].as_array().into_iter().flatten() {
                 cluster.apply_action(action);
             }
             cluster.settle(&now);
-            let judge = Judge {
-                cluster: &cluster,
-                generation_before,
-            };
+            let judge = Judge { cluster: &cluster, generation_before };
             for check in step["status_checks"].as_array().into_iter().flatten() {
                 if !decidable(check) {
                     undecidable += 1;
@@ -868,14 +723,8 @@ fn conformance_status_checks() {
     println!("{undecidable} checks not decidable by translation (BackendTLSPolicy status)");
     println!("{passed} passed, {failed} failed");
     let total = passed + failed;
-    assert!(
-        total > 500,
-        "only {total} checks ran; is conformance/ complete?"
-    );
-    assert!(
-        passed * 100 >= total * 95,
-        "{passed} of {total} status checks passed, below 95 %"
-    );
+    assert!(total > 500, "only {total} checks ran; is conformance/ complete?");
+    assert!(passed * 100 >= total * 95, "{passed} of {total} status checks passed, below 95 %");
 }
 
 #[test]
@@ -885,10 +734,7 @@ fn the_judge_rejects_a_wrong_status() {
     cluster.apply_text(GATEWAY_CLASS);
     cluster.apply_text("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns1}\nspec:\n  gatewayClassName: weft\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n");
     cluster.settle(&Time(Timestamp::from_second(1).unwrap()));
-    let judge = Judge {
-        cluster: &cluster,
-        generation_before: BTreeMap::new(),
-    };
+    let judge = Judge { cluster: &cluster, generation_before: BTreeMap::new() };
     let ok = json!({"kind": "Gateway", "name": "ns1/g", "conditions": [{"type": "Programmed", "status": "True"}]});
     let wrong = json!({"kind": "Gateway", "name": "ns1/g", "conditions": [{"type": "Accepted", "status": "False"}]});
     assert_eq!(judge.check(&ok), Ok(()));

@@ -58,13 +58,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Yaml => render::to_yaml(&docs),
         Format::Json => render::to_json(&docs) + "\n",
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .context("writing output")?;
-    Ok(if report.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing output")?;
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

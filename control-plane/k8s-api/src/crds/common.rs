@@ -17,20 +17,7 @@ pub struct TargetRef {
 }
 
 /// Kinds a route's `targetRef` can name.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum TargetKind {
     /// All workloads of the mesh.
     #[default]
@@ -63,20 +50,7 @@ pub struct Destination {
 }
 
 /// Kinds a route destination can name.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum DestinationKind {
     /// A Service port, reached through the sidecar's outbound side.
     #[default]
@@ -89,9 +63,13 @@ pub enum DestinationKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendRef {
-    /// Only `Service` for now.
-    #[serde(default)]
-    pub kind: BackendKind,
+    /// Kind of the backend; Weft resolves `Service` (core group) only, and
+    /// marks any other kind unresolved.
+    #[serde(default = "default_backend_kind")]
+    pub kind: String,
+    /// API group of the backend; empty for the core group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
     /// Service name.
     pub name: String,
     /// Service namespace.
@@ -108,12 +86,8 @@ pub struct BackendRef {
     pub unresolved: Option<String>,
 }
 
-/// Kinds a backend reference can name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum BackendKind {
-    /// A Kubernetes Service (or a local-mode Service).
-    #[default]
-    Service,
+pub(crate) fn default_backend_kind() -> String {
+    "Service".to_string()
 }
 
 pub(crate) fn default_weight() -> i32 {
@@ -121,9 +95,7 @@ pub(crate) fn default_weight() -> i32 {
 }
 
 /// A reference to a namespaced object, such as a TLS Secret.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedName {
     /// Namespace of the object.

@@ -52,15 +52,14 @@ pub struct MeshGatewayInstanceSpec {
 }
 
 /// An address of a gateway, in Gateway API form.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayAddress {
     /// `IPAddress` or `Hostname`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// The address.
+    /// The address; empty in a request means "any address of this type".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
 }
 

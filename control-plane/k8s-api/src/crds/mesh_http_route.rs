@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendKind, Destination, TargetRef, default_weight};
+use super::{Destination, TargetRef, default_backend_kind, default_weight};
 
 /// HTTP routing rules for traffic from `targetRef`'s workloads to the `to`
 /// destinations. Generated from HTTPRoutes and GRPCRoutes (one per route and
@@ -60,6 +60,12 @@ pub struct HttpRouteRule {
     /// Retries (GEP-1731).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<HttpRouteRetry>,
+    /// Set when the rule names a filter Weft cannot apply (an unknown
+    /// ExtensionRef, ExternalAuth): the proxy answers every request the rule
+    /// matches with 500 and this message, as Gateway API requires, instead of
+    /// skipping the filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Conditions a request must all meet.
@@ -275,9 +281,12 @@ pub struct RequestMirror {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MirrorBackendRef {
-    /// Only `Service`.
-    #[serde(default)]
-    pub kind: BackendKind,
+    /// Kind of the backend; only `Service` (core group) resolves.
+    #[serde(default = "default_backend_kind")]
+    pub kind: String,
+    /// API group of the backend; empty for the core group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
     /// Service name.
     pub name: String,
     /// Service namespace.
@@ -331,9 +340,12 @@ fn default_cors_max_age() -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpBackendRef {
-    /// Only `Service`.
-    #[serde(default)]
-    pub kind: BackendKind,
+    /// Kind of the backend; only `Service` (core group) resolves.
+    #[serde(default = "default_backend_kind")]
+    pub kind: String,
+    /// API group of the backend; empty for the core group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
     /// Service name.
     pub name: String,
     /// Service namespace.

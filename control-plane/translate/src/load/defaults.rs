@@ -79,12 +79,8 @@ fn route_spec_common(spec: &mut Map<String, Value>) {
 }
 
 fn http_filter(f: &mut Map<String, Value>) {
-    with(f, "requestMirror", |m| {
-        with(m, "backendRef", |r| backend_ref(r, false))
-    });
-    with(f, "requestRedirect", |r| {
-        default(r, "statusCode", json!(302))
-    });
+    with(f, "requestMirror", |m| with(m, "backendRef", |r| backend_ref(r, false)));
+    with(f, "requestRedirect", |r| default(r, "statusCode", json!(302)));
 }
 
 fn http_match(m: &mut Map<String, Value>) {
@@ -130,9 +126,7 @@ pub(crate) fn grpc_route(doc: &mut Value) {
     route_spec_common(spec);
     each(spec, "rules", |rule| {
         each(rule, "matches", |m| {
-            with(m, "method", |method| {
-                default(method, "type", json!("Exact"))
-            });
+            with(m, "method", |method| default(method, "type", json!("Exact")));
             each(m, "headers", |h| default(h, "type", json!("Exact")));
         });
         each(rule, "filters", http_filter);
@@ -149,9 +143,7 @@ pub(crate) fn l4_route(doc: &mut Value) {
         return;
     };
     route_spec_common(spec);
-    each(spec, "rules", |rule| {
-        each(rule, "backendRefs", |b| backend_ref(b, true))
-    });
+    each(spec, "rules", |rule| each(rule, "backendRefs", |b| backend_ref(b, true)));
 }
 
 fn listener(l: &mut Map<String, Value>) {
@@ -177,9 +169,7 @@ pub(crate) fn gateway(doc: &mut Value) {
         return;
     };
     each(spec, "listeners", listener);
-    each(spec, "addresses", |a| {
-        default(a, "type", json!("IPAddress"))
-    });
+    each(spec, "addresses", |a| default(a, "type", json!("IPAddress")));
 }
 
 /// ListenerSet: parentRef group/kind and listener defaults.
@@ -208,10 +198,7 @@ pub(crate) fn service(doc: &mut Value) {
 /// Namespace: the `kubernetes.io/metadata.name` label the API server adds,
 /// which allowedRoutes selectors commonly use.
 pub(crate) fn namespace(doc: &mut Value) {
-    let Some(meta) = object(doc)
-        .and_then(|r| r.get_mut("metadata"))
-        .and_then(object)
-    else {
+    let Some(meta) = object(doc).and_then(|r| r.get_mut("metadata")).and_then(object) else {
         return;
     };
     let name = meta.get("name").cloned().unwrap_or(Value::Null);
@@ -234,24 +221,15 @@ mod tests {
                       {"matches": [{"headers": [{"name": "x", "value": "y"}]}]}]
         }});
         http_route(&mut doc);
-        assert_eq!(
-            doc["spec"]["parentRefs"][0],
-            json!({"group": GATEWAY_GROUP, "kind": "Gateway", "name": "gw"})
-        );
+        assert_eq!(doc["spec"]["parentRefs"][0], json!({"group": GATEWAY_GROUP, "kind": "Gateway", "name": "gw"}));
         assert_eq!(doc["spec"]["parentRefs"][1]["group"], json!(""));
         let rule0 = &doc["spec"]["rules"][0];
-        assert_eq!(
-            rule0["matches"],
-            json!([{"path": {"type": "PathPrefix", "value": "/"}}])
-        );
+        assert_eq!(rule0["matches"], json!([{"path": {"type": "PathPrefix", "value": "/"}}]));
         assert_eq!(
             rule0["backendRefs"][0],
             json!({"group": "", "kind": "Service", "name": "b", "port": 80, "weight": 1})
         );
-        assert_eq!(
-            rule0["filters"][0]["requestRedirect"]["statusCode"],
-            json!(302)
-        );
+        assert_eq!(rule0["filters"][0]["requestRedirect"]["statusCode"], json!(302));
         let m = &doc["spec"]["rules"][1]["matches"][0];
         assert_eq!(m["headers"][0]["type"], json!("Exact"));
         assert_eq!(m["path"], json!({"type": "PathPrefix", "value": "/"}));
@@ -261,20 +239,14 @@ mod tests {
     fn a_route_without_rules_gets_the_default_rule() {
         let mut doc = json!({"spec": {"parentRefs": [{"name": "gw"}]}});
         http_route(&mut doc);
-        assert_eq!(
-            doc["spec"]["rules"],
-            json!([{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}])
-        );
+        assert_eq!(doc["spec"]["rules"], json!([{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]));
     }
 
     #[test]
     fn metadata_defaults() {
         let mut doc = json!({"metadata": {"name": "a"}});
         metadata(&mut doc, true);
-        assert_eq!(
-            doc["metadata"],
-            json!({"name": "a", "namespace": "default", "generation": 1})
-        );
+        assert_eq!(doc["metadata"], json!({"name": "a", "namespace": "default", "generation": 1}));
         let mut doc = json!({"metadata": {"name": "a", "namespace": "x", "generation": 4}});
         metadata(&mut doc, false);
         assert_eq!(doc["metadata"], json!({"name": "a", "generation": 4}));

@@ -9,7 +9,7 @@ mod defaults;
 pub mod secret;
 mod split;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -42,11 +42,7 @@ impl fmt::Display for LoadError {
         if self.document == 0 {
             return write!(f, "{}: {}", self.file, self.message);
         }
-        write!(
-            f,
-            "{}: document {} (line {})",
-            self.file, self.document, self.line
-        )?;
+        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)?;
         if !self.path.is_empty() {
             write!(f, ": field `{}`", self.path)?;
         }
@@ -121,24 +117,16 @@ pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn collect(path: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for entry in entries {
-            let hidden = entry
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
+            let hidden = entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if !hidden {
                 collect(&entry, out, false)?;
             }
         }
     } else if explicit
-        || path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
     {
         out.push(path.to_path_buf());
     }
@@ -178,19 +166,11 @@ impl Loader {
     /// Reads one YAML stream; `file` names it in errors.
     pub fn add_str(&mut self, file: &str, text: &str) {
         for doc in split::documents(text) {
-            let origin = Origin {
-                file: file.to_string(),
-                document: doc.index,
-                line: doc.line,
-            };
+            let origin = Origin { file: file.to_string(), document: doc.index, line: doc.first_content_line };
             let value: Value = match serde_saphyr::from_str(doc.text) {
                 Ok(v) => v,
                 Err(e) => {
-                    let msg = e.to_string();
-                    let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
-                    self.report
-                        .errors
-                        .push(origin.error("", format!("invalid YAML: {first}")));
+                    self.report.errors.push(origin.error("", yaml_error(&e, doc.line)));
                     continue;
                 }
             };
@@ -201,11 +181,7 @@ impl Loader {
     /// Adds one already parsed document; `file` and `document` name it in
     /// errors. Used by sources that hold objects as JSON (tests, watchers).
     pub fn add_document(&mut self, file: &str, document: usize, value: Value) {
-        let origin = Origin {
-            file: file.to_string(),
-            document,
-            line: 1,
-        };
+        let origin = Origin { file: file.to_string(), document, line: 1 };
         self.add_value(&origin, value);
     }
 
@@ -215,33 +191,33 @@ impl Loader {
             return;
         }
         if !value.is_object() {
-            self.report
-                .errors
-                .push(origin.error("", "a document must be a mapping with apiVersion and kind"));
+            self.report.errors.push(origin.error("", "a document must be a mapping with apiVersion and kind"));
             return;
         }
         let kind = match value.get("kind") {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => {
-                self.report
-                    .errors
-                    .push(origin.error("kind", "missing or not a string"));
+                self.report.errors.push(origin.error("kind", "missing or not a string"));
                 return;
             }
         };
         let api_version = match value.get("apiVersion") {
             Some(Value::String(v)) if !v.is_empty() => v.clone(),
             _ => {
-                self.report
-                    .errors
-                    .push(origin.error("apiVersion", "missing or not a string"));
+                self.report.errors.push(origin.error("apiVersion", "missing or not a string"));
                 return;
             }
         };
         if kind == "List" {
-            if let Some(Value::Array(items)) = value.get("items") {
-                for item in items.clone() {
-                    self.add_value(origin, item);
+            let Some(Value::Array(items)) = value.get("items") else {
+                self.report.errors.push(origin.error("items", "a List needs a sequence of items"));
+                return;
+            };
+            for (i, item) in items.clone().into_iter().enumerate() {
+                let before = self.report.errors.len();
+                self.add_value(origin, item);
+                for e in &mut self.report.errors[before..] {
+                    e.path = if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
                 }
             }
             return;
@@ -268,11 +244,7 @@ impl Loader {
                 apply(&mut doc);
                 let obj: $ty = typed(origin, doc)?;
                 let key = key_of(origin, &obj.metadata, $ns)?;
-                let map_key = if $ns {
-                    key.clone()
-                } else {
-                    ObjectKey::cluster(key.name.clone())
-                };
+                let map_key = if $ns { key.clone() } else { ObjectKey::cluster(key.name.clone()) };
                 remember(&mut self.seen, origin, kind, &map_key)?;
                 insert_keyed(&mut snap.$map, map_key, key, obj);
             }};
@@ -312,10 +284,7 @@ impl Loader {
             ("weft.io", _) if api_version != weft_k8s_api::crds::API_VERSION => {
                 return Err(origin.error(
                     "apiVersion",
-                    format!(
-                        "Weft serves {} only, not {api_version}",
-                        weft_k8s_api::crds::API_VERSION
-                    ),
+                    format!("Weft serves {} only, not {api_version}", weft_k8s_api::crds::API_VERSION),
                 ));
             }
             ("weft.io", "Mesh") => {
@@ -333,26 +302,38 @@ impl Loader {
             ("weft.io", "MeshTCPRoute") => {
                 insert!(mesh_tcp_routes, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {})
             }
+            ("weft.io", "MeshGateway") => {
+                // Generated by the translator from Gateways; reading it back
+                // (e.g. from `kubectl get -o yaml` output) is harmless.
+                *self
+                    .report
+                    .ignored_kinds
+                    .entry("MeshGateway.weft.io (generated by Weft, not read)".into())
+                    .or_default() += 1;
+                return Ok(());
+            }
             ("weft.io", other) => {
-                return Err(origin.error("kind", format!("unknown Weft kind {other:?}")));
+                let known = ["Mesh", "MeshGatewayConfig", "MeshGatewayInstance", "MeshHTTPRoute", "MeshTCPRoute"];
+                let lower = other.to_ascii_lowercase();
+                let hint = known
+                    .iter()
+                    .find(|k| k.to_ascii_lowercase() == lower || k.to_ascii_lowercase().contains(&lower))
+                    .map(|k| format!("; did you mean {k}?"))
+                    .unwrap_or_default();
+                return Err(origin.error("kind", format!("unknown Weft kind {other:?}{hint}")));
             }
             ("", "Secret") => {
                 defaults::metadata(&mut doc, true);
-                let secret: Secret = typed(origin, doc)?;
+                let secret: Secret = typed(origin, doc).map_err(redact_secret_error)?;
                 let key = key_of(origin, &secret.metadata, true)?;
                 remember(&mut self.seen, origin, kind, &key)?;
-                self.snapshot
-                    .secrets
-                    .insert(key, secret::summarize(&secret));
+                self.snapshot.secrets.insert(key, secret::summarize(&secret));
             }
             _ => {
                 *self
                     .report
                     .ignored_kinds
-                    .entry(format!(
-                        "{kind}.{}",
-                        if group.is_empty() { "core" } else { group }
-                    ))
+                    .entry(format!("{kind}.{}", if group.is_empty() { "core" } else { group }))
                     .or_default() += 1;
                 return Ok(());
             }
@@ -398,21 +379,48 @@ fn typed<T: DeserializeOwned>(origin: &Origin, doc: Value) -> Result<T, LoadErro
     })
 }
 
+/// Secret values must never reach a log or a terminal: serde's messages
+/// quote the offending value, so for Secrets only the field and what was
+/// expected are kept.
+fn redact_secret_error(mut e: LoadError) -> LoadError {
+    if e.path.starts_with("data") || e.path.starts_with("stringData") {
+        e.message = if e.path.starts_with("data.") {
+            "must be base64-encoded (the value is not shown)".into()
+        } else if e.path.starts_with("stringData.") {
+            "must be a string (the value is not shown)".into()
+        } else {
+            "must be a map of key to value (the value is not shown)".into()
+        };
+    }
+    e
+}
+
+/// A YAML syntax error, with its line counted from the start of the file.
+fn yaml_error(e: &serde_saphyr::Error, document_line: usize) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid YAML");
+    // Drop the "error: line L column C: " prefix; the location is added
+    // below, relative to the file.
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match message.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
+        None => message,
+    };
+    match e.location() {
+        Some(loc) if loc.line() > 0 => {
+            format!("invalid YAML at line {} column {}: {message}", document_line as u64 + loc.line() - 1, loc.column())
+        }
+        _ => format!("invalid YAML: {message}"),
+    }
+}
+
 fn key_of(
     origin: &Origin,
     meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     namespaced: bool,
 ) -> Result<ObjectKey, LoadError> {
-    let name = meta
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| origin.error("metadata.name", "missing"))?;
-    let namespace = if namespaced {
-        meta.namespace.clone().unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let name = meta.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| origin.error("metadata.name", "missing"))?;
+    let namespace = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
     Ok(ObjectKey::new(namespace, name))
 }
 
@@ -435,16 +443,6 @@ fn remember(
     Ok(())
 }
 
-/// Namespaces the snapshot's objects live in, whether or not a Namespace
-/// object exists for them.
-pub fn used_namespaces(snapshot: &Snapshot) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = snapshot.namespaces.keys().cloned().collect();
-    out.extend(snapshot.services.keys().map(|k| k.namespace.clone()));
-    out.extend(snapshot.gateways.keys().map(|k| k.namespace.clone()));
-    out.extend(snapshot.http_routes.keys().map(|k| k.namespace.clone()));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,19 +458,15 @@ mod tests {
         assert_eq!(err.path, "spec.rules[0].backendRefs[0].port");
         let shown = err.to_string();
         assert!(
-            shown.starts_with(
-                "in.yaml: document 2 (line 6): field `spec.rules[0].backendRefs[0].port`: "
-            ),
+            shown.starts_with("in.yaml: document 2 (line 6): field `spec.rules[0].backendRefs[0].port`: "),
             "{shown}"
         );
     }
 
     #[test]
     fn defaults_and_namespace_are_applied() {
-        let (snap, report) = load_str(
-            "x",
-            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n",
-        );
+        let (snap, report) =
+            load_str("x", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n");
         assert!(report.errors.is_empty());
         let svc = &snap.services[&ObjectKey::new("default", "a")];
         let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
@@ -502,10 +496,7 @@ mod tests {
         let (snap, report) = load_str("x", text);
         assert!(report.errors.is_empty(), "{report:?}");
         let info = &snap.secrets[&ObjectKey::new("default", "s")];
-        assert_eq!(
-            info.keys.iter().cloned().collect::<Vec<_>>(),
-            vec!["tls.crt", "tls.key"]
-        );
+        assert_eq!(info.keys.iter().cloned().collect::<Vec<_>>(), vec!["tls.crt", "tls.key"]);
         let err = info.tls.clone().unwrap().unwrap_err();
         assert!(!err.contains("SGVsbG8"), "{err}");
     }

@@ -8,6 +8,8 @@ pub(crate) struct RawDocument<'a> {
     pub index: usize,
     /// 1-based line where the document's text starts.
     pub line: usize,
+    /// 1-based line of the document's first line of content.
+    pub first_content_line: usize,
     /// The document's text.
     pub text: &'a str,
 }
@@ -20,16 +22,16 @@ pub(crate) fn documents(text: &str) -> Vec<RawDocument<'_>> {
     let mut start_line = 1usize;
     let mut offset = 0usize;
     let mut line_no = 0usize;
+    /// Keeps a document that has content; `first_content_line` skips the
+    /// comments before it, while `line` (where its text starts) maps parser
+    /// positions back to the file.
     fn push<'a>(body: &'a str, line: usize, docs: &mut Vec<RawDocument<'a>>) {
-        if body.lines().any(|l| {
+        let content = |l: &str| {
             let t = l.trim();
             !t.is_empty() && !t.starts_with('#') && !t.starts_with('%')
-        }) {
-            docs.push(RawDocument {
-                index: docs.len() + 1,
-                line,
-                text: body,
-            });
+        };
+        if let Some(skip) = body.lines().position(content) {
+            docs.push(RawDocument { index: docs.len() + 1, line, first_content_line: line + skip, text: body });
         }
     }
     for line in text.split_inclusive('\n') {
@@ -58,14 +60,8 @@ mod tests {
         let text = "# header\n---\na: 1\n---\n\n---  # c\nb: 2\n...\n";
         let docs = documents(text);
         assert_eq!(docs.len(), 2);
-        assert_eq!(
-            (docs[0].index, docs[0].line, docs[0].text),
-            (1, 3, "a: 1\n")
-        );
-        assert_eq!(
-            (docs[1].index, docs[1].line, docs[1].text),
-            (2, 7, "b: 2\n")
-        );
+        assert_eq!((docs[0].index, docs[0].line, docs[0].text), (1, 3, "a: 1\n"));
+        assert_eq!((docs[1].index, docs[1].line, docs[1].text), (2, 7, "b: 2\n"));
     }
 
     #[test]

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use weft_k8s_api::crds::{GatewayDeployment, MeshGatewayConfigSpec};
-use weft_k8s_api::gateway::{
-    GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures,
-};
+use weft_k8s_api::gateway::{GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures};
 use weft_k8s_api::labels;
 
 use super::conditions::{Conditions, reasons, types};
@@ -85,9 +83,7 @@ pub(crate) fn resolve_config(
         ));
     }
     if namespace.is_some_and(|n| !n.is_empty()) {
-        return Err(
-            "parametersRef must not set a namespace: MeshGatewayConfig is cluster-scoped".into(),
-        );
+        return Err("parametersRef must not set a namespace: MeshGatewayConfig is cluster-scoped".into());
     }
     ctx.snapshot
         .mesh_gateway_configs
@@ -112,12 +108,10 @@ pub(crate) fn translate(
                 deployment: GatewayDeployment::default(),
                 ..Default::default()
             }),
-            Some(p) => {
-                match resolve_config(ctx, &p.group, &p.kind, &p.name, p.namespace.as_deref()) {
-                    Ok(config) => ClassState::Accepted(config),
-                    Err(msg) => ClassState::Rejected(msg),
-                }
-            }
+            Some(p) => match resolve_config(ctx, &p.group, &p.kind, &p.name, p.namespace.as_deref()) {
+                Ok(config) => ClassState::Accepted(config),
+                Err(msg) => ClassState::Rejected(msg),
+            },
         };
         statuses.insert(name.clone(), status(ctx, class, &state));
         states.insert(name.clone(), state);
@@ -126,41 +120,22 @@ pub(crate) fn translate(
 }
 
 fn status(ctx: &Ctx<'_>, class: &GatewayClass, state: &ClassState) -> GatewayClassStatus {
-    let previous = class
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or(&[]);
+    let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
     let mut c = Conditions::new(previous, ctx.now, class.metadata.generation);
     match state {
-        ClassState::Accepted(_) => c.set(
-            types::ACCEPTED,
-            true,
-            reasons::ACCEPTED,
-            "Weft manages Gateways of this class",
-        ),
-        ClassState::Rejected(msg) => c.set(
-            types::ACCEPTED,
-            false,
-            reasons::INVALID_PARAMETERS,
-            msg.clone(),
-        ),
+        ClassState::Accepted(_) => {
+            c.set(types::ACCEPTED, true, reasons::ACCEPTED, "Weft manages Gateways of this class")
+        }
+        ClassState::Rejected(msg) => c.set(types::ACCEPTED, false, reasons::INVALID_PARAMETERS, msg.clone()),
     };
-    c.set(
-        types::SUPPORTED_VERSION,
-        true,
-        reasons::SUPPORTED_VERSION,
-        "Gateway API v1.5",
-    );
+    c.set(types::SUPPORTED_VERSION, true, reasons::SUPPORTED_VERSION, "Gateway API v1.5");
     GatewayClassStatus {
         conditions: Some(c.build()),
-        supported_features: Some(
-            SUPPORTED_FEATURES
-                .iter()
-                .map(|f| GatewayClassStatusSupportedFeatures {
-                    name: (*f).to_string(),
-                })
-                .collect(),
-        ),
+        supported_features: Some({
+            // The spec requires ascending order by name.
+            let mut names: Vec<&str> = SUPPORTED_FEATURES.to_vec();
+            names.sort_unstable();
+            names.into_iter().map(|f| GatewayClassStatusSupportedFeatures { name: f.to_string() }).collect()
+        }),
     }
 }

@@ -42,6 +42,7 @@ pub mod reasons {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const PARENT_NOT_ACCEPTED: &str = "ParentNotAccepted";
+    pub const PARENT_NOT_PROGRAMMED: &str = "ParentNotProgrammed";
 }
 
 /// Builds a list of conditions for one object (or listener, or route
@@ -59,22 +60,11 @@ pub struct Conditions<'a> {
 impl<'a> Conditions<'a> {
     /// Starts an empty list; `previous` is what the object's status held.
     pub fn new(previous: &'a [Condition], now: &'a Time, generation: Option<i64>) -> Self {
-        Self {
-            previous,
-            now,
-            generation,
-            out: Vec::new(),
-        }
+        Self { previous, now, generation, out: Vec::new() }
     }
 
     /// Sets a condition (replacing one of the same type).
-    pub fn set(
-        &mut self,
-        type_: &str,
-        status: bool,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> &mut Self {
+    pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) -> &mut Self {
         let status = if status { "True" } else { "False" };
         let last_transition_time = self
             .previous
@@ -120,9 +110,7 @@ mod tests {
         first.set(types::ACCEPTED, true, reasons::ACCEPTED, "ok");
         let first = first.build();
         let mut second = Conditions::new(&first, &t1, Some(2));
-        second
-            .set(types::ACCEPTED, true, reasons::ACCEPTED, "ok")
-            .set(types::PROGRAMMED, false, reasons::PENDING, "");
+        second.set(types::ACCEPTED, true, reasons::ACCEPTED, "ok").set(types::PROGRAMMED, false, reasons::PENDING, "");
         let second = second.build();
         assert_eq!(second[0].last_transition_time, t0);
         assert_eq!(second[0].observed_generation, Some(2));

@@ -28,16 +28,9 @@ impl<'a> Ctx<'a> {
     pub fn new(snapshot: &'a Snapshot, now: &'a Time) -> Self {
         let mut grants_by_namespace: BTreeMap<&str, Vec<&ReferenceGrant>> = BTreeMap::new();
         for (key, grant) in &snapshot.reference_grants {
-            grants_by_namespace
-                .entry(key.namespace.as_str())
-                .or_default()
-                .push(grant);
+            grants_by_namespace.entry(key.namespace.as_str()).or_default().push(grant);
         }
-        Self {
-            snapshot,
-            now,
-            grants_by_namespace,
-        }
+        Self { snapshot, now, grants_by_namespace }
     }
 
     /// Labels of a namespace; a namespace without an object has only the
@@ -45,10 +38,7 @@ impl<'a> Ctx<'a> {
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         match self.snapshot.namespaces.get(namespace) {
             Some(ns) => ns.metadata.labels.clone().unwrap_or_default(),
-            None => BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_string(),
-                namespace.to_string(),
-            )]),
+            None => BTreeMap::from([("kubernetes.io/metadata.name".to_string(), namespace.to_string())]),
         }
     }
 
@@ -56,12 +46,7 @@ impl<'a> Ctx<'a> {
     /// label), else its namespace's, else `default`.
     pub fn mesh_of(&self, meta: &ObjectMeta, namespace: &str) -> String {
         mesh_in(meta)
-            .or_else(|| {
-                self.snapshot
-                    .namespaces
-                    .get(namespace)
-                    .and_then(|ns| mesh_in(&ns.metadata))
-            })
+            .or_else(|| self.snapshot.namespaces.get(namespace).and_then(|ns| mesh_in(&ns.metadata)))
             .unwrap_or_else(|| labels::DEFAULT_MESH.to_string())
     }
 
@@ -83,23 +68,19 @@ impl<'a> Ctx<'a> {
     ) -> bool {
         let (from_group, from_kind, from_namespace) = from;
         let same_group = |a: &str, b: &str| a == b || (core_group(Some(a)) && core_group(Some(b)));
-        self.grants_by_namespace
-            .get(to_namespace)
-            .is_some_and(|grants| {
-                grants.iter().any(|g| {
-                    g.spec.from.iter().any(|f| {
-                        same_group(&f.group, from_group)
-                            && f.kind == from_kind
-                            && f.namespace == from_namespace
-                    }) && g.spec.to.iter().any(|t| {
+        self.grants_by_namespace.get(to_namespace).is_some_and(|grants| {
+            grants.iter().any(|g| {
+                g.spec
+                    .from
+                    .iter()
+                    .any(|f| same_group(&f.group, from_group) && f.kind == from_kind && f.namespace == from_namespace)
+                    && g.spec.to.iter().any(|t| {
                         same_group(&t.group, to_group)
                             && t.kind == to_kind
-                            && t.name
-                                .as_deref()
-                                .is_none_or(|n| n.is_empty() || n == to_name)
+                            && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
                     })
-                })
             })
+        })
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
@@ -109,20 +90,14 @@ impl<'a> Ctx<'a> {
 
 fn mesh_in(meta: &ObjectMeta) -> Option<String> {
     let from = |m: &Option<BTreeMap<String, String>>| {
-        m.as_ref()
-            .and_then(|m| m.get(labels::MESH))
-            .filter(|v| !v.is_empty())
-            .cloned()
+        m.as_ref().and_then(|m| m.get(labels::MESH)).filter(|v| !v.is_empty()).cloned()
     };
     from(&meta.annotations).or_else(|| from(&meta.labels))
 }
 
 /// The ports of a Service.
 pub(crate) fn service_ports(svc: &Service) -> &[ServicePort] {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or(&[])
+    svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or(&[])
 }
 
 /// True for a headless Service (`clusterIP: None`).
@@ -150,18 +125,15 @@ pub(crate) fn port_protocol(port: &ServicePort) -> PortProtocol {
         return PortProtocol::Opaque;
     }
     if let Some(ap) = port.app_protocol.as_deref() {
-        return if is_http_app_protocol(ap) {
-            PortProtocol::Http
-        } else {
-            PortProtocol::Opaque
-        };
+        return if is_http_app_protocol(ap) { PortProtocol::Http } else { PortProtocol::Opaque };
     }
     let name = port.name.as_deref().unwrap_or("").to_ascii_lowercase();
     let prefix = name.split(['-', '_']).next().unwrap_or("");
     match prefix {
         "http" | "http2" | "h2c" | "grpc" | "grpc-web" | "ws" => PortProtocol::Http,
-        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "postgres" | "postgresql"
-        | "kafka" | "amqp" => PortProtocol::Opaque,
+        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "postgres" | "postgresql" | "kafka" | "amqp" => {
+            PortProtocol::Opaque
+        }
         _ => PortProtocol::Detect,
     }
 }
@@ -170,14 +142,7 @@ pub(crate) fn port_protocol(port: &ServicePort) -> PortProtocol {
 pub(crate) fn is_http_app_protocol(ap: &str) -> bool {
     matches!(
         ap.to_ascii_lowercase().as_str(),
-        "http"
-            | "http2"
-            | "h2c"
-            | "grpc"
-            | "grpc-web"
-            | "ws"
-            | "kubernetes.io/h2c"
-            | "kubernetes.io/ws"
+        "http" | "http2" | "h2c" | "grpc" | "grpc-web" | "ws" | "kubernetes.io/h2c" | "kubernetes.io/ws"
     )
 }
 
@@ -190,8 +155,4 @@ pub(crate) fn age_key(meta: &ObjectMeta, key: &ObjectKey) -> AgeKey {
 }
 
 /// See [`age_key`].
-pub(crate) type AgeKey = (
-    bool,
-    Option<weft_k8s_api::k8s_openapi::jiff::Timestamp>,
-    ObjectKey,
-);
+pub(crate) type AgeKey = (bool, Option<weft_k8s_api::k8s_openapi::jiff::Timestamp>, ObjectKey);

@@ -29,13 +29,9 @@ pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
             let (sa, sb) = (&a[1..], &b[1..]);
             if sa.eq_ignore_ascii_case(sb) {
                 Some(a)
-            } else if sb.len() > sa.len()
-                && sb.to_ascii_lowercase().ends_with(&sa.to_ascii_lowercase())
-            {
+            } else if sb.len() > sa.len() && sb.to_ascii_lowercase().ends_with(&sa.to_ascii_lowercase()) {
                 Some(b)
-            } else if sa.len() > sb.len()
-                && sa.to_ascii_lowercase().ends_with(&sb.to_ascii_lowercase())
-            {
+            } else if sa.len() > sb.len() && sa.to_ascii_lowercase().ends_with(&sb.to_ascii_lowercase()) {
                 Some(a)
             } else {
                 None
@@ -51,12 +47,12 @@ pub fn effective(listener: Option<&str>, route: &[String]) -> Result<Vec<String>
         (None, _) => Ok(route.to_vec()),
         (Some(l), true) => Ok(vec![l.to_string()]),
         (Some(l), false) => {
-            let mut out: Vec<String> = route
-                .iter()
-                .filter_map(|r| intersect(l, r))
-                .map(str::to_string)
-                .collect();
-            out.dedup();
+            let mut out: Vec<String> = Vec::new();
+            for name in route.iter().filter_map(|r| intersect(l, r)) {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+                    out.push(name.to_string());
+                }
+            }
             if out.is_empty() { Err(()) } else { Ok(out) }
         }
     }
@@ -77,22 +73,10 @@ mod tests {
 
     #[test]
     fn intersections() {
-        assert_eq!(
-            intersect("*.example.com", "a.example.com"),
-            Some("a.example.com")
-        );
-        assert_eq!(
-            intersect("a.example.com", "*.example.com"),
-            Some("a.example.com")
-        );
-        assert_eq!(
-            intersect("*.example.com", "*.b.example.com"),
-            Some("*.b.example.com")
-        );
-        assert_eq!(
-            intersect("*.b.example.com", "*.example.com"),
-            Some("*.b.example.com")
-        );
+        assert_eq!(intersect("*.example.com", "a.example.com"), Some("a.example.com"));
+        assert_eq!(intersect("a.example.com", "*.example.com"), Some("a.example.com"));
+        assert_eq!(intersect("*.example.com", "*.b.example.com"), Some("*.b.example.com"));
+        assert_eq!(intersect("*.b.example.com", "*.example.com"), Some("*.b.example.com"));
         assert_eq!(intersect("*.example.com", "*.example.org"), None);
         assert_eq!(intersect("a.com", "b.com"), None);
         assert_eq!(intersect("*.com", "*.com"), Some("*.com"));
@@ -101,10 +85,7 @@ mod tests {
     #[test]
     fn effective_names() {
         let r = vec!["a.example.com".to_string(), "other.org".to_string()];
-        assert_eq!(
-            effective(Some("*.example.com"), &r),
-            Ok(vec!["a.example.com".to_string()])
-        );
+        assert_eq!(effective(Some("*.example.com"), &r), Ok(vec!["a.example.com".to_string()]));
         assert_eq!(effective(None, &r), Ok(r.clone()));
         assert_eq!(effective(Some("x.com"), &[]), Ok(vec!["x.com".to_string()]));
         assert_eq!(effective(Some("x.com"), &r), Err(()));

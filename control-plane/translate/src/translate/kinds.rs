@@ -12,12 +12,7 @@ pub(crate) enum RouteKind {
 }
 
 impl RouteKind {
-    pub const ALL: [RouteKind; 4] = [
-        RouteKind::Http,
-        RouteKind::Grpc,
-        RouteKind::Tls,
-        RouteKind::Tcp,
-    ];
+    pub const ALL: [RouteKind; 4] = [RouteKind::Http, RouteKind::Grpc, RouteKind::Tls, RouteKind::Tcp];
 
     /// The Kubernetes kind.
     pub fn kind(self) -> &'static str {

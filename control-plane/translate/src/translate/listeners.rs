@@ -70,27 +70,21 @@ macro_rules! listener_spec {
             }),
             kinds: ar
                 .and_then(|a| a.kinds.as_ref())
-                .map(|ks| {
-                    ks.iter()
-                        .map(|k| (k.group.clone(), k.kind.clone()))
-                        .collect()
-                })
+                .map(|ks| ks.iter().map(|k| (k.group.clone(), k.kind.clone())).collect())
                 .unwrap_or_default(),
             namespaces_from: ns.and_then(|n| n.from.as_ref()).map(|f| format!("{f:?}")),
-            selector: ns.and_then(|n| n.selector.as_ref()).map(|s| {
-                $crate::translate::selector::Selector {
-                    match_labels: s.match_labels.clone().unwrap_or_default(),
-                    match_expressions: s
-                        .match_expressions
-                        .iter()
-                        .flatten()
-                        .map(|e| $crate::translate::selector::Requirement {
-                            key: e.key.clone(),
-                            operator: e.operator.clone(),
-                            values: e.values.clone().unwrap_or_default(),
-                        })
-                        .collect(),
-                }
+            selector: ns.and_then(|n| n.selector.as_ref()).map(|s| $crate::translate::selector::Selector {
+                match_labels: s.match_labels.clone().unwrap_or_default(),
+                match_expressions: s
+                    .match_expressions
+                    .iter()
+                    .flatten()
+                    .map(|e| $crate::translate::selector::Requirement {
+                        key: e.key.clone(),
+                        operator: e.operator.clone(),
+                        values: e.values.clone().unwrap_or_default(),
+                    })
+                    .collect(),
             }),
         }
     }};
@@ -129,14 +123,40 @@ pub(crate) struct ListenerModel {
     pub conflict: Option<(&'static str, String)>,
     /// TLS as the proxy serves it (valid certificates only).
     pub tls: Option<ListenerTls>,
+    /// HTTPS and TLS listeners cannot be served without TLS settings.
+    pub needs_tls: bool,
     /// Routes attached, counted for `attachedRoutes`.
     pub attached: std::collections::BTreeSet<(RouteKind, ObjectKey)>,
+    /// Host names served by the routes accepted so far, by route: an
+    /// HTTPRoute and a GRPCRoute may not share one on a listener.
+    pub claims: Vec<(RouteKind, ObjectKey, Vec<String>)>,
 }
 
 impl ListenerModel {
     /// Valid on its own: accepted, references resolved, not conflicted.
+    ///
+    /// A listener with some unresolved references (an unsupported route kind
+    /// next to supported ones, one bad certificate next to good ones) is
+    /// still served with what did resolve; ResolvedRefs=False reports the
+    /// rest.
     pub fn is_valid(&self) -> bool {
-        self.rejected.is_none() && self.unresolved.is_none() && self.conflict.is_none()
+        self.rejected.is_none()
+            && self.conflict.is_none()
+            && !self.kinds.is_empty()
+            && (!self.needs_tls || self.tls.is_some())
+    }
+
+    /// Why an invalid listener is not served, for its Programmed condition.
+    pub fn not_served_reason(&self) -> String {
+        if let Some((_, msg)) = self.rejected.as_ref().or(self.conflict.as_ref()) {
+            msg.clone()
+        } else if self.kinds.is_empty() {
+            "the listener accepts no route kind Weft supports".into()
+        } else if self.needs_tls && self.tls.is_none() {
+            "the listener has no usable certificate".into()
+        } else {
+            "the listener is not valid".into()
+        }
     }
 
     /// The protocol in MeshGateway form.
@@ -185,36 +205,30 @@ pub(crate) fn evaluate(
         kinds: Vec::new(),
         namespaces: match spec.namespaces_from.as_deref() {
             Some("All") => AllowedNamespaces::All,
-            Some("Selector") => {
-                AllowedNamespaces::Selector(spec.selector.clone().unwrap_or_default())
-            }
+            Some("Selector") => AllowedNamespaces::Selector(spec.selector.clone().unwrap_or_default()),
             _ => AllowedNamespaces::Same,
         },
         rejected: None,
         unresolved: None,
         conflict: None,
         tls: None,
+        needs_tls: matches!(spec.protocol.as_str(), "HTTPS" | "TLS"),
         attached: Default::default(),
+        claims: Vec::new(),
     };
 
     let supported = kinds_for_protocol(&spec.protocol);
     if supported.is_empty() {
         model.rejected = Some((
             reasons::UNSUPPORTED_PROTOCOL,
-            format!(
-                "protocol {:?} is not supported; Weft serves HTTP, HTTPS, TLS and TCP listeners",
-                spec.protocol
-            ),
+            format!("protocol {:?} is not supported; Weft serves HTTP, HTTPS, TLS and TCP listeners", spec.protocol),
         ));
         return model;
     }
     if cross_mesh && spec.protocol != "HTTP" {
         model.rejected = Some((
             reasons::UNSUPPORTED_PROTOCOL,
-            format!(
-                "cross-mesh gateways serve HTTP listeners only, not {}",
-                spec.protocol
-            ),
+            format!("cross-mesh gateways serve HTTP listeners only, not {}", spec.protocol),
         ));
         return model;
     }
@@ -225,9 +239,7 @@ pub(crate) fn evaluate(
         model.kinds = supported.to_vec();
     } else {
         for (group, kind) in &spec.kinds {
-            match RouteKind::parse(group.as_deref().or(Some(GROUP)), kind)
-                .filter(|k| supported.contains(k))
-            {
+            match RouteKind::parse(group.as_deref().or(Some(GROUP)), kind).filter(|k| supported.contains(k)) {
                 Some(k) if !model.kinds.contains(&k) => model.kinds.push(k),
                 Some(_) => {}
                 None => invalid_kinds.push(format!("{}/{kind}", group.as_deref().unwrap_or(GROUP))),
@@ -238,11 +250,7 @@ pub(crate) fn evaluate(
     if !invalid_kinds.is_empty() {
         unresolved.push((
             reasons::INVALID_ROUTE_KINDS,
-            format!(
-                "route kinds {} are not supported on a {} listener",
-                invalid_kinds.join(", "),
-                spec.protocol
-            ),
+            format!("route kinds {} are not supported on {} listeners", invalid_kinds.join(", "), spec.protocol),
         ));
     }
 
@@ -250,16 +258,12 @@ pub(crate) fn evaluate(
     let needs_tls = matches!(spec.protocol.as_str(), "HTTPS" | "TLS");
     match (&spec.tls, needs_tls) {
         (Some(_), false) => {
-            model.rejected = Some((
-                reasons::UNSUPPORTED_VALUE,
-                format!("tls must not be set on a {} listener", spec.protocol),
-            ));
+            model.rejected =
+                Some((reasons::UNSUPPORTED_VALUE, format!("tls must not be set on {} listeners", spec.protocol)));
         }
         (None, true) => {
-            model.rejected = Some((
-                reasons::UNSUPPORTED_VALUE,
-                format!("a {} listener needs tls settings", spec.protocol),
-            ));
+            model.rejected =
+                Some((reasons::UNSUPPORTED_VALUE, format!("{} listeners need tls settings", spec.protocol)));
         }
         (Some((mode, refs)), true) => {
             let mode = match mode.as_deref() {
@@ -307,68 +311,42 @@ fn resolve_certificate(
     owner_kind: &str,
     owner_namespace: &str,
 ) -> Result<NamespacedName, (&'static str, String)> {
-    let namespace = r
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| owner_namespace.to_string());
+    let namespace = r.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| owner_namespace.to_string());
     let kind = r.kind.as_deref().unwrap_or("Secret");
-    if !core_group(r.group.as_deref()) || kind != "Secret" {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
-            format!(
-                "certificateRef {}/{kind} {:?} is not a Secret",
-                r.group.as_deref().unwrap_or(""),
-                r.name
-            ),
-        ));
-    }
+    let group = r.group.as_deref().unwrap_or("");
+    // Whether the reference is allowed comes first: InvalidCertificateRef is
+    // only for references that are permitted.
     if namespace != owner_namespace
-        && !ctx.reference_granted(
-            (GROUP, owner_kind, owner_namespace),
-            "",
-            "Secret",
-            &namespace,
-            &r.name,
-        )
+        && !ctx.reference_granted((GROUP, owner_kind, owner_namespace), group, kind, &namespace, &r.name)
     {
         return Err((
             reasons::REF_NOT_PERMITTED,
+            format!("no ReferenceGrant in namespace {namespace} lets this {owner_kind} use {kind} {}", r.name),
+        ));
+    }
+    if !core_group(r.group.as_deref()) || kind != "Secret" {
+        let shown = if core_group(r.group.as_deref()) { kind.to_string() } else { format!("{kind} (group {group})") };
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
             format!(
-                "no ReferenceGrant in namespace {namespace} lets this {owner_kind} use Secret {}",
+                "certificateRef to {shown} {:?} is not supported; use a core Secret of type {TLS_SECRET_TYPE}",
                 r.name
             ),
         ));
     }
-    let Some(secret) = ctx
-        .snapshot
-        .secrets
-        .get(&ObjectKey::new(namespace.clone(), r.name.clone()))
-    else {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
-            format!("Secret {namespace}/{} does not exist", r.name),
-        ));
+    let Some(secret) = ctx.snapshot.secrets.get(&ObjectKey::new(namespace.clone(), r.name.clone())) else {
+        return Err((reasons::INVALID_CERTIFICATE_REF, format!("Secret {namespace}/{} does not exist", r.name)));
     };
     if secret.type_ != TLS_SECRET_TYPE {
         return Err((
             reasons::INVALID_CERTIFICATE_REF,
-            format!(
-                "Secret {namespace}/{} has type {:?}, not {TLS_SECRET_TYPE}",
-                r.name, secret.type_
-            ),
+            format!("Secret {namespace}/{} has type {:?}, not {TLS_SECRET_TYPE}", r.name, secret.type_),
         ));
     }
     if let Some(Err(why)) = &secret.tls {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
-            format!("Secret {namespace}/{} is malformed: {why}", r.name),
-        ));
+        return Err((reasons::INVALID_CERTIFICATE_REF, format!("Secret {namespace}/{} is malformed: {why}", r.name)));
     }
-    Ok(NamespacedName {
-        namespace,
-        name: r.name.clone(),
-    })
+    Ok(NamespacedName { namespace, name: r.name.clone() })
 }
 
 /// Why two listeners on one port cannot be told apart, if they cannot.
@@ -407,7 +385,8 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
     let mut found: Vec<Option<(&'static str, String)>> = vec![None; n];
     for i in 0..n {
         for j in 0..n {
-            if i == j || listeners[i].rejected.is_some() || listeners[j].rejected.is_some() {
+            let out_of_play = |l: &ListenerModel| l.rejected.is_some() || l.conflict.is_some();
+            if i == j || out_of_play(&listeners[i]) || out_of_play(&listeners[j]) {
                 continue;
             }
             if let Some(reason) = conflict_between(&listeners[i], &listeners[j]) {
@@ -433,10 +412,7 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
 /// Marks listeners that conflict with an already accepted listener of a
 /// Gateway or ListenerSet that takes precedence (GEP-1713: the earlier one
 /// wins).
-pub(crate) fn mark_conflict_with_accepted(
-    listener: &mut ListenerModel,
-    accepted: &[&ListenerModel],
-) {
+pub(crate) fn mark_conflict_with_accepted(listener: &mut ListenerModel, accepted: &[&ListenerModel]) {
     if listener.rejected.is_some() || listener.conflict.is_some() {
         return;
     }
@@ -445,12 +421,12 @@ pub(crate) fn mark_conflict_with_accepted(
             listener.conflict = Some((
                 reason,
                 format!(
-                    "listener {:?} conflicts with listener {:?} of a {} that takes precedence",
+                    "listener {:?} conflicts with listener {:?} {}, which takes precedence",
                     listener.name,
                     other.name,
-                    match other.owner {
-                        ListenerOwner::Gateway => "Gateway",
-                        ListenerOwner::ListenerSet(_) => "ListenerSet",
+                    match &other.owner {
+                        ListenerOwner::Gateway => "of the parent Gateway".to_string(),
+                        ListenerOwner::ListenerSet(key) => format!("of the older ListenerSet {key}"),
                     }
                 ),
             ));

@@ -20,66 +20,40 @@ pub(crate) struct ObjectRef<'a> {
 }
 
 impl<'a> ObjectRef<'a> {
-    pub fn of(
-        api_version: &'static str,
-        kind: &'static str,
-        meta: &'a ObjectMeta,
-        key: &'a ObjectKey,
-    ) -> Self {
-        Self {
-            api_version,
-            kind,
-            key,
-            meta,
-        }
+    pub fn of(api_version: &'static str, kind: &'static str, meta: &'a ObjectMeta, key: &'a ObjectKey) -> Self {
+        Self { api_version, kind, key, meta }
     }
 }
 
 /// Metadata for an object generated from `origin` in `mesh`, placed in
 /// `namespace` (None for cluster-scoped objects). The name is set by the
 /// caller.
-pub(crate) fn generated_meta(
-    origin: &ObjectRef<'_>,
-    mesh: &str,
-    namespace: Option<&str>,
-) -> ObjectMeta {
+pub(crate) fn generated_meta(origin: &ObjectRef<'_>, mesh: &str, namespace: Option<&str>) -> ObjectMeta {
     let labels = BTreeMap::from([
         (labels::ORIGIN_KIND.to_string(), origin.kind.to_string()),
-        (
-            labels::ORIGIN_NAME.to_string(),
-            label_value(&origin.key.name),
-        ),
-        (
-            labels::ORIGIN_NAMESPACE.to_string(),
-            origin.key.namespace.clone(),
-        ),
+        (labels::ORIGIN_NAME.to_string(), label_value(&origin.key.name)),
+        (labels::ORIGIN_NAMESPACE.to_string(), origin.key.namespace.clone()),
         (labels::MESH.to_string(), label_value(mesh)),
     ]);
-    let mut annotations =
-        BTreeMap::from([(labels::ORIGIN_FULL_NAME.to_string(), origin.key.to_string())]);
+    let mut annotations = BTreeMap::from([(labels::ORIGIN_FULL_NAME.to_string(), origin.key.to_string())]);
     if let Some(t) = &origin.meta.creation_timestamp {
-        annotations.insert(
-            labels::ORIGIN_CREATION_TIMESTAMP.to_string(),
-            t.0.to_string(),
-        );
+        annotations.insert(labels::ORIGIN_CREATION_TIMESTAMP.to_string(), t.0.to_string());
     }
     // Owner references need the source's UID (Kubernetes mode) and the same
     // namespace; objects without one are collected by their origin labels.
-    let owner_references = origin
-        .meta
-        .uid
-        .as_ref()
-        .filter(|uid| !uid.is_empty() && namespace == Some(origin.key.namespace.as_str()))
-        .map(|uid| {
-            vec![OwnerReference {
-                api_version: origin.api_version.to_string(),
-                kind: origin.kind.to_string(),
-                name: origin.key.name.clone(),
-                uid: uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]
-        });
+    let owner_references =
+        origin.meta.uid.as_ref().filter(|uid| !uid.is_empty() && namespace == Some(origin.key.namespace.as_str())).map(
+            |uid| {
+                vec![OwnerReference {
+                    api_version: origin.api_version.to_string(),
+                    kind: origin.kind.to_string(),
+                    name: origin.key.name.clone(),
+                    uid: uid.clone(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            },
+        );
     ObjectMeta {
         namespace: namespace.map(str::to_string),
         labels: Some(labels),

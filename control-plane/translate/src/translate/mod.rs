@@ -17,12 +17,10 @@ mod selector;
 
 use std::collections::BTreeMap;
 
-use weft_k8s_api::crds::{
-    MeshGateway, MeshGatewayInstance, MeshHTTPRoute, MeshRouteStatus, MeshTCPRoute,
-};
+use weft_k8s_api::crds::{MeshGateway, MeshGatewayInstance, MeshHTTPRoute, MeshRouteStatus, MeshTCPRoute};
 use weft_k8s_api::gateway::{
-    GatewayClassStatus, GatewayStatus, GrpcRouteStatus, HttpRouteStatus, ListenerSetStatus,
-    TcpRouteStatus, TlsRouteStatus,
+    GatewayClassStatus, GatewayStatus, GrpcRouteStatus, HttpRouteStatus, ListenerSetStatus, TcpRouteStatus,
+    TlsRouteStatus,
 };
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -60,14 +58,8 @@ pub struct Output {
 
 fn sort_by_key<T: kube::Resource>(items: &mut [T]) {
     items.sort_by(|a, b| {
-        let ka = (
-            a.meta().namespace.as_deref().unwrap_or(""),
-            a.meta().name.as_deref().unwrap_or(""),
-        );
-        let kb = (
-            b.meta().namespace.as_deref().unwrap_or(""),
-            b.meta().name.as_deref().unwrap_or(""),
-        );
+        let ka = (a.meta().namespace.as_deref().unwrap_or(""), a.meta().name.as_deref().unwrap_or(""));
+        let kb = (b.meta().namespace.as_deref().unwrap_or(""), b.meta().name.as_deref().unwrap_or(""));
         ka.cmp(&kb)
     });
 }
@@ -88,12 +80,7 @@ pub fn translate(snapshot: &Snapshot, now: &Time) -> Output {
     let mut gw_out = gateway::GatewayOutputs::default();
     gateway::emit(&ctx, &index, &mut gw_out);
 
-    handwritten::translate(
-        &ctx,
-        &gw_out.mesh_gateways,
-        &mut out.status.mesh_http_routes,
-        &mut out.status.mesh_tcp_routes,
-    );
+    handwritten::translate(&ctx, &index, &mut out.status.mesh_http_routes, &mut out.status.mesh_tcp_routes);
 
     out.mesh_gateways = gw_out.mesh_gateways;
     out.mesh_gateway_instances = gw_out.instances;

@@ -29,20 +29,13 @@ fn sanitize_subdomain(input: &str) -> String {
     input
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
         .collect()
 }
 
 /// Trims characters a name may not start or end with.
 fn trim_edges(s: &str, extra: &[char]) -> String {
-    s.trim_matches(|c: char| !c.is_ascii_alphanumeric() || extra.contains(&c))
-        .to_string()
+    s.trim_matches(|c: char| !c.is_ascii_alphanumeric() || extra.contains(&c)).to_string()
 }
 
 /// An object name for `readable` that stays unique for `identity`:
@@ -51,8 +44,7 @@ fn trim_edges(s: &str, extra: &[char]) -> String {
 /// `identity`.
 pub fn object_name(readable: &str, identity: &str, always_hash: bool) -> String {
     let clean = trim_edges(&sanitize_subdomain(readable), &[]);
-    let valid =
-        !clean.is_empty() && clean == readable && clean.len() <= MAX_NAME && !clean.contains("..");
+    let valid = !clean.is_empty() && clean == readable && clean.len() <= MAX_NAME && !clean.contains("..");
     if valid && !always_hash {
         return clean;
     }
@@ -60,19 +52,13 @@ pub fn object_name(readable: &str, identity: &str, always_hash: bool) -> String 
     let room = MAX_NAME - hash.len() - 1;
     let mut prefix: String = clean.chars().take(room).collect();
     prefix = trim_edges(&prefix, &['.', '-']);
-    if prefix.is_empty() {
-        hash
-    } else {
-        format!("{prefix}-{hash}")
-    }
+    if prefix.is_empty() { hash } else { format!("{prefix}-{hash}") }
 }
 
 /// A label value for `value`: itself when valid, else a readable prefix plus a
 /// hash (label values are limited to 63 characters of `[a-zA-Z0-9._-]`).
 pub fn label_value(value: &str) -> String {
-    let valid_chars = value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let valid_chars = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let valid_edges = value.is_empty()
         || (value.starts_with(|c: char| c.is_ascii_alphanumeric())
             && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
@@ -82,21 +68,11 @@ pub fn label_value(value: &str) -> String {
     let hash = short_hash(value, 10);
     let cleaned: String = value
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
         .take(MAX_LABEL_VALUE - hash.len() - 1)
         .collect();
     let cleaned = trim_edges(&cleaned, &['.', '-', '_']);
-    if cleaned.is_empty() {
-        hash
-    } else {
-        format!("{cleaned}-{hash}")
-    }
+    if cleaned.is_empty() { hash } else { format!("{cleaned}-{hash}") }
 }
 
 #[cfg(test)]
@@ -116,11 +92,7 @@ mod tests {
         let b = object_name(&format!("{long}.ns2"), "Gateway/ns2/a", false);
         assert!(a.len() <= MAX_NAME && b.len() <= MAX_NAME);
         assert_ne!(a, b);
-        assert_eq!(
-            a,
-            object_name(&format!("{long}.ns1"), "Gateway/ns1/a", false),
-            "stable"
-        );
+        assert_eq!(a, object_name(&format!("{long}.ns1"), "Gateway/ns1/a", false), "stable");
         let l = label_value(&"x".repeat(100));
         assert!(l.len() <= MAX_LABEL_VALUE);
         assert!(l.starts_with("xxx"));
@@ -130,10 +102,7 @@ mod tests {
     fn invalid_characters_are_replaced() {
         let n = object_name("Route_Name", "id", true);
         assert!(n.starts_with("route-name-"), "{n}");
-        assert!(
-            n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        );
+        assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'));
         assert_eq!(label_value("-x-").len(), 2 + 10 - 1 + 1);
     }
 }

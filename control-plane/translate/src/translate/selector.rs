@@ -27,9 +27,7 @@ impl Selector {
     /// Whether `labels` satisfy the selector. An unknown operator matches
     /// nothing, so a typo never widens access.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| {
                 let value = labels.get(&r.key);
                 match r.operator.as_str() {
@@ -48,10 +46,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -61,18 +56,10 @@ mod tests {
         s.match_labels.insert("a".into(), "1".into());
         assert!(s.matches(&labels(&[("a", "1"), ("b", "2")])));
         assert!(!s.matches(&labels(&[("a", "2")])));
-        s.match_expressions.push(Requirement {
-            key: "b".into(),
-            operator: "NotIn".into(),
-            values: vec!["2".into()],
-        });
+        s.match_expressions.push(Requirement { key: "b".into(), operator: "NotIn".into(), values: vec!["2".into()] });
         assert!(!s.matches(&labels(&[("a", "1"), ("b", "2")])));
         assert!(s.matches(&labels(&[("a", "1")])));
-        s.match_expressions.push(Requirement {
-            key: "c".into(),
-            operator: "Bogus".into(),
-            values: vec![],
-        });
+        s.match_expressions.push(Requirement { key: "c".into(), operator: "Bogus".into(), values: vec![] });
         assert!(!s.matches(&labels(&[("a", "1")])));
     }
 }

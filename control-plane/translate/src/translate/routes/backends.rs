@@ -51,9 +51,11 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
-/// A resolved (or not) Service backend.
+/// A resolved (or not) backend.
 #[derive(Clone, Debug)]
 pub(crate) struct Resolved {
+    pub kind: String,
+    pub group: String,
     pub name: String,
     pub namespace: String,
     pub port: Option<i32>,
@@ -61,16 +63,42 @@ pub(crate) struct Resolved {
     pub problem: Option<Problem>,
 }
 
-/// Resolves a backend of `route`. HTTP routes also need the backend port to
-/// speak a protocol the proxy can forward HTTP on.
+/// Who refers to a backend, for ReferenceGrants, meshes and protocols.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Referrer<'a> {
+    pub group: &'a str,
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub mesh: &'a str,
+    /// The referrer sends HTTP, so the backend port must take HTTP.
+    pub http: bool,
+}
+
+impl<'a> Referrer<'a> {
+    pub fn route(route: &'a RouteView<'a>) -> Self {
+        Self {
+            group: GROUP,
+            kind: route.kind.kind(),
+            namespace: &route.key.namespace,
+            mesh: &route.mesh,
+            http: route.kind.is_http(),
+        }
+    }
+}
+
+/// Resolves a backend of `route`.
 pub(crate) fn resolve(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView) -> Resolved {
-    let namespace = b
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| route.key.namespace.clone());
-    let problem = check(ctx, route, b, &namespace).err();
+    resolve_for(ctx, Referrer::route(route), b)
+}
+
+/// Resolves a backend for any referrer (generated or hand-written routes).
+pub(crate) fn resolve_for(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView) -> Resolved {
+    let namespace = b.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| from.namespace.to_string());
+    let problem = check(ctx, from, b, &namespace).err();
+    let group = b.group.clone().unwrap_or_default();
     Resolved {
+        kind: b.kind.clone().unwrap_or_else(|| "Service".into()),
+        group: if group == "core" { String::new() } else { group },
         name: b.name.clone(),
         namespace,
         port: b.port,
@@ -78,40 +106,25 @@ pub(crate) fn resolve(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView) 
     }
 }
 
-fn check(
-    ctx: &Ctx<'_>,
-    route: &RouteView<'_>,
-    b: &BackendRefView,
-    namespace: &str,
-) -> Result<(), Problem> {
+fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str) -> Result<(), Problem> {
     let kind = b.kind.as_deref().unwrap_or("Service");
-    if !core_group(b.group.as_deref()) || kind != "Service" {
-        return Err(Problem {
-            reason: reasons::INVALID_KIND,
-            message: format!(
-                "backend {:?} has kind {}/{kind}; Weft routes to Services only",
-                b.name,
-                b.group.as_deref().unwrap_or("")
-            ),
-        });
-    }
-    if namespace != route.key.namespace
-        && !ctx.reference_granted(
-            (GROUP, route.kind.kind(), &route.key.namespace),
-            "",
-            "Service",
-            namespace,
-            &b.name,
-        )
+    let group = b.group.as_deref().unwrap_or("");
+    if namespace != from.namespace
+        && !ctx.reference_granted((from.group, from.kind, from.namespace), group, kind, namespace, &b.name)
     {
         return Err(Problem {
             reason: reasons::REF_NOT_PERMITTED,
             message: format!(
-                "no ReferenceGrant in namespace {namespace} lets {}s from {} use Service {}",
-                route.kind.kind(),
-                route.key.namespace,
-                b.name
+                "no ReferenceGrant in namespace {namespace} lets {}s from namespace {} use {kind} {}",
+                from.kind, from.namespace, b.name
             ),
+        });
+    }
+    if !core_group(b.group.as_deref()) || kind != "Service" {
+        let shown = if core_group(b.group.as_deref()) { kind.to_string() } else { format!("{kind} (group {group})") };
+        return Err(Problem {
+            reason: reasons::INVALID_KIND,
+            message: format!("backend {:?} is a {shown}, and Weft routes only to core Services", b.name),
         });
     }
     let Some(svc) = ctx.service(namespace, &b.name) else {
@@ -133,21 +146,23 @@ fn check(
         });
     };
     let mesh = ctx.mesh_of(&svc.metadata, namespace);
-    if mesh != route.mesh {
+    if mesh != from.mesh {
         return Err(Problem {
             reason: reasons::BACKEND_NOT_FOUND,
             message: format!(
-                "Service {namespace}/{} is in mesh {mesh:?}, the route in mesh {:?}",
-                b.name, route.mesh
+                "Service {namespace}/{} is in mesh {mesh:?}, the {} in mesh {:?}",
+                b.name, from.kind, from.mesh
             ),
         });
     }
-    if route.kind.is_http() {
-        if let Some(ap) = svc_port
-            .app_protocol
-            .as_deref()
-            .filter(|ap| !is_http_app_protocol(ap))
-        {
+    if let Some(p) = svc_port.protocol.as_deref().filter(|p| *p != "TCP") {
+        return Err(Problem {
+            reason: reasons::UNSUPPORTED_PROTOCOL,
+            message: format!("port {port} of Service {namespace}/{} is {p}, and Weft forwards only TCP", b.name),
+        });
+    }
+    if from.http {
+        if let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap)) {
             return Err(Problem {
                 reason: reasons::UNSUPPORTED_PROTOCOL,
                 message: format!(

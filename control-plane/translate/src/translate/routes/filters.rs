@@ -6,8 +6,8 @@
 //! function.
 
 use weft_k8s_api::crds::{
-    Cors, Fraction, HeaderModifier, HttpRouteFilter, HttpRouteFilterType, MirrorBackendRef,
-    PathModifier, PathModifierType, RequestMirror, RequestRedirect, UrlRewrite,
+    Cors, Fraction, HeaderModifier, HttpRouteFilter, HttpRouteFilterType, MirrorBackendRef, PathModifier,
+    PathModifierType, RequestMirror, RequestRedirect, UrlRewrite,
 };
 
 use super::super::context::Ctx;
@@ -20,13 +20,7 @@ pub(crate) struct FilterView {
     pub type_: String,
     pub request_header_modifier: Option<HeaderModifier>,
     pub response_header_modifier: Option<HeaderModifier>,
-    pub request_redirect: Option<(
-        Option<String>,
-        Option<String>,
-        Option<PathModifier>,
-        Option<i32>,
-        Option<i64>,
-    )>,
+    pub request_redirect: Option<(Option<String>, Option<String>, Option<PathModifier>, Option<i32>, Option<i64>)>,
     pub url_rewrite: Option<UrlRewrite>,
     pub request_mirror: Option<(BackendRefView, Option<i32>, Option<(i32, Option<i32>)>)>,
     pub cors: Option<Cors>,
@@ -50,19 +44,13 @@ macro_rules! header_modifier {
                 .set
                 .iter()
                 .flatten()
-                .map(|h| weft_k8s_api::crds::HeaderValue {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
+                .map(|h| weft_k8s_api::crds::HeaderValue { name: h.name.clone(), value: h.value.clone() })
                 .collect(),
             add: m
                 .add
                 .iter()
                 .flatten()
-                .map(|h| weft_k8s_api::crds::HeaderValue {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
+                .map(|h| weft_k8s_api::crds::HeaderValue { name: h.name.clone(), value: h.value.clone() })
                 .collect(),
             remove: m.remove.clone().unwrap_or_default(),
         }
@@ -74,9 +62,7 @@ macro_rules! path_modifier {
     ($p:expr) => {{
         let p = $p;
         weft_k8s_api::crds::PathModifier {
-            type_: if $crate::translate::routes::filters::enum_str(&p.r#type)
-                == "ReplacePrefixMatch"
-            {
+            type_: if $crate::translate::routes::filters::enum_str(&p.r#type) == "ReplacePrefixMatch" {
                 weft_k8s_api::crds::PathModifierType::ReplacePrefixMatch
             } else {
                 weft_k8s_api::crds::PathModifierType::ReplaceFullPath
@@ -104,27 +90,17 @@ macro_rules! http_filter_view {
                 .map(|m| $crate::translate::routes::filters::header_modifier!(m)),
             request_redirect: f.request_redirect.as_ref().map(|r| {
                 (
-                    r.scheme
-                        .as_ref()
-                        .map($crate::translate::routes::filters::enum_str),
+                    r.scheme.as_ref().map($crate::translate::routes::filters::enum_str),
                     r.hostname.clone(),
-                    r.path
-                        .as_ref()
-                        .map(|p| $crate::translate::routes::filters::path_modifier!(p)),
+                    r.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
                     r.port,
                     r.status_code,
                 )
             }),
-            url_rewrite: f
-                .url_rewrite
-                .as_ref()
-                .map(|u| weft_k8s_api::crds::UrlRewrite {
-                    hostname: u.hostname.clone(),
-                    path: u
-                        .path
-                        .as_ref()
-                        .map(|p| $crate::translate::routes::filters::path_modifier!(p)),
-                }),
+            url_rewrite: f.url_rewrite.as_ref().map(|u| weft_k8s_api::crds::UrlRewrite {
+                hostname: u.hostname.clone(),
+                path: u.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
+            }),
             request_mirror: f.request_mirror.as_ref().map(|m| {
                 (
                     $crate::translate::routes::backends::backend_view!(&m.backend_ref),
@@ -140,10 +116,7 @@ macro_rules! http_filter_view {
                 allow_credentials: c.allow_credentials.unwrap_or(false),
                 max_age: c.max_age.unwrap_or(5),
             }),
-            extension_ref: f
-                .extension_ref
-                .as_ref()
-                .map(|e| format!("{}/{} {}", e.group, e.kind, e.name)),
+            extension_ref: f.extension_ref.as_ref().map(|e| format!("{}/{} {}", e.group, e.kind, e.name)),
         }
     }};
 }
@@ -170,10 +143,7 @@ macro_rules! grpc_filter_view {
                     m.fraction.as_ref().map(|fr| (fr.numerator, fr.denominator)),
                 )
             }),
-            extension_ref: f
-                .extension_ref
-                .as_ref()
-                .map(|e| format!("{}/{} {}", e.group, e.kind, e.name)),
+            extension_ref: f.extension_ref.as_ref().map(|e| format!("{}/{} {}", e.group, e.kind, e.name)),
             ..Default::default()
         }
     }};
@@ -185,9 +155,9 @@ pub(crate) use grpc_filter_view;
 pub(crate) enum FilterIssue {
     /// Weft cannot honour it: the rule is dropped (PartiallyInvalid).
     Unsupported(String),
-    /// A custom filter that cannot be resolved: the spec requires the
-    /// requests it would have processed to get an error response.
-    UnresolvedExtension(String),
+    /// A filter that cannot be applied and must not be skipped: the requests
+    /// it would have processed get an error response.
+    FailClosed(String),
 }
 
 /// Converts one filter. A mirror whose target does not resolve is kept (it
@@ -198,31 +168,22 @@ pub(crate) fn convert(
     f: FilterView,
     problems: &mut Vec<Problem>,
 ) -> Result<HttpRouteFilter, FilterIssue> {
-    let missing =
-        |field: &str| FilterIssue::Unsupported(format!("filter {} has no {field}", f.type_));
+    let missing = |field: &str| FilterIssue::Unsupported(format!("filter {} has no {field}", f.type_));
     let mut out = HttpRouteFilter::default();
     match f.type_.as_str() {
         "RequestHeaderModifier" => {
             out.type_ = HttpRouteFilterType::RequestHeaderModifier;
-            out.request_header_modifier = Some(
-                f.request_header_modifier
-                    .clone()
-                    .ok_or_else(|| missing("requestHeaderModifier"))?,
-            );
+            out.request_header_modifier =
+                Some(f.request_header_modifier.clone().ok_or_else(|| missing("requestHeaderModifier"))?);
         }
         "ResponseHeaderModifier" => {
             out.type_ = HttpRouteFilterType::ResponseHeaderModifier;
-            out.response_header_modifier = Some(
-                f.response_header_modifier
-                    .clone()
-                    .ok_or_else(|| missing("responseHeaderModifier"))?,
-            );
+            out.response_header_modifier =
+                Some(f.response_header_modifier.clone().ok_or_else(|| missing("responseHeaderModifier"))?);
         }
         "RequestRedirect" => {
-            let (scheme, hostname, path, port, status) = f
-                .request_redirect
-                .clone()
-                .ok_or_else(|| missing("requestRedirect"))?;
+            let (scheme, hostname, path, port, status) =
+                f.request_redirect.clone().ok_or_else(|| missing("requestRedirect"))?;
             let status_code = status.unwrap_or(302) as i32;
             if ![301, 302, 303, 307, 308].contains(&status_code) {
                 return Err(FilterIssue::Unsupported(format!(
@@ -231,13 +192,7 @@ pub(crate) fn convert(
             }
             check_path_modifier(path.as_ref())?;
             out.type_ = HttpRouteFilterType::RequestRedirect;
-            out.request_redirect = Some(RequestRedirect {
-                scheme,
-                hostname,
-                path,
-                port,
-                status_code,
-            });
+            out.request_redirect = Some(RequestRedirect { scheme, hostname, path, port, status_code });
         }
         "URLRewrite" => {
             let rewrite = f.url_rewrite.clone().ok_or_else(|| missing("urlRewrite"))?;
@@ -246,19 +201,13 @@ pub(crate) fn convert(
             out.url_rewrite = Some(rewrite);
         }
         "RequestMirror" => {
-            let (backend, percent, fraction) = f
-                .request_mirror
-                .clone()
-                .ok_or_else(|| missing("requestMirror"))?;
+            let (backend, percent, fraction) = f.request_mirror.clone().ok_or_else(|| missing("requestMirror"))?;
             let resolved = backends::resolve(ctx, route, &backend);
             if let Some(p) = &resolved.problem {
                 problems.push(p.clone());
             }
             let fraction = match (percent, fraction) {
-                (Some(p), _) => Some(Fraction {
-                    numerator: p.clamp(0, 100),
-                    denominator: 100,
-                }),
+                (Some(p), _) => Some(Fraction { numerator: p.clamp(0, 100), denominator: 100 }),
                 (None, Some((n, d))) => {
                     let d = d.unwrap_or(100);
                     if d < 1 || n < 0 || n > d {
@@ -266,17 +215,15 @@ pub(crate) fn convert(
                             "mirror fraction {n}/{d} is not between 0 and 1"
                         )));
                     }
-                    Some(Fraction {
-                        numerator: n,
-                        denominator: d,
-                    })
+                    Some(Fraction { numerator: n, denominator: d })
                 }
                 (None, None) => None,
             };
             out.type_ = HttpRouteFilterType::RequestMirror;
             out.request_mirror = Some(RequestMirror {
                 backend_ref: MirrorBackendRef {
-                    kind: Default::default(),
+                    kind: resolved.kind,
+                    group: resolved.group,
                     name: resolved.name,
                     namespace: resolved.namespace,
                     port: resolved.port,
@@ -290,15 +237,21 @@ pub(crate) fn convert(
             out.cors = Some(f.cors.clone().ok_or_else(|| missing("cors"))?);
         }
         "ExtensionRef" => {
-            return Err(FilterIssue::UnresolvedExtension(format!(
-                "filter ExtensionRef {} is not known to Weft",
+            return Err(FilterIssue::FailClosed(format!(
+                "filter ExtensionRef {} is not known to Weft, so its requests are answered with 500",
                 f.extension_ref.as_deref().unwrap_or("(empty)")
             )));
         }
+        "ExternalAuth" => {
+            // Authentication must fail closed: skipping the filter (or
+            // dropping the rule, so requests fall through to another rule)
+            // would let unauthenticated requests through.
+            return Err(FilterIssue::FailClosed(
+                "filter ExternalAuth is not supported by Weft, so its requests are answered with 500".into(),
+            ));
+        }
         other => {
-            return Err(FilterIssue::Unsupported(format!(
-                "filter type {other} is not supported by Weft"
-            )));
+            return Err(FilterIssue::Unsupported(format!("filter type {other} is not supported by Weft")));
         }
     }
     Ok(out)
@@ -310,12 +263,5 @@ fn check_path_modifier(p: Option<&PathModifier>) -> Result<(), FilterIssue> {
         PathModifierType::ReplaceFullPath => p.replace_full_path.is_some(),
         PathModifierType::ReplacePrefixMatch => p.replace_prefix_match.is_some(),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(FilterIssue::Unsupported(format!(
-            "path modifier {:?} has no value",
-            p.type_
-        )))
-    }
+    if ok { Ok(()) } else { Err(FilterIssue::Unsupported(format!("path modifier {:?} has no value", p.type_))) }
 }

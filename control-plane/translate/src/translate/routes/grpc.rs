@@ -2,9 +2,7 @@
 //! the path (`/package.Service/Method`), so a gRPC method match becomes a
 //! path match and the proxies need only one matcher.
 
-use weft_k8s_api::crds::{
-    HttpRouteMatch, HttpRouteRule, PathMatch, PathMatchType, StringMatch, StringMatchType,
-};
+use weft_k8s_api::crds::{HttpRouteMatch, HttpRouteRule, PathMatch, PathMatchType, StringMatch, StringMatchType};
 use weft_k8s_api::gateway::GrpcRoute;
 use weft_k8s_api::gateway::grpcroutes::{GrpcRouteRules, GrpcRouteRulesMatches};
 
@@ -16,11 +14,7 @@ use super::http::string_match_type;
 use super::rules::{self, Drop, RulesOutcome, check_regex};
 
 /// Converts every rule of a GRPCRoute.
-pub(crate) fn convert(
-    ctx: &Ctx<'_>,
-    view: &RouteView<'_>,
-    route: &GrpcRoute,
-) -> RulesOutcome<HttpRouteRule> {
+pub(crate) fn convert(ctx: &Ctx<'_>, view: &RouteView<'_>, route: &GrpcRoute) -> RulesOutcome<HttpRouteRule> {
     let mut outcome = RulesOutcome::default();
     let default_rule = [GrpcRouteRules::default()];
     let rules = match route.spec.rules.as_deref() {
@@ -35,11 +29,7 @@ pub(crate) fn convert(
                 outcome.problems.extend(problems);
                 outcome.rules.push(r);
             }
-            Err(Drop(why)) => {
-                outcome
-                    .dropped
-                    .push(super::dropped_rule(i, rule.name.as_deref(), &why))
-            }
+            Err(Drop(why)) => outcome.dropped.push(super::dropped_rule(i, rule.name.as_deref(), &why)),
         }
     }
     outcome
@@ -55,95 +45,46 @@ fn convert_rule(
         return Err(Drop("sessionPersistence is not supported by Weft".into()));
     }
     let matches = match rule.matches.as_deref() {
-        Some(ms) if !ms.is_empty() => ms
-            .iter()
-            .map(convert_match)
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(ms) if !ms.is_empty() => ms.iter().map(convert_match).collect::<Result<Vec<_>, _>>()?,
         _ => vec![HttpRouteMatch {
-            path: Some(PathMatch {
-                type_: PathMatchType::PathPrefix,
-                value: "/".into(),
-            }),
+            path: Some(PathMatch { type_: PathMatchType::PathPrefix, value: "/".into() }),
             ..Default::default()
         }],
     };
-    let mut failing = None;
-    let filter_views: Vec<FilterView> = rule
-        .filters
-        .iter()
-        .flatten()
-        .map(|f| grpc_filter_view!(f))
-        .collect();
-    let filters = rules::convert_filters(ctx, view, filter_views, problems, &mut failing)?;
+    let filter_views: Vec<FilterView> = rule.filters.iter().flatten().map(|f| grpc_filter_view!(f)).collect();
+    let (filters, failure) = rules::convert_filters(ctx, view, filter_views, problems)?;
     let backend_views = rule
         .backend_refs
         .iter()
         .flatten()
-        .map(|b| {
-            (
-                backend_view!(b, weighted),
-                b.filters
-                    .iter()
-                    .flatten()
-                    .map(|f| grpc_filter_view!(f))
-                    .collect(),
-            )
-        })
+        .map(|b| (backend_view!(b, weighted), b.filters.iter().flatten().map(|f| grpc_filter_view!(f)).collect()))
         .collect();
-    let backend_refs = rules::convert_backends(ctx, view, backend_views, problems, &mut failing)?;
-    let mut out = HttpRouteRule {
-        name: rule.name.clone(),
-        matches,
-        filters,
-        backend_refs,
-        timeouts: None,
-        retry: None,
-    };
-    if let Some(msg) = failing {
-        out.filters.clear();
-        out.backend_refs = rules::failing_backend(msg);
-    }
-    Ok(out)
+    let backend_refs = rules::convert_backends(ctx, view, backend_views, problems)?;
+    Ok(HttpRouteRule { name: rule.name.clone(), matches, filters, backend_refs, timeouts: None, retry: None, failure })
 }
 
 fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
     let path = match &m.method {
-        None => PathMatch {
-            type_: PathMatchType::PathPrefix,
-            value: "/".into(),
-        },
+        None => PathMatch { type_: PathMatchType::PathPrefix, value: "/".into() },
         Some(method) => {
             let service = method.service.as_deref().filter(|s| !s.is_empty());
             let name = method.method.as_deref().filter(|s| !s.is_empty());
-            let regex =
-                method.r#type.as_ref().map(enum_str).as_deref() == Some("RegularExpression");
+            let regex = method.r#type.as_ref().map(enum_str).as_deref() == Some("RegularExpression");
             match (regex, service, name) {
                 (_, None, None) => {
-                    return Err(Drop(
-                        "a gRPC method match needs a service or a method".into(),
-                    ));
+                    return Err(Drop("a gRPC method match needs a service or a method".into()));
                 }
-                (false, Some(s), Some(n)) => PathMatch {
-                    type_: PathMatchType::Exact,
-                    value: format!("/{s}/{n}"),
-                },
-                (false, Some(s), None) => PathMatch {
-                    type_: PathMatchType::PathPrefix,
-                    value: format!("/{s}"),
-                },
-                (false, None, Some(n)) => PathMatch {
-                    type_: PathMatchType::RegularExpression,
-                    value: format!("/[^/]+/{}", regex::escape(n)),
-                },
+                (false, Some(s), Some(n)) => PathMatch { type_: PathMatchType::Exact, value: format!("/{s}/{n}") },
+                (false, Some(s), None) => PathMatch { type_: PathMatchType::PathPrefix, value: format!("/{s}") },
+                (false, None, Some(n)) => {
+                    PathMatch { type_: PathMatchType::RegularExpression, value: format!("/[^/]+/{}", regex::escape(n)) }
+                }
                 (true, s, n) => {
                     let s = s.unwrap_or("[^/]+");
                     let n = n.unwrap_or("[^/]+");
                     check_regex("gRPC service", s)?;
                     check_regex("gRPC method", n)?;
-                    PathMatch {
-                        type_: PathMatchType::RegularExpression,
-                        value: format!("/(?:{s})/(?:{n})"),
-                    }
+                    PathMatch { type_: PathMatchType::RegularExpression, value: format!("/(?:{s})/(?:{n})") }
                 }
             }
         }
@@ -157,16 +98,7 @@ fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("header {}", h.name), &h.value)?;
         }
-        headers.push(StringMatch {
-            type_,
-            name: h.name.clone(),
-            value: h.value.clone(),
-        });
+        headers.push(StringMatch { type_, name: h.name.clone(), value: h.value.clone() });
     }
-    Ok(HttpRouteMatch {
-        path: Some(path),
-        headers,
-        query_params: Vec::new(),
-        method: None,
-    })
+    Ok(HttpRouteMatch { path: Some(path), headers, query_params: Vec::new(), method: None })
 }

@@ -1,8 +1,7 @@
 //! HTTPRoute rules → MeshHTTPRoute rules.
 
 use weft_k8s_api::crds::{
-    HttpRouteMatch, HttpRouteRule, PathMatch, PathMatchType, PathModifierType, StringMatch,
-    StringMatchType,
+    HttpRouteMatch, HttpRouteRule, PathMatch, PathMatchType, PathModifierType, StringMatch, StringMatchType,
 };
 use weft_k8s_api::gateway::HttpRoute;
 use weft_k8s_api::gateway::httproutes::{HttpRouteRules, HttpRouteRulesMatches};
@@ -15,11 +14,7 @@ use super::rules::{self, Drop, RulesOutcome, check_regex};
 
 /// Converts every rule of an HTTPRoute; invalid rules are dropped and
 /// explained, the others are served.
-pub(crate) fn convert(
-    ctx: &Ctx<'_>,
-    view: &RouteView<'_>,
-    route: &HttpRoute,
-) -> RulesOutcome<HttpRouteRule> {
+pub(crate) fn convert(ctx: &Ctx<'_>, view: &RouteView<'_>, route: &HttpRoute) -> RulesOutcome<HttpRouteRule> {
     let mut outcome = RulesOutcome::default();
     let rules = route.spec.rules.as_deref().unwrap_or(&[]);
     outcome.total = rules.len();
@@ -30,11 +25,7 @@ pub(crate) fn convert(
                 outcome.problems.extend(problems);
                 outcome.rules.push(r);
             }
-            Err(Drop(why)) => {
-                outcome
-                    .dropped
-                    .push(super::dropped_rule(i, rule.name.as_deref(), &why))
-            }
+            Err(Drop(why)) => outcome.dropped.push(super::dropped_rule(i, rule.name.as_deref(), &why)),
         }
     }
     outcome
@@ -50,71 +41,41 @@ fn convert_rule(
         return Err(Drop("sessionPersistence is not supported by Weft".into()));
     }
     let matches = match rule.matches.as_deref() {
-        Some(ms) if !ms.is_empty() => ms
-            .iter()
-            .map(convert_match)
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(ms) if !ms.is_empty() => ms.iter().map(convert_match).collect::<Result<Vec<_>, _>>()?,
         _ => vec![HttpRouteMatch {
-            path: Some(PathMatch {
-                type_: PathMatchType::PathPrefix,
-                value: "/".into(),
-            }),
+            path: Some(PathMatch { type_: PathMatchType::PathPrefix, value: "/".into() }),
             ..Default::default()
         }],
     };
-    let mut failing = None;
-    let filter_views: Vec<FilterView> = rule
-        .filters
-        .iter()
-        .flatten()
-        .map(|f| http_filter_view!(f))
-        .collect();
-    let filters = rules::convert_filters(ctx, view, filter_views, problems, &mut failing)?;
+    let filter_views: Vec<FilterView> = rule.filters.iter().flatten().map(|f| http_filter_view!(f)).collect();
+    let (filters, failure) = rules::convert_filters(ctx, view, filter_views, problems)?;
     let backend_views = rule
         .backend_refs
         .iter()
         .flatten()
-        .map(|b| {
-            (
-                backend_view!(b, weighted),
-                b.filters
-                    .iter()
-                    .flatten()
-                    .map(|f| http_filter_view!(f))
-                    .collect(),
-            )
-        })
+        .map(|b| (backend_view!(b, weighted), b.filters.iter().flatten().map(|f| http_filter_view!(f)).collect()))
         .collect();
-    let backend_refs = rules::convert_backends(ctx, view, backend_views, problems, &mut failing)?;
+    let backend_refs = rules::convert_backends(ctx, view, backend_views, problems)?;
 
     // ReplacePrefixMatch needs exactly one PathPrefix match to know what
     // prefix it replaces.
-    let replaces_prefix = filters
-        .iter()
-        .chain(backend_refs.iter().flat_map(|b| b.filters.iter()))
-        .any(|f| {
-            let p = f
-                .request_redirect
-                .as_ref()
-                .and_then(|r| r.path.as_ref())
-                .or(f.url_rewrite.as_ref().and_then(|u| u.path.as_ref()));
-            p.is_some_and(|p| p.type_ == PathModifierType::ReplacePrefixMatch)
-        });
+    let replaces_prefix = filters.iter().chain(backend_refs.iter().flat_map(|b| b.filters.iter())).any(|f| {
+        let p = f
+            .request_redirect
+            .as_ref()
+            .and_then(|r| r.path.as_ref())
+            .or(f.url_rewrite.as_ref().and_then(|u| u.path.as_ref()));
+        p.is_some_and(|p| p.type_ == PathModifierType::ReplacePrefixMatch)
+    });
     if replaces_prefix
-        && !(matches.len() == 1
-            && matches[0]
-                .path
-                .as_ref()
-                .is_some_and(|p| p.type_ == PathMatchType::PathPrefix))
+        && !(matches.len() == 1 && matches[0].path.as_ref().is_some_and(|p| p.type_ == PathMatchType::PathPrefix))
     {
-        return Err(Drop(
-            "ReplacePrefixMatch needs exactly one PathPrefix match".into(),
-        ));
+        return Err(Drop("ReplacePrefixMatch needs exactly one PathPrefix match".into()));
     }
 
     let timeouts = rule.timeouts.as_ref();
     let retry = rule.retry.as_ref();
-    let mut out = HttpRouteRule {
+    Ok(HttpRouteRule {
         name: rule.name.clone(),
         matches,
         filters,
@@ -128,12 +89,8 @@ fn convert_rule(
             retry.and_then(|r| r.backoff.as_deref()),
             retry.and_then(|r| r.codes.as_deref()),
         )?,
-    };
-    if let Some(msg) = failing {
-        out.filters.clear();
-        out.backend_refs = rules::failing_backend(msg);
-    }
-    Ok(out)
+        failure,
+    })
 }
 
 fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
@@ -152,10 +109,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
             }
             Some(PathMatch { type_, value })
         }
-        None => Some(PathMatch {
-            type_: PathMatchType::PathPrefix,
-            value: "/".into(),
-        }),
+        None => Some(PathMatch { type_: PathMatchType::PathPrefix, value: "/".into() }),
     };
     let mut headers: Vec<StringMatch> = Vec::new();
     for h in m.headers.iter().flatten() {
@@ -167,11 +121,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("header {}", h.name), &h.value)?;
         }
-        headers.push(StringMatch {
-            type_,
-            name: h.name.clone(),
-            value: h.value.clone(),
-        });
+        headers.push(StringMatch { type_, name: h.name.clone(), value: h.value.clone() });
     }
     let mut query_params: Vec<StringMatch> = Vec::new();
     for q in m.query_params.iter().flatten() {
@@ -182,18 +132,9 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("query parameter {}", q.name), &q.value)?;
         }
-        query_params.push(StringMatch {
-            type_,
-            name: q.name.clone(),
-            value: q.value.clone(),
-        });
+        query_params.push(StringMatch { type_, name: q.name.clone(), value: q.value.clone() });
     }
-    Ok(HttpRouteMatch {
-        path,
-        headers,
-        query_params,
-        method: m.method.as_ref().map(enum_str),
-    })
+    Ok(HttpRouteMatch { path, headers, query_params, method: m.method.as_ref().map(enum_str) })
 }
 
 pub(crate) fn string_match_type(t: Option<&str>) -> StringMatchType {

@@ -15,10 +15,7 @@ pub(crate) fn convert(
     view: &RouteView<'_>,
     rules: Vec<(Option<String>, Vec<BackendRefView>)>,
 ) -> RulesOutcome<TcpRouteRule> {
-    let mut outcome = RulesOutcome {
-        total: rules.len(),
-        ..Default::default()
-    };
+    let mut outcome = RulesOutcome { total: rules.len(), ..Default::default() };
     for (i, (name, backends)) in rules.into_iter().enumerate() {
         if i > 0 {
             outcome.dropped.push(super::dropped_rule(
@@ -36,7 +33,8 @@ pub(crate) fn convert(
                     outcome.problems.push(p.clone());
                 }
                 BackendRef {
-                    kind: Default::default(),
+                    kind: r.kind,
+                    group: r.group,
                     name: r.name,
                     namespace: r.namespace,
                     port: r.port,

@@ -16,21 +16,19 @@ pub(crate) mod rules;
 use std::collections::BTreeMap;
 
 use weft_k8s_api::crds::{
-    Destination, DestinationKind, HttpRouteRule, MeshHTTPRoute, MeshHTTPRouteSpec, MeshTCPRoute,
-    MeshTCPRouteSpec, TargetKind, TargetRef, TcpRouteRule,
+    Destination, DestinationKind, MeshHTTPRoute, MeshHTTPRouteSpec, MeshTCPRoute, MeshTCPRouteSpec, TargetKind,
+    TargetRef,
 };
 use weft_k8s_api::gateway::grpcroutes::{GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::tcproutes::{TcpRouteStatusParents, TcpRouteStatusParentsParentRef};
 use weft_k8s_api::gateway::tlsroutes::{TlsRouteStatusParents, TlsRouteStatusParentsParentRef};
-use weft_k8s_api::gateway::{
-    GROUP, GrpcRouteStatus, HttpRouteStatus, TcpRouteStatus, TlsRouteStatus,
-};
+use weft_k8s_api::gateway::{GROUP, GrpcRouteStatus, HttpRouteStatus, TcpRouteStatus, TlsRouteStatus};
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use weft_k8s_api::labels::GATEWAY_CONTROLLER_NAME;
 
 use super::conditions::{Conditions, reasons, types};
-use super::context::{Ctx, PortProtocol, core_group, is_headless, port_protocol, service_ports};
+use super::context::{AgeKey, Ctx, PortProtocol, age_key, core_group, is_headless, port_protocol, service_ports};
 use super::gateway::GatewayIndex;
 use super::hostnames;
 use super::kinds::RouteKind;
@@ -64,10 +62,7 @@ pub(crate) struct ParentRefView {
 
 impl ParentRefView {
     fn namespace_or<'a>(&'a self, route_namespace: &'a str) -> &'a str {
-        self.namespace
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(route_namespace)
+        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(route_namespace)
     }
 
     /// Identity used for generated names: stable for one parent.
@@ -117,35 +112,44 @@ enum Attachment {
     NotOurs,
     /// Accepted=False with this reason and message.
     Rejected(&'static str, String),
-    /// Attached to these listeners of a MeshGateway.
+    /// Attached to these listeners of a MeshGateway (with the host names the
+    /// route serves on each).
     Gateway {
         mesh_gateway: String,
-        listeners: Vec<ListenerId>,
-        to: Vec<Destination>,
-    },
-    /// Attached to these ports of a Service.
-    Service {
-        target: TargetRef,
+        listeners: Vec<(ListenerId, Vec<String>)>,
         to: Vec<Destination>,
         note: Option<String>,
     },
+    /// Attached to these ports of a Service.
+    Service { target: TargetRef, to: Vec<Destination>, note: Option<String> },
 }
 
-fn attach(
-    ctx: &Ctx<'_>,
-    index: &GatewayIndex<'_>,
-    route: &RouteView<'_>,
-    parent: &ParentRefView,
-) -> Attachment {
+fn attach(ctx: &Ctx<'_>, index: &GatewayIndex<'_>, route: &RouteView<'_>, parent: &ParentRefView) -> Attachment {
     let namespace = parent.namespace_or(&route.key.namespace).to_string();
     let key = ObjectKey::new(namespace.clone(), parent.name.clone());
-    if parent.group == GROUP && (parent.kind == "Gateway" || parent.kind == "ListenerSet") {
+    let attachment = if parent.group == GROUP && (parent.kind == "Gateway" || parent.kind == "ListenerSet") {
         attach_gateway(ctx, index, route, parent, &key)
     } else if core_group(Some(&parent.group)) && parent.kind == "Service" {
         attach_service(ctx, route, parent, &key)
     } else {
         Attachment::NotOurs
+    };
+    // A route in a mesh that does not exist attaches nowhere.
+    if !matches!(attachment, Attachment::NotOurs) && !ctx.mesh_exists(&route.mesh) {
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!(
+                "the route is in mesh {:?}, which does not exist; create a Mesh named {:?} or change the weft.io/mesh annotation of the route or its namespace",
+                route.mesh, route.mesh
+            ),
+        );
     }
+    attachment
+}
+
+/// Whether two host name lists share a host (an empty list is any host).
+fn hostnames_overlap(a: &[String], b: &[String]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|x| b.iter().any(|y| hostnames::intersect(x, y).is_some()))
 }
 
 fn attach_gateway(
@@ -176,18 +180,12 @@ fn attach_gateway(
         (gw, &ls.listeners, "ListenerSet")
     };
     if let Some((_, msg)) = &gw.rejected {
-        return Attachment::Rejected(
-            reasons::NO_MATCHING_PARENT,
-            format!("Gateway {} is not accepted: {msg}", gw.key),
-        );
+        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Gateway {} is not accepted: {msg}", gw.key));
     }
     if gw.mesh != route.mesh {
         return Attachment::Rejected(
             reasons::NOT_ALLOWED_BY_LISTENERS,
-            format!(
-                "the route is in mesh {:?}, Gateway {} in mesh {:?}",
-                route.mesh, gw.key, gw.mesh
-            ),
+            format!("the route is in mesh {:?}, Gateway {} in mesh {:?}", route.mesh, gw.key, gw.mesh),
         );
     }
     let candidates: Vec<(usize, &super::listeners::ListenerModel)> = listeners
@@ -209,36 +207,44 @@ fn attach_gateway(
             format!("{owner_kind} {key} has no listener {}", what.join(" ")),
         );
     }
-    let allowed: Vec<_> = candidates
-        .iter()
-        .filter(|(_, l)| {
-            l.kinds.contains(&route.kind) && l.allows_namespace(ctx, &route.key.namespace)
-        })
-        .collect();
-    if allowed.is_empty() {
+    let subject = match &parent.section_name {
+        Some(s) => format!("listener {s:?} of {owner_kind} {key}"),
+        None => format!("no listener of {owner_kind} {key}"),
+    };
+    let kind_ok: Vec<_> = candidates.iter().filter(|(_, l)| l.kinds.contains(&route.kind)).collect();
+    if kind_ok.is_empty() {
+        let verb = if parent.section_name.is_some() { "does not accept" } else { "accepts" };
         return Attachment::Rejected(
             reasons::NOT_ALLOWED_BY_LISTENERS,
-            format!(
-                "no listener of {owner_kind} {key} allows {}s from namespace {}",
-                route.kind.kind(),
-                route.key.namespace
-            ),
+            format!("{subject} {verb} {}s", route.kind.kind()),
+        );
+    }
+    let allowed: Vec<_> = kind_ok.into_iter().filter(|(_, l)| l.allows_namespace(ctx, &route.key.namespace)).collect();
+    if allowed.is_empty() {
+        let verb = if parent.section_name.is_some() { "does not allow" } else { "allows" };
+        return Attachment::Rejected(
+            reasons::NOT_ALLOWED_BY_LISTENERS,
+            format!("{subject} {verb} routes from namespace {}", route.key.namespace),
         );
     }
     let mut ids = Vec::new();
     let mut to = Vec::new();
-    let uses_hostnames = matches!(
-        route.kind,
-        RouteKind::Http | RouteKind::Grpc | RouteKind::Tls
-    );
+    let mut claimed = Vec::new();
+    let mut not_served = Vec::new();
+    let uses_hostnames = matches!(route.kind, RouteKind::Http | RouteKind::Grpc | RouteKind::Tls);
     for (i, l) in allowed {
-        let effective = if uses_hostnames {
-            hostnames::effective(l.hostname.as_deref(), &route.hostnames)
-        } else {
-            Ok(Vec::new())
-        };
+        let effective =
+            if uses_hostnames { hostnames::effective(l.hostname.as_deref(), &route.hostnames) } else { Ok(Vec::new()) };
         let Ok(hostnames) = effective else { continue };
-        ids.push((owner_kind, key.clone(), *i));
+        // HTTPRoute and GRPCRoute may not share host names on a listener:
+        // the older route keeps them (routes are translated oldest first).
+        if let Some((kind, other, _)) = l.claims.iter().find(|(kind, _, claimed)| {
+            kind.is_http() && *kind != route.kind && route.kind.is_http() && hostnames_overlap(claimed, &hostnames)
+        }) {
+            claimed.push(format!("listener {:?} already serves {} {other} for these host names", l.name, kind.kind()));
+            continue;
+        }
+        ids.push(((owner_kind, key.clone(), *i), hostnames.clone()));
         if l.is_valid() {
             to.push(Destination {
                 kind: DestinationKind::Listener,
@@ -247,34 +253,39 @@ fn attach_gateway(
                 port: None,
                 hostnames,
             });
+        } else {
+            not_served.push(format!("listener {:?} is not served ({})", l.name, l.not_served_reason()));
         }
     }
-    if ids.is_empty() {
+    if ids.is_empty() && !claimed.is_empty() {
         return Attachment::Rejected(
-            reasons::NO_MATCHING_LISTENER_HOSTNAME,
+            reasons::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of {owner_kind} {key} has a hostname that intersects the route's hostnames"
+                "{}; an HTTPRoute and a GRPCRoute cannot share host names on one listener, and the older route wins",
+                claimed.join("; ")
             ),
         );
     }
-    Attachment::Gateway {
-        mesh_gateway: gw.mesh_gateway_name.clone(),
-        listeners: ids,
-        to,
+    if ids.is_empty() {
+        let names: Vec<String> =
+            candidates.iter().map(|(_, l)| l.hostname.clone().unwrap_or_else(|| "(any)".into())).collect();
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_LISTENER_HOSTNAME,
+            format!(
+                "the route's hostnames [{}] do not intersect the listener hostnames [{}] of {owner_kind} {key}",
+                route.hostnames.join(", "),
+                names.join(", ")
+            ),
+        );
     }
+    let note = (!not_served.is_empty() || !claimed.is_empty())
+        .then(|| not_served.into_iter().chain(claimed).collect::<Vec<_>>().join("; "));
+    Attachment::Gateway { mesh_gateway: gw.mesh_gateway_name.clone(), listeners: ids, to, note }
 }
 
-fn attach_service(
-    ctx: &Ctx<'_>,
-    route: &RouteView<'_>,
-    parent: &ParentRefView,
-    key: &ObjectKey,
-) -> Attachment {
+fn attach_service(ctx: &Ctx<'_>, route: &RouteView<'_>, parent: &ParentRefView, key: &ObjectKey) -> Attachment {
     let Some(svc) = ctx.service(&key.namespace, &key.name) else {
-        return Attachment::Rejected(
-            reasons::NO_MATCHING_PARENT,
-            format!("Service {key} does not exist"),
-        );
+        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Service {key} does not exist"));
     };
     if is_headless(svc) {
         return Attachment::Rejected(
@@ -282,44 +293,36 @@ fn attach_service(
             format!("Service {key} is headless; mesh routes need a Service with a cluster IP"),
         );
     }
+    if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Attachment::Rejected(
+            reasons::NO_MATCHING_PARENT,
+            format!("Service {key} is of type ExternalName; mesh routes need a Service with a cluster IP"),
+        );
+    }
     let mesh = ctx.mesh_of(&svc.metadata, &key.namespace);
     if mesh != route.mesh {
         return Attachment::Rejected(
             reasons::NO_MATCHING_PARENT,
-            format!(
-                "Service {key} is in mesh {mesh:?}, the route in mesh {:?}",
-                route.mesh
-            ),
+            format!("Service {key} is in mesh {mesh:?}, the route in mesh {:?}", route.mesh),
         );
     }
     let selected: Vec<_> = service_ports(svc)
         .iter()
         .filter(|p| parent.port.is_none_or(|want| want == p.port))
-        .filter(|p| {
-            parent
-                .section_name
-                .as_ref()
-                .is_none_or(|s| p.name.as_deref() == Some(s.as_str()))
-        })
+        .filter(|p| parent.section_name.as_ref().is_none_or(|s| p.name.as_deref() == Some(s.as_str())))
         .collect();
     if selected.is_empty() {
         let what = match (&parent.section_name, parent.port) {
-            (Some(s), _) => format!("a port named {s:?}"),
+            (Some(s), Some(p)) => format!("port named {s:?} with number {p}"),
+            (Some(s), None) => format!("port named {s:?}"),
             (None, Some(p)) => format!("port {p}"),
-            (None, None) => "any port".to_string(),
+            (None, None) => "port".to_string(),
         };
-        return Attachment::Rejected(
-            reasons::NO_MATCHING_PARENT,
-            format!("Service {key} has no {what}"),
-        );
+        return Attachment::Rejected(reasons::NO_MATCHING_PARENT, format!("Service {key} has no {what}"));
     }
-    let (eligible, skipped): (Vec<_>, Vec<_>) = selected
-        .into_iter()
-        .partition(|p| !route.kind.is_http() || port_protocol(p) != PortProtocol::Opaque);
-    let describe = |p: &&weft_k8s_api::k8s_openapi::api::core::v1::ServicePort| match (
-        &p.app_protocol,
-        &p.name,
-    ) {
+    let (eligible, skipped): (Vec<_>, Vec<_>) =
+        selected.into_iter().partition(|p| !route.kind.is_http() || port_protocol(p) != PortProtocol::Opaque);
+    let describe = |p: &&weft_k8s_api::k8s_openapi::api::core::v1::ServicePort| match (&p.app_protocol, &p.name) {
         (Some(ap), _) => format!("{} (appProtocol {ap})", p.port),
         (None, Some(n)) => format!("{} (name {n})", p.port),
         (None, None) => p.port.to_string(),
@@ -329,28 +332,20 @@ fn attach_service(
         return Attachment::Rejected(
             reasons::UNSUPPORTED_VALUE,
             format!(
-                "Service {key} port {} is not HTTP, so an {} cannot route it; declare appProtocol http (or h2c, grpc) or use a TCPRoute",
-                skipped_text.join(", "),
-                route.kind.kind()
+                "Service {key} {} {} not HTTP, so an {} cannot route {}; declare appProtocol http (or h2c, grpc) or use a TCPRoute",
+                if skipped_text.len() == 1 { "port" } else { "ports" },
+                skipped_text.join(", ") + if skipped_text.len() == 1 { " is" } else { " are" },
+                route.kind.kind(),
+                if skipped_text.len() == 1 { "it" } else { "them" },
             ),
         );
     }
     let target = if key.namespace == route.key.namespace {
-        TargetRef {
-            kind: TargetKind::Mesh,
-            name: None,
-        }
+        TargetRef { kind: TargetKind::Mesh, name: None }
     } else {
-        TargetRef {
-            kind: TargetKind::Namespace,
-            name: Some(route.key.namespace.clone()),
-        }
+        TargetRef { kind: TargetKind::Namespace, name: Some(route.key.namespace.clone()) }
     };
-    let hostnames = if route.kind == RouteKind::Tls {
-        route.hostnames.clone()
-    } else {
-        Vec::new()
-    };
+    let hostnames = if route.kind == RouteKind::Tls { route.hostnames.clone() } else { Vec::new() };
     let to = eligible
         .iter()
         .map(|p| Destination {
@@ -361,8 +356,7 @@ fn attach_service(
             hostnames: hostnames.clone(),
         })
         .collect();
-    let note = (!skipped.is_empty())
-        .then(|| format!("not applied to non-HTTP port {}", skipped_text.join(", ")));
+    let note = (!skipped.is_empty()).then(|| format!("not applied to non-HTTP port {}", skipped_text.join(", ")));
     Attachment::Service { target, to, note }
 }
 
@@ -427,22 +421,33 @@ macro_rules! route_status {
 }
 
 /// What the rules of a route came to, independent of the rule type.
-struct RulesSummary {
-    dropped: Vec<String>,
+struct RulesSummary<'a> {
+    dropped: &'a [String],
     all_dropped: bool,
     dropped_message: String,
-    problems: Vec<backends::Problem>,
+    problems: &'a [backends::Problem],
 }
 
-impl<R> From<&RulesOutcome<R>> for RulesSummary {
-    fn from(o: &RulesOutcome<R>) -> Self {
+impl<'a, R> From<&'a RulesOutcome<R>> for RulesSummary<'a> {
+    fn from(o: &'a RulesOutcome<R>) -> Self {
         Self {
-            dropped: o.dropped.clone(),
+            dropped: &o.dropped,
             all_dropped: o.all_dropped(),
-            dropped_message: o.dropped_message(),
-            problems: o.problems.clone(),
+            dropped_message: if o.dropped.is_empty() { String::new() } else { o.dropped_message() },
+            problems: &o.problems,
         }
     }
+}
+
+/// Two parentRefs name the same parent when they agree once the route's
+/// namespace fills in an omitted one.
+fn same_parent(a: &ParentRefView, b: &ParentRefView, route_namespace: &str) -> bool {
+    a.group == b.group
+        && a.kind == b.kind
+        && a.name == b.name
+        && a.section_name == b.section_name
+        && a.port == b.port
+        && a.namespace_or(route_namespace) == b.namespace_or(route_namespace)
 }
 
 /// Evaluates every parentRef of a route: attaches accepted ones to their
@@ -453,9 +458,10 @@ fn evaluate_parents(
     index: &mut GatewayIndex<'_>,
     route: &RouteView<'_>,
     previous: &[PreviousParent<'_>],
-    summary: &RulesSummary,
+    summary: &RulesSummary<'_>,
 ) -> Vec<(ParentRefView, Vec<Condition>, Attachment)> {
     let mut out: Vec<(ParentRefView, Vec<Condition>, Attachment)> = Vec::new();
+    let ns = route.key.namespace.as_str();
     for parent in &route.parent_refs {
         if out.iter().any(|(p, _, _)| p == parent) {
             continue;
@@ -466,7 +472,7 @@ fn evaluate_parents(
         }
         let prev = previous
             .iter()
-            .find(|p| p.controller == GATEWAY_CONTROLLER_NAME && p.parent == *parent)
+            .find(|p| p.controller == GATEWAY_CONTROLLER_NAME && same_parent(&p.parent, parent, ns))
             .map(|p| p.conditions)
             .unwrap_or(&[]);
         let mut c = Conditions::new(prev, ctx.now, route.meta.generation);
@@ -476,82 +482,44 @@ fn evaluate_parents(
                 false
             }
             _ if summary.all_dropped => {
-                c.set(
-                    types::ACCEPTED,
-                    false,
-                    reasons::UNSUPPORTED_VALUE,
-                    summary.dropped_message.clone(),
-                );
+                c.set(types::ACCEPTED, false, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
                 false
             }
-            Attachment::Service {
-                note: Some(note), ..
-            } => {
-                c.set(
-                    types::ACCEPTED,
-                    true,
-                    reasons::ACCEPTED,
-                    format!("route is accepted; {note}"),
-                );
+            Attachment::Service { note: Some(note), .. } | Attachment::Gateway { note: Some(note), .. } => {
+                c.set(types::ACCEPTED, true, reasons::ACCEPTED, format!("route is accepted; {note}"));
                 true
             }
             _ => {
-                c.set(
-                    types::ACCEPTED,
-                    true,
-                    reasons::ACCEPTED,
-                    "route is accepted",
-                );
+                c.set(types::ACCEPTED, true, reasons::ACCEPTED, "route is accepted");
                 true
             }
         };
         match summary.problems.first() {
             Some(first) => {
-                let mut messages: Vec<&str> = summary
-                    .problems
-                    .iter()
-                    .map(|p| p.message.as_str())
-                    .collect();
-                messages.dedup();
-                c.set(
-                    types::RESOLVED_REFS,
-                    false,
-                    first.reason,
-                    messages.join("; "),
-                )
+                let mut messages: Vec<&str> = Vec::new();
+                for p in summary.problems {
+                    if !messages.contains(&p.message.as_str()) {
+                        messages.push(&p.message);
+                    }
+                }
+                c.set(types::RESOLVED_REFS, false, first.reason, messages.join("\n"))
             }
-            None => c.set(
-                types::RESOLVED_REFS,
-                true,
-                reasons::RESOLVED_REFS,
-                "all references resolved",
-            ),
+            None => c.set(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, "all references resolved"),
         };
         if !summary.dropped.is_empty() && !summary.all_dropped {
-            c.set(
-                types::PARTIALLY_INVALID,
-                true,
-                reasons::UNSUPPORTED_VALUE,
-                summary.dropped_message.clone(),
-            );
+            c.set(types::PARTIALLY_INVALID, true, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
         }
         if accepted {
             if let Attachment::Gateway { listeners, .. } = &attachment {
-                for (owner, key, i) in listeners {
-                    if let Some(l) = index
-                        .listeners_mut(owner, key)
-                        .and_then(|ls| ls.get_mut(*i))
-                    {
+                for ((owner, key, i), hostnames) in listeners {
+                    if let Some(l) = index.listeners_mut(owner, key).and_then(|ls| ls.get_mut(*i)) {
                         l.attached.insert((route.kind, route.key.clone()));
+                        l.claims.push((route.kind, route.key.clone(), hostnames.clone()));
                     }
                 }
             }
         }
-        let attachment = if accepted {
-            attachment
-        } else {
-            Attachment::Rejected(reasons::INVALID, String::new())
-        };
+        let attachment = if accepted { attachment } else { Attachment::Rejected(reasons::INVALID, String::new()) };
         out.push((parent.clone(), c.build(), attachment));
     }
     out
@@ -560,15 +528,9 @@ fn evaluate_parents(
 /// The `targetRef` and `to` of a generated route, if the parent is served.
 fn placement(attachment: Attachment) -> Option<(TargetRef, Vec<Destination>)> {
     match attachment {
-        Attachment::Gateway {
-            mesh_gateway, to, ..
-        } if !to.is_empty() => Some((
-            TargetRef {
-                kind: TargetKind::MeshGateway,
-                name: Some(mesh_gateway),
-            },
-            to,
-        )),
+        Attachment::Gateway { mesh_gateway, to, .. } if !to.is_empty() => {
+            Some((TargetRef { kind: TargetKind::MeshGateway, name: Some(mesh_gateway) }, to))
+        }
         Attachment::Service { target, to, .. } => Some((target, to)),
         _ => None,
     }
@@ -577,13 +539,7 @@ fn placement(attachment: Attachment) -> Option<(TargetRef, Vec<Destination>)> {
 fn generated_name(route: &RouteView<'_>, parent: &ParentRefView) -> String {
     names::object_name(
         &route.key.name,
-        &format!(
-            "{}/{}/{}/{}",
-            route.kind.kind(),
-            route.key.namespace,
-            route.key.name,
-            parent.identity()
-        ),
+        &format!("{}/{}/{}/{}", route.kind.kind(), route.key.namespace, route.key.name, parent.identity()),
         true,
     )
 }
@@ -596,124 +552,139 @@ fn origin<'a>(route: &'a RouteView<'a>) -> ObjectRef<'a> {
     ObjectRef::of(api_version, route.kind.kind(), route.meta, route.key)
 }
 
-fn emit_http(
-    out: &mut RouteOutputs,
+/// Generates one object per served parent, skipping a parent whose
+/// placement repeats an earlier one of the same route (two parentRefs that
+/// select the same listeners), and returns the parents' conditions.
+fn emit<T>(
     route: &RouteView<'_>,
     parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>,
-    rules: &[HttpRouteRule],
+    mut make: impl FnMut(ObjectMeta, TargetRef, Vec<Destination>) -> T,
+    generated: &mut Vec<T>,
 ) -> Vec<(ParentRefView, Vec<Condition>)> {
+    let mut placed: Vec<(TargetRef, Vec<Destination>)> = Vec::new();
     parents
         .into_iter()
         .map(|(parent, conditions, attachment)| {
             if let Some((target_ref, to)) = placement(attachment) {
-                let mut metadata =
-                    generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
-                metadata.name = Some(generated_name(route, &parent));
-                out.mesh_http_routes.push(MeshHTTPRoute {
-                    metadata,
-                    spec: MeshHTTPRouteSpec {
-                        target_ref,
-                        to,
-                        rules: rules.to_vec(),
-                    },
-                    status: None,
-                });
+                if !placed.iter().any(|(t, d)| *t == target_ref && *d == to) {
+                    let mut metadata = generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
+                    metadata.name = Some(generated_name(route, &parent));
+                    placed.push((target_ref.clone(), to.clone()));
+                    generated.push(make(metadata, target_ref, to));
+                }
             }
             (parent, conditions)
         })
         .collect()
 }
 
-fn emit_tcp(
-    out: &mut RouteOutputs,
-    route: &RouteView<'_>,
-    parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>,
-    rules: &[TcpRouteRule],
-) -> Vec<(ParentRefView, Vec<Condition>)> {
-    parents
-        .into_iter()
-        .map(|(parent, conditions, attachment)| {
-            if let Some((target_ref, to)) = placement(attachment) {
-                let mut metadata =
-                    generated_meta(&origin(route), &route.mesh, Some(&route.key.namespace));
-                metadata.name = Some(generated_name(route, &parent));
-                out.mesh_tcp_routes.push(MeshTCPRoute {
-                    metadata,
-                    spec: MeshTCPRouteSpec {
-                        target_ref,
-                        to,
-                        rules: rules.to_vec(),
-                    },
-                    status: None,
-                });
-            }
-            (parent, conditions)
-        })
-        .collect()
+fn http_route_view<'a>(
+    ctx: &Ctx<'_>,
+    key: &'a ObjectKey,
+    route: &'a weft_k8s_api::gateway::HttpRoute,
+) -> RouteView<'a> {
+    RouteView {
+        kind: RouteKind::Http,
+        key,
+        meta: &route.metadata,
+        mesh: ctx.mesh_of(&route.metadata, &key.namespace),
+        hostnames: unique(route.spec.hostnames.clone().unwrap_or_default()),
+        parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+    }
 }
 
-/// Translates every route of every kind.
+fn grpc_route_view<'a>(
+    ctx: &Ctx<'_>,
+    key: &'a ObjectKey,
+    route: &'a weft_k8s_api::gateway::GrpcRoute,
+) -> RouteView<'a> {
+    RouteView {
+        kind: RouteKind::Grpc,
+        key,
+        meta: &route.metadata,
+        mesh: ctx.mesh_of(&route.metadata, &key.namespace),
+        hostnames: unique(route.spec.hostnames.clone().unwrap_or_default()),
+        parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
+    }
+}
+
+/// Removes repeated entries, keeping the first of each.
+fn unique(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Translates every route of every kind. HTTPRoutes and GRPCRoutes go
+/// oldest first, so that when both claim a host name on one listener the
+/// older one keeps it.
 pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut RouteOutputs) {
     let snap = ctx.snapshot;
-    for (key, route) in &snap.http_routes {
-        let view = RouteView {
-            kind: RouteKind::Http,
-            key,
-            meta: &route.metadata,
-            mesh: ctx.mesh_of(&route.metadata, &key.namespace),
-            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parent_refs: route
-                .spec
-                .parent_refs
-                .iter()
-                .flatten()
-                .map(|p| parent_view!(p))
-                .collect(),
-        };
-        let outcome = http::convert(ctx, &view, route);
-        let previous = previous_parents!(route.status);
-        let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
-        let ours = emit_http(out, &view, parents, &outcome.rules);
-        out.http_statuses.insert(
-            key.clone(),
-            route_status!(
-                HttpRouteStatus,
-                HttpRouteStatusParents,
-                HttpRouteStatusParentsParentRef,
-                route.status,
-                ours
-            ),
-        );
-    }
-    for (key, route) in &snap.grpc_routes {
-        let view = RouteView {
-            kind: RouteKind::Grpc,
-            key,
-            meta: &route.metadata,
-            mesh: ctx.mesh_of(&route.metadata, &key.namespace),
-            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parent_refs: route
-                .spec
-                .parent_refs
-                .iter()
-                .flatten()
-                .map(|p| parent_view!(p))
-                .collect(),
-        };
-        let outcome = grpc::convert(ctx, &view, route);
-        let previous = previous_parents!(route.status);
-        let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
-        let ours = emit_http(out, &view, parents, &outcome.rules);
-        out.grpc_statuses.insert(
-            key.clone(),
-            route_status!(
-                GrpcRouteStatus,
-                GrpcRouteStatusParents,
-                GrpcRouteStatusParentsParentRef,
-                route.status,
-                ours
-            ),
-        );
+    let mut http_order: Vec<(AgeKey, RouteKind)> = snap
+        .http_routes
+        .iter()
+        .map(|(k, r)| (age_key(&r.metadata, k), RouteKind::Http))
+        .chain(snap.grpc_routes.iter().map(|(k, r)| (age_key(&r.metadata, k), RouteKind::Grpc)))
+        .collect();
+    http_order.sort();
+    for ((_, _, key), kind) in &http_order {
+        if *kind == RouteKind::Http {
+            let route = &snap.http_routes[key];
+            let view = http_route_view(ctx, key, route);
+            let outcome = http::convert(ctx, &view, route);
+            let previous = previous_parents!(route.status);
+            let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
+            let ours = emit(
+                &view,
+                parents,
+                |metadata, target_ref, to| MeshHTTPRoute {
+                    metadata,
+                    spec: MeshHTTPRouteSpec { target_ref, to, rules: outcome.rules.clone() },
+                    status: None,
+                },
+                &mut out.mesh_http_routes,
+            );
+            out.http_statuses.insert(
+                key.clone(),
+                route_status!(
+                    HttpRouteStatus,
+                    HttpRouteStatusParents,
+                    HttpRouteStatusParentsParentRef,
+                    route.status,
+                    ours
+                ),
+            );
+        } else {
+            let route = &snap.grpc_routes[key];
+            let view = grpc_route_view(ctx, key, route);
+            let outcome = grpc::convert(ctx, &view, route);
+            let previous = previous_parents!(route.status);
+            let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
+            let ours = emit(
+                &view,
+                parents,
+                |metadata, target_ref, to| MeshHTTPRoute {
+                    metadata,
+                    spec: MeshHTTPRouteSpec { target_ref, to, rules: outcome.rules.clone() },
+                    status: None,
+                },
+                &mut out.mesh_http_routes,
+            );
+            out.grpc_statuses.insert(
+                key.clone(),
+                route_status!(
+                    GrpcRouteStatus,
+                    GrpcRouteStatusParents,
+                    GrpcRouteStatusParentsParentRef,
+                    route.status,
+                    ours
+                ),
+            );
+        }
     }
     for (key, route) in &snap.tls_routes {
         let view = RouteView {
@@ -721,42 +692,31 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             key,
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
-            hostnames: route.spec.hostnames.clone(),
-            parent_refs: route
-                .spec
-                .parent_refs
-                .iter()
-                .flatten()
-                .map(|p| parent_view!(p))
-                .collect(),
+            hostnames: unique(route.spec.hostnames.clone()),
+            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
         };
         let rules: Vec<(Option<String>, Vec<BackendRefView>)> = route
             .spec
             .rules
             .iter()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    r.backend_refs
-                        .iter()
-                        .map(|b| backend_view!(b, weighted))
-                        .collect(),
-                )
-            })
+            .map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect()))
             .collect();
         let outcome = l4::convert(ctx, &view, rules);
         let previous = previous_parents!(route.status);
         let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
-        let ours = emit_tcp(out, &view, parents, &outcome.rules);
+        let ours = emit(
+            &view,
+            parents,
+            |metadata, target_ref, to| MeshTCPRoute {
+                metadata,
+                spec: MeshTCPRouteSpec { target_ref, to, rules: outcome.rules.clone() },
+                status: None,
+            },
+            &mut out.mesh_tcp_routes,
+        );
         out.tls_statuses.insert(
             key.clone(),
-            route_status!(
-                TlsRouteStatus,
-                TlsRouteStatusParents,
-                TlsRouteStatusParentsParentRef,
-                route.status,
-                ours
-            ),
+            route_status!(TlsRouteStatus, TlsRouteStatusParents, TlsRouteStatusParentsParentRef, route.status, ours),
         );
     }
     for (key, route) in &snap.tcp_routes {
@@ -766,41 +726,30 @@ pub(crate) fn translate(ctx: &Ctx<'_>, index: &mut GatewayIndex<'_>, out: &mut R
             meta: &route.metadata,
             mesh: ctx.mesh_of(&route.metadata, &key.namespace),
             hostnames: Vec::new(),
-            parent_refs: route
-                .spec
-                .parent_refs
-                .iter()
-                .flatten()
-                .map(|p| parent_view!(p))
-                .collect(),
+            parent_refs: route.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
         };
         let rules: Vec<(Option<String>, Vec<BackendRefView>)> = route
             .spec
             .rules
             .iter()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    r.backend_refs
-                        .iter()
-                        .map(|b| backend_view!(b, weighted))
-                        .collect(),
-                )
-            })
+            .map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect()))
             .collect();
         let outcome = l4::convert(ctx, &view, rules);
         let previous = previous_parents!(route.status);
         let parents = evaluate_parents(ctx, index, &view, &previous, &RulesSummary::from(&outcome));
-        let ours = emit_tcp(out, &view, parents, &outcome.rules);
+        let ours = emit(
+            &view,
+            parents,
+            |metadata, target_ref, to| MeshTCPRoute {
+                metadata,
+                spec: MeshTCPRouteSpec { target_ref, to, rules: outcome.rules.clone() },
+                status: None,
+            },
+            &mut out.mesh_tcp_routes,
+        );
         out.tcp_statuses.insert(
             key.clone(),
-            route_status!(
-                TcpRouteStatus,
-                TcpRouteStatusParents,
-                TcpRouteStatusParentsParentRef,
-                route.status,
-                ours
-            ),
+            route_status!(TcpRouteStatus, TcpRouteStatusParents, TcpRouteStatusParentsParentRef, route.status, ours),
         );
     }
 }

@@ -4,9 +4,7 @@
 
 use std::str::FromStr;
 
-use weft_k8s_api::crds::{
-    HttpBackendRef, HttpRouteFilter, HttpRouteFilterType, HttpRouteRetry, HttpRouteTimeouts,
-};
+use weft_k8s_api::crds::{HttpBackendRef, HttpRouteFilter, HttpRouteFilterType, HttpRouteRetry, HttpRouteTimeouts};
 use weft_k8s_api::gateway::GatewayDuration;
 
 use super::super::conditions::reasons;
@@ -43,16 +41,16 @@ impl<R> RulesOutcome<R> {
 /// A rule that cannot be served, and why.
 pub(crate) struct Drop(pub String);
 
-/// Converts filters of one rule or backend. An unresolvable ExtensionRef
-/// makes the whole rule answer with an error, as the spec requires.
+/// Converts the filters of a rule or backend. A filter that must fail
+/// closed yields the failure message in `.1`.
 pub(crate) fn convert_filters(
     ctx: &Ctx<'_>,
     route: &RouteView<'_>,
     views: Vec<FilterView>,
     problems: &mut Vec<Problem>,
-    failing: &mut Option<String>,
-) -> Result<Vec<HttpRouteFilter>, Drop> {
+) -> Result<(Vec<HttpRouteFilter>, Option<String>), Drop> {
     let mut out: Vec<HttpRouteFilter> = Vec::with_capacity(views.len());
+    let mut failure = None;
     for view in views {
         match filters::convert(ctx, route, view, problems) {
             Ok(f) => {
@@ -63,31 +61,27 @@ pub(crate) fn convert_filters(
                 out.push(f);
             }
             Err(FilterIssue::Unsupported(msg)) => return Err(Drop(msg)),
-            Err(FilterIssue::UnresolvedExtension(msg)) => {
-                problems.push(Problem {
-                    reason: reasons::INVALID_KIND,
-                    message: msg.clone(),
-                });
-                *failing = Some(msg);
+            Err(FilterIssue::FailClosed(msg)) => {
+                problems.push(Problem { reason: reasons::INVALID_KIND, message: msg.clone() });
+                failure.get_or_insert(msg);
             }
         }
     }
     let has = |t| out.iter().any(|f| f.type_ == t);
     if has(HttpRouteFilterType::RequestRedirect) && has(HttpRouteFilterType::UrlRewrite) {
-        return Err(Drop(
-            "RequestRedirect and URLRewrite cannot be combined".into(),
-        ));
+        return Err(Drop("RequestRedirect and URLRewrite cannot be combined".into()));
     }
-    Ok(out)
+    Ok((out, failure))
 }
 
-/// Converts the weighted backends of a rule, resolving each one.
+/// Converts the weighted backends of a rule, resolving each one. A backend
+/// whose own filter must fail closed is marked unresolved: only its share of
+/// the traffic gets the error.
 pub(crate) fn convert_backends(
     ctx: &Ctx<'_>,
     route: &RouteView<'_>,
     backends: Vec<(BackendRefView, Vec<FilterView>)>,
     problems: &mut Vec<Problem>,
-    failing: &mut Option<String>,
 ) -> Result<Vec<HttpBackendRef>, Drop> {
     let mut out = Vec::with_capacity(backends.len());
     for (view, filter_views) in backends {
@@ -95,38 +89,24 @@ pub(crate) fn convert_backends(
         if let Some(p) = &resolved.problem {
             problems.push(p.clone());
         }
-        let filters = convert_filters(ctx, route, filter_views, problems, failing)?;
+        let (filters, failure) = convert_filters(ctx, route, filter_views, problems)?;
         out.push(HttpBackendRef {
-            kind: Default::default(),
+            kind: resolved.kind,
+            group: resolved.group,
             name: resolved.name,
             namespace: resolved.namespace,
             port: resolved.port,
             weight: view.weight.unwrap_or(1).max(0),
-            filters,
-            unresolved: resolved.problem.map(|p| p.message),
+            unresolved: resolved.problem.map(|p| p.message).or(failure.clone()),
+            filters: if failure.is_some() { Vec::new() } else { filters },
         });
     }
     Ok(out)
 }
 
-/// Replaces a rule's backends with one that fails, so the proxy answers the
-/// rule's requests with 500 and `message`.
-pub(crate) fn failing_backend(message: String) -> Vec<HttpBackendRef> {
-    vec![HttpBackendRef {
-        name: String::new(),
-        namespace: String::new(),
-        weight: 1,
-        unresolved: Some(message),
-        ..Default::default()
-    }]
-}
-
 fn duration(field: &str, value: &str) -> Result<(GatewayDuration, String), Drop> {
-    let d = GatewayDuration::from_str(value).map_err(|e| {
-        Drop(format!(
-            "{field} {value:?} is not a Gateway API duration: {e}"
-        ))
-    })?;
+    let d = GatewayDuration::from_str(value)
+        .map_err(|e| Drop(format!("{field} {value:?} is not a Gateway API duration: {e}")))?;
     Ok((d, d.to_string()))
 }
 
@@ -138,23 +118,14 @@ pub(crate) fn timeouts(
     if request.is_none() && backend_request.is_none() {
         return Ok(None);
     }
-    let request = request
-        .map(|v| duration("timeouts.request", v))
-        .transpose()?;
-    let backend = backend_request
-        .map(|v| duration("timeouts.backendRequest", v))
-        .transpose()?;
+    let request = request.map(|v| duration("timeouts.request", v)).transpose()?;
+    let backend = backend_request.map(|v| duration("timeouts.backendRequest", v)).transpose()?;
     if let (Some((r, _)), Some((b, _))) = (&request, &backend) {
         if !r.is_zero() && !b.is_zero() && b.as_nanos() > r.as_nanos() {
-            return Err(Drop(
-                "timeouts.backendRequest must not be longer than timeouts.request".into(),
-            ));
+            return Err(Drop("timeouts.backendRequest must not be longer than timeouts.request".into()));
         }
     }
-    Ok(Some(HttpRouteTimeouts {
-        request: request.map(|(_, s)| s),
-        backend_request: backend.map(|(_, s)| s),
-    }))
+    Ok(Some(HttpRouteTimeouts { request: request.map(|(_, s)| s), backend_request: backend.map(|(_, s)| s) }))
 }
 
 /// Validates and normalises `retry` (GEP-1731).
@@ -168,15 +139,10 @@ pub(crate) fn retry(
     }
     let attempts = attempts
         .map(|a| {
-            i32::try_from(a)
-                .ok()
-                .filter(|a| *a >= 0)
-                .ok_or_else(|| Drop(format!("retry.attempts {a} is out of range")))
+            i32::try_from(a).ok().filter(|a| *a >= 0).ok_or_else(|| Drop(format!("retry.attempts {a} is out of range")))
         })
         .transpose()?;
-    let backoff = backoff
-        .map(|b| duration("retry.backoff", b).map(|(_, s)| s))
-        .transpose()?;
+    let backoff = backoff.map(|b| duration("retry.backoff", b).map(|(_, s)| s)).transpose()?;
     let mut out_codes = Vec::new();
     for c in codes.unwrap_or(&[]) {
         if !(400..=599).contains(c) {
@@ -184,28 +150,18 @@ pub(crate) fn retry(
         }
         out_codes.push(*c as i32);
     }
-    Ok(Some(HttpRouteRetry {
-        attempts,
-        backoff,
-        codes: out_codes,
-    }))
+    Ok(Some(HttpRouteRetry { attempts, backoff, codes: out_codes }))
 }
 
-/// Checks that a regular expression compiles with the proxy's engine (RE2
-/// syntax, as the Gateway API recommends).
+/// Checks that a regular expression compiles on its own with the proxy's
+/// engine (RE2 syntax, as the Gateway API recommends). It is checked before
+/// being anchored, so `a)|(b` cannot balance the anchoring group and escape
+/// it.
 pub(crate) fn check_regex(field: &str, re: &str) -> Result<(), Drop> {
-    regex::Regex::new(&format!("^(?:{re})$"))
-        .map(|_| ())
-        .map_err(|e| {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or("invalid")
-                .trim()
-                .to_string();
-            Drop(format!(
-                "{field} {re:?} is not a valid regular expression: {first}"
-            ))
-        })
+    regex::Regex::new(re).map(|_| ()).map_err(|e| {
+        let text = e.to_string();
+        let detail = text.lines().map(str::trim).filter(|l| l.starts_with("error:")).last().unwrap_or("invalid syntax");
+        let detail = detail.trim_start_matches("error:").trim();
+        Drop(format!("{field} {re:?} is not a valid regular expression: {detail}"))
+    })
 }
