@@ -36,7 +36,9 @@ fn read_corpus() -> Vec<Value> {
         let text = std::fs::read_to_string(&f).unwrap().replace("{GATEWAY_CLASS_NAME}", "weft");
         for chunk in text.split("\n---") {
             if let Ok(v) = serde_saphyr::from_str::<Value>(chunk) {
-                if v.get("kind").is_some() {
+                if v["kind"] == "List" {
+                    docs.extend(v["items"].as_array().cloned().unwrap_or_default());
+                } else if v.get("kind").is_some() {
                     docs.push(v);
                 }
             }
@@ -50,7 +52,8 @@ fn read_corpus() -> Vec<Value> {
 /// Identity of a document, to drop duplicates (whose first copy wins, so
 /// their order would legitimately matter).
 fn identity(doc: &Value) -> String {
-    format!("{}/{}/{}", doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
+    let namespace = doc["metadata"]["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or("default");
+    format!("{}/{namespace}/{}", doc["kind"], doc["metadata"]["name"])
 }
 
 fn unique(docs: Vec<Value>) -> Vec<Value> {
