@@ -11,6 +11,10 @@
 
 use std::time::{Duration, Instant};
 
+// The allocator the control plane ships with (weft-cp sets the same).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde_json::{Value, json};
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weft_k8s_api::k8s_openapi::jiff::Timestamp;
@@ -122,7 +126,12 @@ fn main() {
     println!("| HTTPRoutes | median | min | max | per route | generated routes | foreign CPU |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut previous: Option<(usize, f64)> = None;
-    for routes in [1_000usize, 10_000, 50_000] {
+    // WEFT_BENCH_SIZES=10000 limits the run (for profiling).
+    let sizes: Vec<usize> = std::env::var("WEFT_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 50_000]);
+    for routes in sizes {
         let snap = snapshot(routes);
         let rounds = if routes >= 50_000 { 5 } else { 9 };
         // Warm up once, then measure; retry while the machine is busy.

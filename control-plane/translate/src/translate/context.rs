@@ -16,6 +16,9 @@ pub(crate) struct Ctx<'a> {
     pub snapshot: &'a Snapshot,
     pub now: &'a Time,
     grants_by_namespace: BTreeMap<&'a str, Vec<&'a ReferenceGrant>>,
+    services: rustc_hash::FxHashMap<(&'a str, &'a str), &'a Service>,
+    /// Namespaces that name a mesh.
+    namespace_meshes: rustc_hash::FxHashMap<&'a str, &'a str>,
 }
 
 /// The group of core kinds, normalised: Gateway API writes it as `""`, some
@@ -30,7 +33,10 @@ impl<'a> Ctx<'a> {
         for (key, grant) in &snapshot.reference_grants {
             grants_by_namespace.entry(key.namespace.as_str()).or_default().push(grant);
         }
-        Self { snapshot, now, grants_by_namespace }
+        let services = snapshot.services.iter().map(|(k, s)| ((k.namespace.as_str(), k.name.as_str()), s)).collect();
+        let namespace_meshes =
+            snapshot.namespaces.iter().filter_map(|(name, ns)| Some((name.as_str(), mesh_in(&ns.metadata)?))).collect();
+        Self { snapshot, now, grants_by_namespace, services, namespace_meshes }
     }
 
     /// Labels of a namespace; a namespace without an object has only the
@@ -44,10 +50,8 @@ impl<'a> Ctx<'a> {
 
     /// The mesh an object belongs to: its `weft.io/mesh` annotation (or
     /// label), else its namespace's, else `default`.
-    pub fn mesh_of(&self, meta: &ObjectMeta, namespace: &str) -> String {
-        mesh_in(meta)
-            .or_else(|| self.snapshot.namespaces.get(namespace).and_then(|ns| mesh_in(&ns.metadata)))
-            .unwrap_or_else(|| labels::DEFAULT_MESH.to_string())
+    pub fn mesh_of(&self, meta: &'a ObjectMeta, namespace: &str) -> &'a str {
+        mesh_in(meta).or_else(|| self.namespace_meshes.get(namespace).copied()).unwrap_or(labels::DEFAULT_MESH)
     }
 
     /// Whether a mesh exists: `default` always does, others need a Mesh.
@@ -83,15 +87,16 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// A Service by namespace and name, without allocating a key.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
-        self.snapshot.services.get(&ObjectKey::new(namespace, name))
+        self.services.get(&(namespace, name)).copied()
     }
 }
 
-fn mesh_in(meta: &ObjectMeta) -> Option<String> {
-    let from = |m: &Option<BTreeMap<String, String>>| {
-        m.as_ref().and_then(|m| m.get(labels::MESH)).filter(|v| !v.is_empty()).cloned()
-    };
+fn mesh_in(meta: &ObjectMeta) -> Option<&str> {
+    fn from(m: &Option<BTreeMap<String, String>>) -> Option<&str> {
+        m.as_ref().and_then(|m| m.get(labels::MESH)).filter(|v| !v.is_empty()).map(String::as_str)
+    }
     from(&meta.annotations).or_else(|| from(&meta.labels))
 }
 
@@ -148,11 +153,11 @@ pub(crate) fn is_http_app_protocol(ap: &str) -> bool {
 
 /// Ordering key of an object for Gateway API tie-breaking: oldest first,
 /// then `namespace/name`.
-pub(crate) fn age_key(meta: &ObjectMeta, key: &ObjectKey) -> AgeKey {
+pub(crate) fn age_key<'k>(meta: &ObjectMeta, key: &'k ObjectKey) -> AgeKey<'k> {
     let created = meta.creation_timestamp.as_ref().map(|t| t.0);
     // Objects without a creation time (local mode) sort after dated ones.
-    (created.is_none(), created, key.clone())
+    (created.is_none(), created, key)
 }
 
 /// See [`age_key`].
-pub(crate) type AgeKey = (bool, Option<weft_k8s_api::k8s_openapi::jiff::Timestamp>, ObjectKey);
+pub(crate) type AgeKey<'k> = (bool, Option<weft_k8s_api::k8s_openapi::jiff::Timestamp>, &'k ObjectKey);

@@ -77,6 +77,15 @@ pub(crate) struct GatewayIndex<'a> {
 impl<'a> GatewayIndex<'a> {
     /// The listeners a route parentRef can see: a Gateway's own listeners,
     /// or a ListenerSet's.
+    pub fn listeners(&self, kind: &str, key: &ObjectKey) -> Option<&Vec<ListenerModel>> {
+        match kind {
+            "Gateway" => self.gateways.get(key).map(|g| &g.listeners),
+            "ListenerSet" => self.listener_sets.get(key).map(|l| &l.listeners),
+            _ => None,
+        }
+    }
+
+    /// Mutable [`Self::listeners`].
     pub fn listeners_mut(&mut self, kind: &str, key: &ObjectKey) -> Option<&mut Vec<ListenerModel>> {
         match kind {
             "Gateway" => self.gateways.get_mut(key).map(|g| &mut g.listeners),
@@ -105,7 +114,7 @@ pub(crate) fn build<'a>(ctx: &Ctx<'a>, classes: &BTreeMap<String, ClassState>) -
     }
 
     // ListenerSets, grouped by parent and ordered by precedence.
-    let mut by_parent: BTreeMap<ObjectKey, Vec<(AgeKey, ObjectKey)>> = BTreeMap::new();
+    let mut by_parent: BTreeMap<ObjectKey, Vec<(AgeKey<'_>, ObjectKey)>> = BTreeMap::new();
     for (key, ls) in &ctx.snapshot.listener_sets {
         let p = &ls.spec.parent_ref;
         if p.group.as_deref().is_some_and(|g| g != GROUP) || p.kind.as_deref().is_some_and(|k| k != "Gateway") {
@@ -287,7 +296,7 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
     GatewayModel {
         key: key.clone(),
         gateway: gw,
-        mesh,
+        mesh: mesh.to_string(),
         config,
         rejected,
         mesh_gateway_name,

@@ -203,7 +203,7 @@ fn backend_problem(
         port,
         weight: None,
     };
-    backends::resolve_for(ctx, from, &view).problem
+    backends::resolve_for(ctx, from, view).problem
 }
 
 /// Status of every hand-written route.

@@ -9,12 +9,14 @@ pub fn is_wildcard(name: &str) -> bool {
 
 /// True when the concrete host `host` is covered by `pattern`.
 pub fn matches(pattern: &str, host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
-    let pattern = pattern.to_ascii_lowercase();
     match pattern.strip_prefix('*') {
-        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-        None => host == pattern,
+        Some(suffix) => host.len() > suffix.len() && ends_with_ignore_case(host, suffix),
+        None => host.eq_ignore_ascii_case(pattern),
     }
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// The host names both `a` and `b` accept, or `None` when they are disjoint:
@@ -29,9 +31,9 @@ pub fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
             let (sa, sb) = (&a[1..], &b[1..]);
             if sa.eq_ignore_ascii_case(sb) {
                 Some(a)
-            } else if sb.len() > sa.len() && sb.to_ascii_lowercase().ends_with(&sa.to_ascii_lowercase()) {
+            } else if sb.len() > sa.len() && ends_with_ignore_case(sb, sa) {
                 Some(b)
-            } else if sa.len() > sb.len() && sa.to_ascii_lowercase().ends_with(&sb.to_ascii_lowercase()) {
+            } else if sa.len() > sb.len() && ends_with_ignore_case(sa, sb) {
                 Some(a)
             } else {
                 None

@@ -127,9 +127,11 @@ pub(crate) struct ListenerModel {
     pub needs_tls: bool,
     /// Routes attached, counted for `attachedRoutes`.
     pub attached: std::collections::BTreeSet<(RouteKind, ObjectKey)>,
-    /// Host names served by the routes accepted so far, by route: an
-    /// HTTPRoute and a GRPCRoute may not share one on a listener.
-    pub claims: Vec<(RouteKind, ObjectKey, Vec<String>)>,
+    /// Host names served by the HTTPRoutes accepted so far: a GRPCRoute
+    /// may not share one on a listener.
+    pub http_claims: Vec<(ObjectKey, Vec<String>)>,
+    /// Host names served by the GRPCRoutes accepted so far.
+    pub grpc_claims: Vec<(ObjectKey, Vec<String>)>,
 }
 
 impl ListenerModel {
@@ -214,7 +216,8 @@ pub(crate) fn evaluate(
         tls: None,
         needs_tls: matches!(spec.protocol.as_str(), "HTTPS" | "TLS"),
         attached: Default::default(),
-        claims: Vec::new(),
+        http_claims: Vec::new(),
+        grpc_claims: Vec::new(),
     };
 
     let supported = kinds_for_protocol(&spec.protocol);

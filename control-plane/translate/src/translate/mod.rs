@@ -14,6 +14,7 @@ mod meta;
 pub mod names;
 mod routes;
 mod selector;
+mod variant;
 
 use std::collections::BTreeMap;
 

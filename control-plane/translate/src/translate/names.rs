@@ -3,25 +3,62 @@
 //! distinct sources (a hash of the full source identity is appended whenever
 //! anything had to be cut).
 
-use sha2::{Digest, Sha256};
-
 /// Longest object name (a DNS subdomain).
 pub const MAX_NAME: usize = 253;
 /// Longest label value.
 pub const MAX_LABEL_VALUE: usize = 63;
 
-/// Hex of the first `len / 2` bytes of SHA-256 of `input`.
+/// `len` hex digits of the 64-bit FNV-1a hash of `input`. Names must stay
+/// the same across Weft versions (a changed name means objects deleted and
+/// recreated on upgrade), so this hash is fixed and written out here.
 pub fn short_hash(input: &str, len: usize) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    let mut out = String::with_capacity(len);
-    for byte in digest.iter() {
-        out.push_str(&format!("{byte:02x}"));
-        if out.len() >= len {
-            break;
-        }
+    hex(fnv1a(FNV_OFFSET, input.as_bytes()), len)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    out.truncate(len);
-    out
+    hash
+}
+
+fn hex(hash: u64, len: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..len.min(16)).map(|i| HEX[((hash >> (60 - 4 * i)) & 15) as usize] as char).collect()
+}
+
+/// `readable-<hash of parts joined by "/">`, a valid object name: the same
+/// as `object_name(readable, parts.join("/"), true)` without building the
+/// joined string (generated routes are named this way, one per parent).
+pub fn hashed_name(readable: &str, parts: &[&str]) -> String {
+    let mut hash = FNV_OFFSET;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hash = fnv1a(hash, b"/");
+        }
+        hash = fnv1a(hash, part.as_bytes());
+    }
+    let suffix = hex(hash, 10);
+    let simple = readable.len() + 1 + suffix.len() <= MAX_NAME
+        && readable.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && readable.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && readable.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !readable.contains("..");
+    if simple {
+        let mut out = String::with_capacity(readable.len() + 11);
+        out.push_str(readable);
+        out.push('-');
+        out.push_str(&suffix);
+        return out;
+    }
+    let clean = trim_edges(&sanitize_subdomain(readable), &[]);
+    let room = MAX_NAME - suffix.len() - 1;
+    let prefix: String = clean.chars().take(room).collect();
+    let prefix = trim_edges(&prefix, &['.', '-']);
+    if prefix.is_empty() { suffix } else { format!("{prefix}-{suffix}") }
 }
 
 /// Keeps the characters a DNS subdomain allows, lowercased.
@@ -78,6 +115,24 @@ pub fn label_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_is_fnv1a_64() {
+        // Reference values of FNV-1a 64: names depend on them staying fixed.
+        assert_eq!(short_hash("", 16), "cbf29ce484222325");
+        assert_eq!(short_hash("a", 16), "af63dc4c8601ec8c");
+        assert_eq!(short_hash("foobar", 10), "85944171f7");
+    }
+
+    #[test]
+    fn hashed_names_agree_with_object_name() {
+        for readable in ["web", "Web_Route", &"r".repeat(260), "-x-"] {
+            assert_eq!(
+                hashed_name(readable, &["HTTPRoute", "ns", "web"]),
+                object_name(readable, "HTTPRoute/ns/web", true)
+            );
+        }
+    }
 
     #[test]
     fn short_names_pass_through() {

@@ -87,19 +87,22 @@ impl<'a> Referrer<'a> {
 }
 
 /// Resolves a backend of `route`.
-pub(crate) fn resolve(ctx: &Ctx<'_>, route: &RouteView<'_>, b: &BackendRefView) -> Resolved {
+pub(crate) fn resolve(ctx: &Ctx<'_>, route: &RouteView<'_>, b: BackendRefView) -> Resolved {
     resolve_for(ctx, Referrer::route(route), b)
 }
 
 /// Resolves a backend for any referrer (generated or hand-written routes).
-pub(crate) fn resolve_for(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView) -> Resolved {
-    let namespace = b.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| from.namespace.to_string());
-    let problem = check(ctx, from, b, &namespace).err();
-    let group = b.group.clone().unwrap_or_default();
+pub(crate) fn resolve_for(ctx: &Ctx<'_>, from: Referrer<'_>, b: BackendRefView) -> Resolved {
+    let namespace = match b.namespace {
+        Some(ref n) if !n.is_empty() => n.clone(),
+        _ => from.namespace.to_string(),
+    };
+    let problem = check(ctx, from, &b, &namespace).err();
+    let group = b.group.unwrap_or_default();
     Resolved {
-        kind: b.kind.clone().unwrap_or_else(|| "Service".into()),
+        kind: b.kind.unwrap_or_else(|| "Service".into()),
         group: if group == "core" { String::new() } else { group },
-        name: b.name.clone(),
+        name: b.name,
         namespace,
         port: b.port,
         problem,

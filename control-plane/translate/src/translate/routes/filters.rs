@@ -17,7 +17,7 @@ use super::backends::{self, BackendRefView, Problem};
 /// A filter of any generated type, normalised.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FilterView {
-    pub type_: String,
+    pub type_: &'static str,
     pub request_header_modifier: Option<HeaderModifier>,
     pub response_header_modifier: Option<HeaderModifier>,
     pub request_redirect: Option<(Option<String>, Option<String>, Option<PathModifier>, Option<i32>, Option<i64>)>,
@@ -28,12 +28,8 @@ pub(crate) struct FilterView {
 }
 
 /// The serde name of a generated enum value (`URLRewrite`, `http`, `GET`).
-pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
+pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> &'static str {
+    super::super::variant::variant_name(v)
 }
 
 macro_rules! header_modifier {
@@ -90,7 +86,7 @@ macro_rules! http_filter_view {
                 .map(|m| $crate::translate::routes::filters::header_modifier!(m)),
             request_redirect: f.request_redirect.as_ref().map(|r| {
                 (
-                    r.scheme.as_ref().map($crate::translate::routes::filters::enum_str),
+                    r.scheme.as_ref().map(|s| $crate::translate::routes::filters::enum_str(s).to_string()),
                     r.hostname.clone(),
                     r.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
                     r.port,
@@ -168,22 +164,24 @@ pub(crate) fn convert(
     f: FilterView,
     problems: &mut Vec<Problem>,
 ) -> Result<HttpRouteFilter, FilterIssue> {
-    let missing = |field: &str| FilterIssue::Unsupported(format!("filter {} has no {field}", f.type_));
+    let mut f = f;
+    let type_ = f.type_;
+    let missing = |field: &str| FilterIssue::Unsupported(format!("filter {type_} has no {field}"));
     let mut out = HttpRouteFilter::default();
-    match f.type_.as_str() {
+    match f.type_ {
         "RequestHeaderModifier" => {
             out.type_ = HttpRouteFilterType::RequestHeaderModifier;
             out.request_header_modifier =
-                Some(f.request_header_modifier.clone().ok_or_else(|| missing("requestHeaderModifier"))?);
+                Some(f.request_header_modifier.take().ok_or_else(|| missing("requestHeaderModifier"))?);
         }
         "ResponseHeaderModifier" => {
             out.type_ = HttpRouteFilterType::ResponseHeaderModifier;
             out.response_header_modifier =
-                Some(f.response_header_modifier.clone().ok_or_else(|| missing("responseHeaderModifier"))?);
+                Some(f.response_header_modifier.take().ok_or_else(|| missing("responseHeaderModifier"))?);
         }
         "RequestRedirect" => {
             let (scheme, hostname, path, port, status) =
-                f.request_redirect.clone().ok_or_else(|| missing("requestRedirect"))?;
+                f.request_redirect.take().ok_or_else(|| missing("requestRedirect"))?;
             let status_code = status.unwrap_or(302) as i32;
             if ![301, 302, 303, 307, 308].contains(&status_code) {
                 return Err(FilterIssue::Unsupported(format!(
@@ -195,14 +193,14 @@ pub(crate) fn convert(
             out.request_redirect = Some(RequestRedirect { scheme, hostname, path, port, status_code });
         }
         "URLRewrite" => {
-            let rewrite = f.url_rewrite.clone().ok_or_else(|| missing("urlRewrite"))?;
+            let rewrite = f.url_rewrite.take().ok_or_else(|| missing("urlRewrite"))?;
             check_path_modifier(rewrite.path.as_ref())?;
             out.type_ = HttpRouteFilterType::UrlRewrite;
             out.url_rewrite = Some(rewrite);
         }
         "RequestMirror" => {
-            let (backend, percent, fraction) = f.request_mirror.clone().ok_or_else(|| missing("requestMirror"))?;
-            let resolved = backends::resolve(ctx, route, &backend);
+            let (backend, percent, fraction) = f.request_mirror.take().ok_or_else(|| missing("requestMirror"))?;
+            let resolved = backends::resolve(ctx, route, backend);
             if let Some(p) = &resolved.problem {
                 problems.push(p.clone());
             }
@@ -234,7 +232,7 @@ pub(crate) fn convert(
         }
         "CORS" => {
             out.type_ = HttpRouteFilterType::Cors;
-            out.cors = Some(f.cors.clone().ok_or_else(|| missing("cors"))?);
+            out.cors = Some(f.cors.take().ok_or_else(|| missing("cors"))?);
         }
         "ExtensionRef" => {
             return Err(FilterIssue::FailClosed(format!(

@@ -134,7 +134,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         }
         query_params.push(StringMatch { type_, name: q.name.clone(), value: q.value.clone() });
     }
-    Ok(HttpRouteMatch { path, headers, query_params, method: m.method.as_ref().map(enum_str) })
+    Ok(HttpRouteMatch { path, headers, query_params, method: m.method.as_ref().map(|x| enum_str(x).to_string()) })
 }
 
 pub(crate) fn string_match_type(t: Option<&str>) -> StringMatchType {

@@ -26,8 +26,9 @@ pub(crate) fn convert(
             continue;
         }
         let backend_refs = backends
-            .iter()
+            .into_iter()
             .map(|b| {
+                let weight = b.weight.unwrap_or(1).max(0);
                 let r = backends::resolve(ctx, view, b);
                 if let Some(p) = &r.problem {
                     outcome.problems.push(p.clone());
@@ -38,7 +39,7 @@ pub(crate) fn convert(
                     name: r.name,
                     namespace: r.namespace,
                     port: r.port,
-                    weight: b.weight.unwrap_or(1).max(0),
+                    weight,
                     unresolved: r.problem.map(|p| p.message),
                 }
             })

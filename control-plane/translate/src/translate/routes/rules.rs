@@ -85,7 +85,8 @@ pub(crate) fn convert_backends(
 ) -> Result<Vec<HttpBackendRef>, Drop> {
     let mut out = Vec::with_capacity(backends.len());
     for (view, filter_views) in backends {
-        let resolved = backends::resolve(ctx, route, &view);
+        let weight = view.weight.unwrap_or(1).max(0);
+        let resolved = backends::resolve(ctx, route, view);
         if let Some(p) = &resolved.problem {
             problems.push(p.clone());
         }
@@ -96,7 +97,7 @@ pub(crate) fn convert_backends(
             name: resolved.name,
             namespace: resolved.namespace,
             port: resolved.port,
-            weight: view.weight.unwrap_or(1).max(0),
+            weight,
             unresolved: resolved.problem.map(|p| p.message).or(failure.clone()),
             filters: if failure.is_some() { Vec::new() } else { filters },
         });
