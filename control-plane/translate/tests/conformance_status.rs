@@ -239,8 +239,7 @@ fn field_mut<'a>(obj: &'a mut Value, path: &str) -> &'a mut Value {
         *cur = json!({});
     }
     // `data.ca.crt`: a ConfigMap key with dots.
-    if name == "data" && rest.is_some() && index.is_none() {
-        let key = rest.unwrap();
+    if let (Some(key), "data", None) = (rest, name, index) {
         return cur
             .as_object_mut()
             .unwrap()

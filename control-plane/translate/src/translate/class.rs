@@ -64,7 +64,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 #[derive(Clone, Debug)]
 pub(crate) enum ClassState {
     /// Usable, with the config its Gateways get.
-    Accepted(MeshGatewayConfigSpec),
+    Accepted(Box<MeshGatewayConfigSpec>),
     /// Not usable; the message says why.
     Rejected(String),
 }
@@ -104,12 +104,12 @@ pub(crate) fn translate(
             continue;
         }
         let state = match &class.spec.parameters_ref {
-            None => ClassState::Accepted(MeshGatewayConfigSpec {
+            None => ClassState::Accepted(Box::new(MeshGatewayConfigSpec {
                 deployment: GatewayDeployment::default(),
                 ..Default::default()
-            }),
+            })),
             Some(p) => match resolve_config(ctx, &p.group, &p.kind, &p.name, p.namespace.as_deref()) {
-                Ok(config) => ClassState::Accepted(config),
+                Ok(config) => ClassState::Accepted(Box::new(config)),
                 Err(msg) => ClassState::Rejected(msg),
             },
         };

@@ -225,7 +225,7 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
     let mut rejected = None;
     let mut config = MeshGatewayConfigSpec::default();
     match class {
-        ClassState::Accepted(c) => config = c.clone(),
+        ClassState::Accepted(c) => config = (**c).clone(),
         ClassState::Rejected(msg) => {
             rejected = Some((
                 reasons::INVALID_PARAMETERS,
@@ -233,8 +233,8 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
             ));
         }
     }
-    if rejected.is_none() {
-        if let Some(p) = gw.spec.infrastructure.as_ref().and_then(|i| i.parameters_ref.as_ref()) {
+    if rejected.is_none()
+        && let Some(p) = gw.spec.infrastructure.as_ref().and_then(|i| i.parameters_ref.as_ref()) {
             // A Gateway may pick other deployment settings, but whether it
             // serves every mesh stays the GatewayClass owner's decision.
             match resolve_config(ctx, &p.group, &p.kind, &p.name, None) {
@@ -256,8 +256,7 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
                 }
             }
         }
-    }
-    if rejected.is_none() && !ctx.mesh_exists(&mesh) {
+    if rejected.is_none() && !ctx.mesh_exists(mesh) {
         rejected = Some((
             reasons::INVALID,
             format!("mesh {mesh:?} does not exist; create a Mesh named {mesh:?} or change the weft.io/mesh annotation"),

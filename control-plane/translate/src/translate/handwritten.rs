@@ -146,11 +146,10 @@ fn check_placement(
                         format!("Service {ns}/{} is in mesh {svc_mesh:?}, the route in mesh {mesh:?}", d.name),
                     ));
                 }
-                if let Some(p) = d.port {
-                    if !service_ports(svc).iter().any(|sp| sp.port == p) {
+                if let Some(p) = d.port
+                    && !service_ports(svc).iter().any(|sp| sp.port == p) {
                         return Err((reasons::NO_MATCHING_PARENT, format!("Service {ns}/{} has no port {p}", d.name)));
                     }
-                }
             }
             Ok(())
         }
@@ -215,12 +214,12 @@ pub(crate) fn translate(
 ) {
     for (key, route) in &ctx.snapshot.mesh_http_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
-        let placement = check_placement(ctx, index, key, &mesh, Flavor::Http, &route.spec.target_ref, &route.spec.to);
+        let placement = check_placement(ctx, index, key, mesh, Flavor::Http, &route.spec.target_ref, &route.spec.to);
         let from = Referrer {
             group: labels::GROUP,
             kind: "MeshHTTPRoute",
             namespace: &key.namespace,
-            mesh: &mesh,
+            mesh,
             http: true,
         };
         let mut problems = Vec::new();
@@ -253,12 +252,12 @@ pub(crate) fn translate(
     }
     for (key, route) in &ctx.snapshot.mesh_tcp_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
-        let placement = check_placement(ctx, index, key, &mesh, Flavor::Tcp, &route.spec.target_ref, &route.spec.to);
+        let placement = check_placement(ctx, index, key, mesh, Flavor::Tcp, &route.spec.target_ref, &route.spec.to);
         let from = Referrer {
             group: labels::GROUP,
             kind: "MeshTCPRoute",
             namespace: &key.namespace,
-            mesh: &mesh,
+            mesh,
             http: false,
         };
         let problems = route

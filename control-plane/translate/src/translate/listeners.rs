@@ -392,8 +392,8 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
             if i == j || out_of_play(&listeners[i]) || out_of_play(&listeners[j]) {
                 continue;
             }
-            if let Some(reason) = conflict_between(&listeners[i], &listeners[j]) {
-                if found[i].is_none() {
+            if let Some(reason) = conflict_between(&listeners[i], &listeners[j])
+                && found[i].is_none() {
                     found[i] = Some((
                         reason,
                         format!(
@@ -402,7 +402,6 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
                         ),
                     ));
                 }
-            }
         }
     }
     for (l, f) in listeners.iter_mut().zip(found) {

@@ -80,7 +80,7 @@ impl<'a> Referrer<'a> {
             group: GROUP,
             kind: route.kind.kind(),
             namespace: &route.key.namespace,
-            mesh: &route.mesh,
+            mesh: route.mesh,
             http: route.kind.is_http(),
         }
     }
@@ -164,8 +164,8 @@ fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str)
             message: format!("port {port} of Service {namespace}/{} is {p}, and Weft forwards only TCP", b.name),
         });
     }
-    if from.http {
-        if let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap)) {
+    if from.http
+        && let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap)) {
             return Err(Problem {
                 reason: reasons::UNSUPPORTED_PROTOCOL,
                 message: format!(
@@ -174,6 +174,5 @@ fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str)
                 ),
             });
         }
-    }
     Ok(())
 }

@@ -20,11 +20,30 @@ pub(crate) struct FilterView {
     pub type_: &'static str,
     pub request_header_modifier: Option<HeaderModifier>,
     pub response_header_modifier: Option<HeaderModifier>,
-    pub request_redirect: Option<(Option<String>, Option<String>, Option<PathModifier>, Option<i32>, Option<i64>)>,
+    pub request_redirect: Option<RedirectView>,
     pub url_rewrite: Option<UrlRewrite>,
-    pub request_mirror: Option<(BackendRefView, Option<i32>, Option<(i32, Option<i32>)>)>,
+    pub request_mirror: Option<MirrorView>,
     pub cors: Option<Cors>,
     pub extension_ref: Option<String>,
+}
+
+/// A RequestRedirect filter of any generated type.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RedirectView {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub port: Option<i32>,
+    pub status_code: Option<i64>,
+}
+
+/// A RequestMirror filter of any generated type.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MirrorView {
+    pub backend: BackendRefView,
+    pub percent: Option<i32>,
+    /// Numerator and denominator.
+    pub fraction: Option<(i32, Option<i32>)>,
 }
 
 /// The serde name of a generated enum value (`URLRewrite`, `http`, `GET`).
@@ -84,25 +103,21 @@ macro_rules! http_filter_view {
                 .response_header_modifier
                 .as_ref()
                 .map(|m| $crate::translate::routes::filters::header_modifier!(m)),
-            request_redirect: f.request_redirect.as_ref().map(|r| {
-                (
-                    r.scheme.as_ref().map(|s| $crate::translate::routes::filters::enum_str(s).to_string()),
-                    r.hostname.clone(),
-                    r.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
-                    r.port,
-                    r.status_code,
-                )
+            request_redirect: f.request_redirect.as_ref().map(|r| $crate::translate::routes::filters::RedirectView {
+                scheme: r.scheme.as_ref().map(|s| $crate::translate::routes::filters::enum_str(s).to_string()),
+                hostname: r.hostname.clone(),
+                path: r.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
+                port: r.port,
+                status_code: r.status_code,
             }),
             url_rewrite: f.url_rewrite.as_ref().map(|u| weft_k8s_api::crds::UrlRewrite {
                 hostname: u.hostname.clone(),
                 path: u.path.as_ref().map(|p| $crate::translate::routes::filters::path_modifier!(p)),
             }),
-            request_mirror: f.request_mirror.as_ref().map(|m| {
-                (
-                    $crate::translate::routes::backends::backend_view!(&m.backend_ref),
-                    m.percent,
-                    m.fraction.as_ref().map(|fr| (fr.numerator, fr.denominator)),
-                )
+            request_mirror: f.request_mirror.as_ref().map(|m| $crate::translate::routes::filters::MirrorView {
+                backend: $crate::translate::routes::backends::backend_view!(&m.backend_ref),
+                percent: m.percent,
+                fraction: m.fraction.as_ref().map(|fr| (fr.numerator, fr.denominator)),
             }),
             cors: f.cors.as_ref().map(|c| weft_k8s_api::crds::Cors {
                 allow_origins: c.allow_origins.clone().unwrap_or_default(),
@@ -132,12 +147,10 @@ macro_rules! grpc_filter_view {
                 .response_header_modifier
                 .as_ref()
                 .map(|m| $crate::translate::routes::filters::header_modifier!(m)),
-            request_mirror: f.request_mirror.as_ref().map(|m| {
-                (
-                    $crate::translate::routes::backends::backend_view!(&m.backend_ref),
-                    m.percent,
-                    m.fraction.as_ref().map(|fr| (fr.numerator, fr.denominator)),
-                )
+            request_mirror: f.request_mirror.as_ref().map(|m| $crate::translate::routes::filters::MirrorView {
+                backend: $crate::translate::routes::backends::backend_view!(&m.backend_ref),
+                percent: m.percent,
+                fraction: m.fraction.as_ref().map(|fr| (fr.numerator, fr.denominator)),
             }),
             extension_ref: f.extension_ref.as_ref().map(|e| format!("{}/{} {}", e.group, e.kind, e.name)),
             ..Default::default()
@@ -180,7 +193,7 @@ pub(crate) fn convert(
                 Some(f.response_header_modifier.take().ok_or_else(|| missing("responseHeaderModifier"))?);
         }
         "RequestRedirect" => {
-            let (scheme, hostname, path, port, status) =
+            let RedirectView { scheme, hostname, path, port, status_code: status } =
                 f.request_redirect.take().ok_or_else(|| missing("requestRedirect"))?;
             let status_code = status.unwrap_or(302) as i32;
             if ![301, 302, 303, 307, 308].contains(&status_code) {
@@ -199,7 +212,7 @@ pub(crate) fn convert(
             out.url_rewrite = Some(rewrite);
         }
         "RequestMirror" => {
-            let (backend, percent, fraction) = f.request_mirror.take().ok_or_else(|| missing("requestMirror"))?;
+            let MirrorView { backend, percent, fraction } = f.request_mirror.take().ok_or_else(|| missing("requestMirror"))?;
             let resolved = backends::resolve(ctx, route, backend);
             if let Some(p) = &resolved.problem {
                 problems.push(p.clone());

@@ -69,7 +69,7 @@ fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         Some(method) => {
             let service = method.service.as_deref().filter(|s| !s.is_empty());
             let name = method.method.as_deref().filter(|s| !s.is_empty());
-            let regex = method.r#type.as_ref().map(enum_str).as_deref() == Some("RegularExpression");
+            let regex = method.r#type.as_ref().map(enum_str) == Some("RegularExpression");
             match (regex, service, name) {
                 (_, None, None) => {
                     return Err(Drop("a gRPC method match needs a service or a method".into()));
@@ -94,7 +94,7 @@ fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if headers.iter().any(|x| x.name.eq_ignore_ascii_case(&h.name)) {
             continue;
         }
-        let type_ = string_match_type(h.r#type.as_ref().map(enum_str).as_deref());
+        let type_ = string_match_type(h.r#type.as_ref().map(enum_str));
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("header {}", h.name), &h.value)?;
         }

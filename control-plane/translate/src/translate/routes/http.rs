@@ -96,7 +96,7 @@ fn convert_rule(
 fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
     let path = match &m.path {
         Some(p) => {
-            let type_ = match p.r#type.as_ref().map(enum_str).as_deref() {
+            let type_ = match p.r#type.as_ref().map(enum_str) {
                 Some("Exact") => PathMatchType::Exact,
                 Some("RegularExpression") => PathMatchType::RegularExpression,
                 _ => PathMatchType::PathPrefix,
@@ -117,7 +117,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if headers.iter().any(|x| x.name.eq_ignore_ascii_case(&h.name)) {
             continue;
         }
-        let type_ = string_match_type(h.r#type.as_ref().map(enum_str).as_deref());
+        let type_ = string_match_type(h.r#type.as_ref().map(enum_str));
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("header {}", h.name), &h.value)?;
         }
@@ -128,7 +128,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpRouteMatch, Drop> {
         if query_params.iter().any(|x| x.name == q.name) {
             continue;
         }
-        let type_ = string_match_type(q.r#type.as_ref().map(enum_str).as_deref());
+        let type_ = string_match_type(q.r#type.as_ref().map(enum_str));
         if type_ == StringMatchType::RegularExpression {
             check_regex(&format!("query parameter {}", q.name), &q.value)?;
         }

@@ -39,7 +39,7 @@ use super::names;
 use crate::snapshot::ObjectKey;
 use attach::Attachment;
 use backends::{BackendRefView, backend_view};
-use parents::{PreviousParent, RulesSummary};
+use parents::{PreviousParent, RulesSummary, SettledParent};
 use rayon::prelude::*;
 use rules::RulesOutcome;
 
@@ -152,7 +152,7 @@ fn placement(attachment: Attachment) -> Option<(TargetRef, Vec<Destination>)> {
     match attachment {
         Attachment::Gateway { mesh_gateway, listeners, .. } => {
             let to: Vec<Destination> = listeners.into_iter().filter_map(|l| l.destination).collect();
-            (!to.is_empty()).then(|| (TargetRef { kind: TargetKind::MeshGateway, name: Some(mesh_gateway) }, to))
+            (!to.is_empty()).then_some((TargetRef { kind: TargetKind::MeshGateway, name: Some(mesh_gateway) }, to))
         }
         Attachment::Service { target, to, .. } => Some((target, to)),
         _ => None,
@@ -191,7 +191,7 @@ fn origin<'a>(route: &'a RouteView<'a>) -> ObjectRef<'a> {
 /// rules are cloned only when more than one object needs them.
 fn emit<R: Clone, T>(
     route: &RouteView<'_>,
-    parents: Vec<(ParentRefView, Vec<Condition>, Attachment)>,
+    parents: Vec<SettledParent>,
     rules: Vec<R>,
     make: impl Fn(ObjectMeta, TargetRef, Vec<Destination>, Vec<R>) -> T,
     generated: &mut Vec<T>,
@@ -200,11 +200,10 @@ fn emit<R: Clone, T>(
     let conditions = parents
         .into_iter()
         .map(|(parent, conditions, attachment)| {
-            if let Some((target_ref, to)) = placement(attachment) {
-                if !placed.iter().any(|(_, t, d)| *t == target_ref && *d == to) {
+            if let Some((target_ref, to)) = placement(attachment)
+                && !placed.iter().any(|(_, t, d)| *t == target_ref && *d == to) {
                     placed.push((generated_name(route, &parent), target_ref, to));
                 }
-            }
             (parent, conditions)
         })
         .collect();
@@ -348,7 +347,7 @@ fn prepare<'a>(ctx: &Ctx<'a>, index: &GatewayIndex<'_>, route: AnyRoute<'a>) -> 
 }
 
 /// The parallel output phase: generated objects and the typed status.
-fn emit_route(prepared: Prepared<'_>, settled: Vec<(ParentRefView, Vec<Condition>, Attachment)>) -> Emitted {
+fn emit_route(prepared: Prepared<'_>, settled: Vec<SettledParent>) -> Emitted {
     let Prepared { route, view, rules, .. } = prepared;
     let mut http_out = Vec::new();
     let mut tcp_out = Vec::new();
@@ -424,7 +423,7 @@ pub(crate) fn translate<'a>(ctx: &Ctx<'a>, index: &mut GatewayIndex<'_>, out: &m
     let shared: &GatewayIndex<'_> = index;
     let prepared: Vec<Prepared<'_>> = routes.par_iter().map(|r| prepare(ctx, shared, *r)).collect();
 
-    let settled: Vec<(Prepared<'_>, Vec<(ParentRefView, Vec<Condition>, Attachment)>)> = prepared
+    let settled: Vec<(Prepared<'_>, Vec<SettledParent>)> = prepared
         .into_iter()
         .map(|mut p| {
             let previous = match p.route {

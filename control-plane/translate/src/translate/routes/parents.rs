@@ -14,6 +14,9 @@ use super::backends::Problem;
 use super::rules::RulesOutcome;
 use super::{ParentRefView, RouteView};
 
+/// A parent with its conditions and what it attached to.
+pub(crate) type SettledParent = (ParentRefView, Vec<Condition>, Attachment);
+
 /// A parent entry of the route's previous status, for its conditions.
 #[derive(Debug)]
 pub(crate) struct PreviousParent<'a> {
@@ -104,7 +107,7 @@ pub(crate) fn settle(
     previous: &[PreviousParent<'_>],
     summary: &RulesSummary<'_>,
     parents: Vec<(ParentRefView, Attachment)>,
-) -> Vec<(ParentRefView, Vec<Condition>, Attachment)> {
+) -> Vec<SettledParent> {
     let ns = route.key.namespace.as_str();
     parents
         .into_iter()
@@ -149,8 +152,8 @@ pub(crate) fn settle(
             if !summary.dropped.is_empty() && !summary.all_dropped {
                 c.set(types::PARTIALLY_INVALID, true, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
             }
-            if accepted {
-                if let Attachment::Gateway { listeners, .. } = &attachment {
+            if accepted
+                && let Attachment::Gateway { listeners, .. } = &attachment {
                     for l in listeners {
                         let (owner, key, i) = &l.id;
                         if let Some(model) = index.listeners_mut(owner, key).and_then(|ls| ls.get_mut(*i)) {
@@ -163,7 +166,6 @@ pub(crate) fn settle(
                         }
                     }
                 }
-            }
             let attachment = if accepted { attachment } else { Attachment::Rejected(reasons::INVALID, String::new()) };
             (parent, c.build(), attachment)
         })

@@ -121,11 +121,10 @@ pub(crate) fn timeouts(
     }
     let request = request.map(|v| duration("timeouts.request", v)).transpose()?;
     let backend = backend_request.map(|v| duration("timeouts.backendRequest", v)).transpose()?;
-    if let (Some((r, _)), Some((b, _))) = (&request, &backend) {
-        if !r.is_zero() && !b.is_zero() && b.as_nanos() > r.as_nanos() {
+    if let (Some((r, _)), Some((b, _))) = (&request, &backend)
+        && !r.is_zero() && !b.is_zero() && b.as_nanos() > r.as_nanos() {
             return Err(Drop("timeouts.backendRequest must not be longer than timeouts.request".into()));
         }
-    }
     Ok(Some(HttpRouteTimeouts { request: request.map(|(_, s)| s), backend_request: backend.map(|(_, s)| s) }))
 }
 
@@ -161,7 +160,7 @@ pub(crate) fn retry(
 pub(crate) fn check_regex(field: &str, re: &str) -> Result<(), Drop> {
     regex::Regex::new(re).map(|_| ()).map_err(|e| {
         let text = e.to_string();
-        let detail = text.lines().map(str::trim).filter(|l| l.starts_with("error:")).last().unwrap_or("invalid syntax");
+        let detail = text.lines().map(str::trim).rfind(|l| l.starts_with("error:")).unwrap_or("invalid syntax");
         let detail = detail.trim_start_matches("error:").trim();
         Drop(format!("{field} {re:?} is not a valid regular expression: {detail}"))
     })
