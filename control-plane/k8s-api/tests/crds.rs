@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use serde_json::Value;
 use weft_k8s_api::crds;
 
-fn crds_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds")
+/// Where generated CRDs live: the repository's `crds/` and the Helm
+/// chart's copy (Helm installs `crds/` of a chart before its templates).
+fn crds_dirs() -> [PathBuf; 2] {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    [root.join("crds"), root.join("charts/weft/crds")]
 }
 
 fn render(crd: &impl serde::Serialize) -> String {
@@ -20,9 +23,15 @@ fn render(crd: &impl serde::Serialize) -> String {
 }
 
 #[test]
-fn crds_directory_is_up_to_date() {
+fn crds_directories_are_up_to_date() {
+    for dir in crds_dirs() {
+        check_dir(&dir);
+    }
+}
+
+fn check_dir(dir: &std::path::Path) {
     let bless = std::env::var_os("WEFT_BLESS").is_some();
-    let dir = crds_dir();
+    let dir = dir.to_path_buf();
     let mut expected_files = Vec::new();
     let mut stale = Vec::new();
     for crd in crds::all() {
@@ -54,7 +63,8 @@ fn crds_directory_is_up_to_date() {
     }
     assert!(
         stale.is_empty() && extra.is_empty(),
-        "crds/ is stale (changed: {stale:?}, not generated: {extra:?}); run `WEFT_BLESS=1 cargo test --workspace --test crds`"
+        "{} is stale (changed: {stale:?}, not generated: {extra:?}); run `WEFT_BLESS=1 cargo test --workspace --test crds`",
+        dir.display()
     );
 }
 

@@ -111,7 +111,7 @@ pub(crate) fn is_headless(svc: &Service) -> bool {
 }
 
 /// How a Service port's traffic can be handled, from `appProtocol` or the
-/// port name (Weft's documented rule, see docs/protocols.md).
+/// port name (Weft's documented rule, see docs/translation.md, "Service ports").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PortProtocol {
     /// HTTP/1.1, h2c, gRPC or WebSocket: routed by HTTP rules.
