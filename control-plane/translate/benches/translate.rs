@@ -24,7 +24,11 @@ fn keep_freed_pages() {
     // mi_option_set only stores the value.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // SAFETY: reads a global option.
-    assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, -1, "mimalloc option numbering changed");
+    assert_eq!(
+        unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+        -1,
+        "mimalloc option numbering changed"
+    );
 }
 
 /// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (the sys crate

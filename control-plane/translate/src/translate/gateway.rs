@@ -234,28 +234,27 @@ fn build_gateway<'a>(ctx: &Ctx<'a>, key: &ObjectKey, gw: &'a Gateway, class: &Cl
         }
     }
     if rejected.is_none()
-        && let Some(p) = gw.spec.infrastructure.as_ref().and_then(|i| i.parameters_ref.as_ref()) {
-            // A Gateway may pick other deployment settings, but whether it
-            // serves every mesh stays the GatewayClass owner's decision.
-            match resolve_config(ctx, &p.group, &p.kind, &p.name, None) {
-                Ok(c) if c.cross_mesh != config.cross_mesh => {
-                    rejected = Some((
-                        reasons::INVALID_PARAMETERS,
-                        format!(
-                            "infrastructure.parametersRef: MeshGatewayConfig {:?} sets crossMesh {}, but only the GatewayClass's config decides crossMesh",
-                            p.name, c.cross_mesh
-                        ),
-                    ))
-                }
-                Ok(c) => {
-                    config.deployment = c.deployment;
-                    config.tags.extend(c.tags);
-                }
-                Err(msg) => {
-                    rejected = Some((reasons::INVALID_PARAMETERS, format!("infrastructure.parametersRef: {msg}")))
-                }
+        && let Some(p) = gw.spec.infrastructure.as_ref().and_then(|i| i.parameters_ref.as_ref())
+    {
+        // A Gateway may pick other deployment settings, but whether it
+        // serves every mesh stays the GatewayClass owner's decision.
+        match resolve_config(ctx, &p.group, &p.kind, &p.name, None) {
+            Ok(c) if c.cross_mesh != config.cross_mesh => {
+                rejected = Some((
+                    reasons::INVALID_PARAMETERS,
+                    format!(
+                        "infrastructure.parametersRef: MeshGatewayConfig {:?} sets crossMesh {}, but only the GatewayClass's config decides crossMesh",
+                        p.name, c.cross_mesh
+                    ),
+                ))
             }
+            Ok(c) => {
+                config.deployment = c.deployment;
+                config.tags.extend(c.tags);
+            }
+            Err(msg) => rejected = Some((reasons::INVALID_PARAMETERS, format!("infrastructure.parametersRef: {msg}"))),
         }
+    }
     if rejected.is_none() && !ctx.mesh_exists(mesh) {
         rejected = Some((
             reasons::INVALID,

@@ -147,9 +147,10 @@ fn check_placement(
                     ));
                 }
                 if let Some(p) = d.port
-                    && !service_ports(svc).iter().any(|sp| sp.port == p) {
-                        return Err((reasons::NO_MATCHING_PARENT, format!("Service {ns}/{} has no port {p}", d.name)));
-                    }
+                    && !service_ports(svc).iter().any(|sp| sp.port == p)
+                {
+                    return Err((reasons::NO_MATCHING_PARENT, format!("Service {ns}/{} has no port {p}", d.name)));
+                }
             }
             Ok(())
         }
@@ -215,13 +216,8 @@ pub(crate) fn translate(
     for (key, route) in &ctx.snapshot.mesh_http_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
         let placement = check_placement(ctx, index, key, mesh, Flavor::Http, &route.spec.target_ref, &route.spec.to);
-        let from = Referrer {
-            group: labels::GROUP,
-            kind: "MeshHTTPRoute",
-            namespace: &key.namespace,
-            mesh,
-            http: true,
-        };
+        let from =
+            Referrer { group: labels::GROUP, kind: "MeshHTTPRoute", namespace: &key.namespace, mesh, http: true };
         let mut problems = Vec::new();
         let mut invalid = None;
         for rule in &route.spec.rules {
@@ -253,13 +249,8 @@ pub(crate) fn translate(
     for (key, route) in &ctx.snapshot.mesh_tcp_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
         let placement = check_placement(ctx, index, key, mesh, Flavor::Tcp, &route.spec.target_ref, &route.spec.to);
-        let from = Referrer {
-            group: labels::GROUP,
-            kind: "MeshTCPRoute",
-            namespace: &key.namespace,
-            mesh,
-            http: false,
-        };
+        let from =
+            Referrer { group: labels::GROUP, kind: "MeshTCPRoute", namespace: &key.namespace, mesh, http: false };
         let problems = route
             .spec
             .rules

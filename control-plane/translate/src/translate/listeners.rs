@@ -393,15 +393,16 @@ pub(crate) fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
                 continue;
             }
             if let Some(reason) = conflict_between(&listeners[i], &listeners[j])
-                && found[i].is_none() {
-                    found[i] = Some((
-                        reason,
-                        format!(
-                            "listener {:?} cannot be told apart from listener {:?} on port {}",
-                            listeners[i].name, listeners[j].name, listeners[i].port
-                        ),
-                    ));
-                }
+                && found[i].is_none()
+            {
+                found[i] = Some((
+                    reason,
+                    format!(
+                        "listener {:?} cannot be told apart from listener {:?} on port {}",
+                        listeners[i].name, listeners[j].name, listeners[i].port
+                    ),
+                ));
+            }
         }
     }
     for (l, f) in listeners.iter_mut().zip(found) {

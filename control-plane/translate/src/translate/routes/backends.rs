@@ -165,14 +165,15 @@ fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str)
         });
     }
     if from.http
-        && let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap)) {
-            return Err(Problem {
-                reason: reasons::UNSUPPORTED_PROTOCOL,
-                message: format!(
-                    "port {port} of Service {namespace}/{} has appProtocol {ap:?}, which Weft cannot send HTTP to",
-                    b.name
-                ),
-            });
-        }
+        && let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_http_app_protocol(ap))
+    {
+        return Err(Problem {
+            reason: reasons::UNSUPPORTED_PROTOCOL,
+            message: format!(
+                "port {port} of Service {namespace}/{} has appProtocol {ap:?}, which Weft cannot send HTTP to",
+                b.name
+            ),
+        });
+    }
     Ok(())
 }

@@ -212,7 +212,8 @@ pub(crate) fn convert(
             out.url_rewrite = Some(rewrite);
         }
         "RequestMirror" => {
-            let MirrorView { backend, percent, fraction } = f.request_mirror.take().ok_or_else(|| missing("requestMirror"))?;
+            let MirrorView { backend, percent, fraction } =
+                f.request_mirror.take().ok_or_else(|| missing("requestMirror"))?;
             let resolved = backends::resolve(ctx, route, backend);
             if let Some(p) = &resolved.problem {
                 problems.push(p.clone());

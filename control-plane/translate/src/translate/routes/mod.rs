@@ -201,9 +201,10 @@ fn emit<R: Clone, T>(
         .into_iter()
         .map(|(parent, conditions, attachment)| {
             if let Some((target_ref, to)) = placement(attachment)
-                && !placed.iter().any(|(_, t, d)| *t == target_ref && *d == to) {
-                    placed.push((generated_name(route, &parent), target_ref, to));
-                }
+                && !placed.iter().any(|(_, t, d)| *t == target_ref && *d == to)
+            {
+                placed.push((generated_name(route, &parent), target_ref, to));
+            }
             (parent, conditions)
         })
         .collect();

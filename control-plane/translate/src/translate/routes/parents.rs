@@ -152,20 +152,19 @@ pub(crate) fn settle(
             if !summary.dropped.is_empty() && !summary.all_dropped {
                 c.set(types::PARTIALLY_INVALID, true, reasons::UNSUPPORTED_VALUE, summary.dropped_message.clone());
             }
-            if accepted
-                && let Attachment::Gateway { listeners, .. } = &attachment {
-                    for l in listeners {
-                        let (owner, key, i) = &l.id;
-                        if let Some(model) = index.listeners_mut(owner, key).and_then(|ls| ls.get_mut(*i)) {
-                            model.attached.insert((route.kind, route.key.clone()));
-                            match route.kind {
-                                RouteKind::Http => model.http_claims.push((route.key.clone(), l.hostnames.clone())),
-                                RouteKind::Grpc => model.grpc_claims.push((route.key.clone(), l.hostnames.clone())),
-                                RouteKind::Tls | RouteKind::Tcp => {}
-                            }
+            if accepted && let Attachment::Gateway { listeners, .. } = &attachment {
+                for l in listeners {
+                    let (owner, key, i) = &l.id;
+                    if let Some(model) = index.listeners_mut(owner, key).and_then(|ls| ls.get_mut(*i)) {
+                        model.attached.insert((route.kind, route.key.clone()));
+                        match route.kind {
+                            RouteKind::Http => model.http_claims.push((route.key.clone(), l.hostnames.clone())),
+                            RouteKind::Grpc => model.grpc_claims.push((route.key.clone(), l.hostnames.clone())),
+                            RouteKind::Tls | RouteKind::Tcp => {}
                         }
                     }
                 }
+            }
             let attachment = if accepted { attachment } else { Attachment::Rejected(reasons::INVALID, String::new()) };
             (parent, c.build(), attachment)
         })

@@ -122,9 +122,12 @@ pub(crate) fn timeouts(
     let request = request.map(|v| duration("timeouts.request", v)).transpose()?;
     let backend = backend_request.map(|v| duration("timeouts.backendRequest", v)).transpose()?;
     if let (Some((r, _)), Some((b, _))) = (&request, &backend)
-        && !r.is_zero() && !b.is_zero() && b.as_nanos() > r.as_nanos() {
-            return Err(Drop("timeouts.backendRequest must not be longer than timeouts.request".into()));
-        }
+        && !r.is_zero()
+        && !b.is_zero()
+        && b.as_nanos() > r.as_nanos()
+    {
+        return Err(Drop("timeouts.backendRequest must not be longer than timeouts.request".into()));
+    }
     Ok(Some(HttpRouteTimeouts { request: request.map(|(_, s)| s), backend_request: backend.map(|(_, s)| s) }))
 }
 
