@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod ports;
 pub mod render;
 pub mod snapshot;
 pub mod translate;

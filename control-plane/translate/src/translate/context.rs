@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use weft_k8s_api::gateway::ReferenceGrant;
-use weft_k8s_api::k8s_openapi::api::core::v1::{Service, ServicePort};
+use weft_k8s_api::k8s_openapi::api::core::v1::Service;
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use weft_k8s_api::labels;
 
@@ -100,56 +100,7 @@ fn mesh_in(meta: &ObjectMeta) -> Option<&str> {
     from(&meta.annotations).or_else(|| from(&meta.labels))
 }
 
-/// The ports of a Service.
-pub(crate) fn service_ports(svc: &Service) -> &[ServicePort] {
-    svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or(&[])
-}
-
-/// True for a headless Service (`clusterIP: None`).
-pub(crate) fn is_headless(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
-}
-
-/// How a Service port's traffic can be handled, from `appProtocol` or the
-/// port name (Weft's documented rule, see docs/translation.md, "Service ports").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PortProtocol {
-    /// HTTP/1.1, h2c, gRPC or WebSocket: routed by HTTP rules.
-    Http,
-    /// Declared as something else: forwarded as opaque TCP.
-    Opaque,
-    /// Nothing declared: the sidecar detects HTTP, and forwards anything else
-    /// as TCP.
-    Detect,
-}
-
-/// The protocol class of a port. `appProtocol` wins; without it, an
-/// Istio-style name prefix (`http`, `http-web`, `grpc`, `tcp-db`...) decides.
-pub(crate) fn port_protocol(port: &ServicePort) -> PortProtocol {
-    if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
-        return PortProtocol::Opaque;
-    }
-    if let Some(ap) = port.app_protocol.as_deref() {
-        return if is_http_app_protocol(ap) { PortProtocol::Http } else { PortProtocol::Opaque };
-    }
-    let name = port.name.as_deref().unwrap_or("").to_ascii_lowercase();
-    let prefix = name.split(['-', '_']).next().unwrap_or("");
-    match prefix {
-        "http" | "http2" | "h2c" | "grpc" | "grpc-web" | "ws" => PortProtocol::Http,
-        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "postgres" | "postgresql" | "kafka" | "amqp" => {
-            PortProtocol::Opaque
-        }
-        _ => PortProtocol::Detect,
-    }
-}
-
-/// appProtocol values that carry HTTP the sidecar can route.
-pub(crate) fn is_http_app_protocol(ap: &str) -> bool {
-    matches!(
-        ap.to_ascii_lowercase().as_str(),
-        "http" | "http2" | "h2c" | "grpc" | "grpc-web" | "ws" | "kubernetes.io/h2c" | "kubernetes.io/ws"
-    )
-}
+pub(crate) use crate::ports::{PortProtocol, is_headless, is_http_app_protocol, port_protocol, service_ports};
 
 /// Ordering key of an object for Gateway API tie-breaking: oldest first,
 /// then `namespace/name`.

@@ -1,0 +1,36 @@
+//! Weft's control-plane ↔ proxy contract, generated from
+//! `proto/weft/config/v1/config.proto` at build time.
+
+#![allow(missing_debug_implementations)]
+
+/// Version 1 of the configuration API.
+pub mod config {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    tonic::include_proto!("weft.config.v1");
+}
+
+pub use config::*;
+
+/// The encoded `FileDescriptorSet` of the contract, for rendering messages
+/// as proto3 JSON.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/weft_descriptor.bin"));
+
+/// Resource name of the proxy's mesh settings.
+pub const MESH_RESOURCE: &str = "mesh";
+/// Resource name of the proxy's own ports.
+pub const INBOUND_RESOURCE: &str = "inbound";
+
+/// Resource name of a Service: `svc/<namespace>/<name>`.
+pub fn service_resource(namespace: &str, name: &str) -> String {
+    format!("svc/{namespace}/{name}")
+}
+
+/// Resource name of a Service's endpoints: `ep/<namespace>/<name>`.
+pub fn endpoints_resource(namespace: &str, name: &str) -> String {
+    format!("ep/{namespace}/{name}")
+}
+
+/// Resource name of a gateway's listeners: `gw/<meshgateway>`.
+pub fn gateway_resource(mesh_gateway: &str) -> String {
+    format!("gw/{mesh_gateway}")
+}

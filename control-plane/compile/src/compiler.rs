@@ -1,0 +1,516 @@
+//! The incremental compiler: remembers the inputs of the last compilation
+//! and, on each update, recomputes only the resources whose inputs changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use weft_api as api;
+use weft_k8s_api::crds::{MeshGatewaySpec, MeshSpec, MtlsMode, TargetKind};
+use weft_k8s_api::k8s_openapi::api::core::v1::Service;
+use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_k8s_api::labels;
+use weft_translate::ports::service_ports;
+use weft_translate::{ObjectKey, Output, Snapshot};
+
+use crate::endpoints::{self, SERVICE_NAME_LABEL};
+use crate::routes::source;
+use crate::services::{self, RouteBody, RouteRecord};
+use crate::version::versioned;
+use crate::{SharedResource, Workloads, default_trust_domain, gateways, vips};
+
+/// The variants of one Service's resource.
+#[derive(Clone, Debug)]
+pub struct ServiceVariants {
+    /// Mesh of the Service: only its proxies receive it.
+    pub mesh: String,
+    /// What clients get when their namespace has no consumer route for it.
+    pub producer: SharedResource,
+    /// What clients in each namespace with consumer routes get.
+    pub consumers: BTreeMap<String, SharedResource>,
+}
+
+impl ServiceVariants {
+    /// The variant for a client in `namespace`.
+    pub fn for_namespace(&self, namespace: &str) -> &SharedResource {
+        self.consumers.get(namespace).unwrap_or(&self.producer)
+    }
+}
+
+/// Everything compiled: shared by all proxies, read by the distributor.
+#[derive(Clone, Debug, Default)]
+pub struct Compiled {
+    /// `mesh` resource of each mesh.
+    pub meshes: BTreeMap<String, SharedResource>,
+    /// `svc/...` resources.
+    pub services: BTreeMap<ObjectKey, ServiceVariants>,
+    /// `ep/...` resources, by Service.
+    pub endpoints: BTreeMap<ObjectKey, SharedResource>,
+    /// `gw/...` resources, by MeshGateway name, with the gateway's mesh.
+    pub gateways: BTreeMap<String, (String, SharedResource)>,
+    /// `inbound` resource of each connected proxy.
+    pub inbound: BTreeMap<String, SharedResource>,
+    /// Mesh of each connected proxy.
+    pub proxy_mesh: BTreeMap<String, String>,
+    /// MeshGateway served by each connected gateway proxy.
+    pub proxy_gateway: BTreeMap<String, String>,
+}
+
+/// A resource that changed in an update, as proxies see it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// The `mesh` resource of this mesh.
+    Mesh(String),
+    /// The `inbound` resource of this proxy.
+    Inbound(String),
+    /// A `svc/`, `ep/` or `gw/` resource, by name.
+    Shared(String),
+}
+
+/// Identifies a route resource among both kinds.
+type RouteId = (bool, ObjectKey);
+
+/// Compiles incrementally; see the crate docs.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    compiled: Compiled,
+    services: BTreeMap<ObjectKey, Service>,
+    routes: BTreeMap<RouteId, RouteRecord>,
+    gateways: BTreeMap<String, MeshGatewaySpec>,
+    meshes: BTreeMap<String, MeshSpec>,
+    namespace_meshes: BTreeMap<String, String>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    workloads: Workloads,
+    vips: BTreeMap<ObjectKey, Ipv4Addr>,
+    initialized: bool,
+}
+
+fn mesh_annotation(meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+    fn get(m: &Option<BTreeMap<String, String>>) -> Option<&str> {
+        m.as_ref().and_then(|m| m.get(labels::MESH)).map(String::as_str).filter(|v| !v.is_empty())
+    }
+    get(&meta.annotations).or_else(|| get(&meta.labels))
+}
+
+/// Route records of the generated routes and the accepted hand-written ones.
+fn route_records(snapshot: &Snapshot, output: &Output) -> BTreeMap<RouteId, RouteRecord> {
+    let mut out = BTreeMap::new();
+    let key_of = |meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        ObjectKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    };
+    let accepted = |conditions: Option<&weft_k8s_api::crds::MeshRouteStatus>| {
+        conditions.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True"))
+    };
+    for r in &output.mesh_http_routes {
+        let key = key_of(&r.metadata);
+        let (src, rank) = source("MeshHTTPRoute", &key, &r.metadata);
+        let rec = RouteRecord {
+            source: src,
+            rank,
+            target: r.spec.target_ref.clone(),
+            to: r.spec.to.clone(),
+            body: RouteBody::Http(r.spec.rules.clone()),
+        };
+        out.insert((true, key), rec);
+    }
+    for (key, r) in &snapshot.mesh_http_routes {
+        if accepted(output.status.mesh_http_routes.get(key)) {
+            let (src, rank) = source("MeshHTTPRoute", key, &r.metadata);
+            let rec = RouteRecord {
+                source: src,
+                rank,
+                target: r.spec.target_ref.clone(),
+                to: r.spec.to.clone(),
+                body: RouteBody::Http(r.spec.rules.clone()),
+            };
+            out.insert((true, key.clone()), rec);
+        }
+    }
+    for r in &output.mesh_tcp_routes {
+        let key = key_of(&r.metadata);
+        let (src, rank) = source("MeshTCPRoute", &key, &r.metadata);
+        let rec = RouteRecord {
+            source: src,
+            rank,
+            target: r.spec.target_ref.clone(),
+            to: r.spec.to.clone(),
+            body: RouteBody::Tcp(r.spec.rules.clone()),
+        };
+        out.insert((false, key), rec);
+    }
+    for (key, r) in &snapshot.mesh_tcp_routes {
+        if accepted(output.status.mesh_tcp_routes.get(key)) {
+            let (src, rank) = source("MeshTCPRoute", key, &r.metadata);
+            let rec = RouteRecord {
+                source: src,
+                rank,
+                target: r.spec.target_ref.clone(),
+                to: r.spec.to.clone(),
+                body: RouteBody::Tcp(r.spec.rules.clone()),
+            };
+            out.insert((false, key.clone()), rec);
+        }
+    }
+    out
+}
+
+/// Keys whose value differs between two maps (added, removed or changed).
+fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
+    let mut out: Vec<K> = new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+    out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    out
+}
+
+impl Compiler {
+    /// What was compiled last.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The mesh of a namespace (its annotation or label, else `default`).
+    fn namespace_mesh(&self, namespace: &str) -> String {
+        self.namespace_meshes.get(namespace).cloned().unwrap_or_else(|| labels::DEFAULT_MESH.to_string())
+    }
+
+    fn service_mesh(&self, key: &ObjectKey, svc: &Service) -> String {
+        mesh_annotation(&svc.metadata).map(str::to_string).unwrap_or_else(|| self.namespace_mesh(&key.namespace))
+    }
+
+    /// The mesh of a workload: as it announced, else its namespace's.
+    pub fn workload_mesh(&self, w: &weft_api::Workload) -> String {
+        if w.mesh.is_empty() { self.namespace_mesh(&w.namespace) } else { w.mesh.clone() }
+    }
+
+    fn trust_domain(&self, mesh: &str) -> String {
+        self.meshes.get(mesh).and_then(|m| m.mtls.trust_domain.clone()).unwrap_or_else(|| default_trust_domain(mesh))
+    }
+
+    /// Recompiles what changed since the last call and returns the changed
+    /// resources (sorted, without duplicates).
+    pub fn update(&mut self, snapshot: &Snapshot, output: &Output, workloads: &Workloads) -> Vec<Change> {
+        let mut changes: BTreeSet<Change> = BTreeSet::new();
+
+        // Namespace meshes and Mesh objects: rare, and they touch everything.
+        let namespace_meshes: BTreeMap<String, String> = snapshot
+            .namespaces
+            .iter()
+            .filter_map(|(n, ns)| Some((n.clone(), mesh_annotation(&ns.metadata)?.to_string())))
+            .collect();
+        let meshes: BTreeMap<String, MeshSpec> =
+            snapshot.meshes.iter().map(|(n, m)| (n.clone(), m.spec.clone())).collect();
+        let everything = !self.initialized || namespace_meshes != self.namespace_meshes || meshes != self.meshes;
+        self.namespace_meshes = namespace_meshes;
+        self.meshes = meshes;
+
+        // Inputs of this round.
+        let services: BTreeMap<ObjectKey, Service> = snapshot.services.clone();
+        let routes = route_records(snapshot, output);
+        let gateway_specs: BTreeMap<String, MeshGatewaySpec> = output
+            .mesh_gateways
+            .iter()
+            .map(|g| (g.metadata.name.clone().unwrap_or_default(), g.spec.clone()))
+            .collect();
+        let slices = snapshot.endpoint_slices.clone();
+
+        // What changed.
+        let mut dirty_services: BTreeSet<ObjectKey> = changed_keys(&self.services, &services).into_iter().collect();
+        let mut dirty_endpoints: BTreeSet<ObjectKey> = dirty_services.clone();
+        let mut dirty_gateways: BTreeSet<String> = changed_keys(&self.gateways, &gateway_specs).into_iter().collect();
+        for id in changed_keys(&self.routes, &routes) {
+            for rec in [self.routes.get(&id), routes.get(&id)].into_iter().flatten() {
+                dirty_services.extend(rec.services(&id.1.namespace));
+                if rec.target.kind == TargetKind::MeshGateway {
+                    dirty_gateways.extend(rec.target.name.clone());
+                }
+            }
+        }
+        for key in changed_keys(&self.slices, &slices) {
+            for s in [self.slices.get(&key), slices.get(&key)].into_iter().flatten() {
+                if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                    dirty_endpoints.insert(ObjectKey::new(key.namespace.clone(), svc.clone()));
+                }
+            }
+        }
+        let changed_workloads = changed_keys(&self.workloads, workloads);
+        for id in &changed_workloads {
+            for w in [self.workloads.get(id), workloads.get(id)].into_iter().flatten() {
+                for (key, svc) in services.range(ObjectKey::new(w.namespace.clone(), "")..) {
+                    if key.namespace != w.namespace {
+                        break;
+                    }
+                    if endpoints::selects(svc, &w.labels) {
+                        dirty_endpoints.insert(key.clone());
+                    }
+                }
+            }
+        }
+
+        // Virtual IPs for Services without a cluster IP.
+        let mut taken = BTreeSet::new();
+        let mut needing = BTreeSet::new();
+        for (key, svc) in &services {
+            match svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) {
+                Some(ip) if ip != "None" && !ip.is_empty() => {
+                    if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+                        taken.insert(ip);
+                    }
+                }
+                _ => {
+                    needing.insert(key.clone());
+                }
+            }
+        }
+        let vips = vips::allocate(&needing, &taken);
+        dirty_services.extend(changed_keys(&self.vips, &vips));
+        self.vips = vips;
+
+        if everything {
+            dirty_services.extend(services.keys().cloned());
+            dirty_services.extend(self.services.keys().cloned());
+            dirty_endpoints.extend(services.keys().cloned());
+            dirty_endpoints.extend(self.services.keys().cloned());
+            dirty_gateways.extend(gateway_specs.keys().cloned());
+        }
+
+        self.services = services;
+        self.routes = routes;
+        self.gateways = gateway_specs;
+        self.slices = slices;
+        self.workloads = workloads.clone();
+
+        // Meshes: a handful, recomputed every time.
+        let mut mesh_names: BTreeSet<String> = self.meshes.keys().cloned().collect();
+        mesh_names.insert(labels::DEFAULT_MESH.to_string());
+        let mut meshes = BTreeMap::new();
+        for name in mesh_names {
+            let spec = self.meshes.get(&name).cloned().unwrap_or_default();
+            let mtls = match spec.mtls.mode {
+                MtlsMode::Strict => api::MtlsMode::Strict,
+                MtlsMode::Permissive => api::MtlsMode::Permissive,
+                MtlsMode::Off => api::MtlsMode::Off,
+            };
+            let res = versioned(
+                api::MESH_RESOURCE.to_string(),
+                api::resource::Kind::Mesh(api::MeshSettings {
+                    name: name.clone(),
+                    mtls: mtls as i32,
+                    trust_domain: self.trust_domain(&name),
+                    roots_pem: Vec::new(),
+                }),
+            );
+            if self.compiled.meshes.get(&name).map(|r| &r.version) != Some(&res.version) {
+                changes.insert(Change::Mesh(name.clone()));
+            }
+            meshes.insert(name, res);
+        }
+        for gone in self.compiled.meshes.keys().filter(|m| !meshes.contains_key(*m)) {
+            changes.insert(Change::Mesh(gone.clone()));
+        }
+        self.compiled.meshes = meshes;
+
+        // Routes by the Services they shape.
+        let mut routes_by_service: BTreeMap<ObjectKey, Vec<(&str, &RouteRecord)>> = BTreeMap::new();
+        for ((_, key), rec) in &self.routes {
+            if rec.target.kind == TargetKind::MeshGateway {
+                continue;
+            }
+            for svc in rec.services(&key.namespace) {
+                if dirty_services.contains(&svc) {
+                    routes_by_service.entry(svc).or_default().push((key.namespace.as_str(), rec));
+                }
+            }
+        }
+        for key in &dirty_services {
+            let name = api::service_resource(&key.namespace, &key.name);
+            match self.services.get(key) {
+                Some(svc) => {
+                    let mesh = self.service_mesh(key, svc);
+                    let vips: Vec<String> = match svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()) {
+                        Some(ip) if ip != "None" && !ip.is_empty() => vec![ip],
+                        _ => self.vips.get(key).map(|ip| vec![ip.to_string()]).unwrap_or_default(),
+                    };
+                    let attached = routes_by_service.get(key).map(Vec::as_slice).unwrap_or(&[]);
+                    let variants = services::compile(key, svc, &mesh, vips, attached);
+                    let same = self.compiled.services.get(key).is_some_and(|old| {
+                        old.mesh == variants.mesh
+                            && old.producer.version == variants.producer.version
+                            && old.consumers.len() == variants.consumers.len()
+                            && old
+                                .consumers
+                                .iter()
+                                .zip(&variants.consumers)
+                                .all(|((a, x), (b, y))| a == b && x.version == y.version)
+                    });
+                    if !same {
+                        changes.insert(Change::Shared(name));
+                    }
+                    self.compiled.services.insert(key.clone(), variants);
+                }
+                None => {
+                    if self.compiled.services.remove(key).is_some() {
+                        changes.insert(Change::Shared(name));
+                    }
+                }
+            }
+        }
+
+        // Endpoints.
+        for key in &dirty_endpoints {
+            let name = api::endpoints_resource(&key.namespace, &key.name);
+            match self.services.get(key) {
+                Some(svc) => {
+                    let mesh = self.service_mesh(key, svc);
+                    let trust_domain = self.trust_domain(&mesh);
+                    let slices: Vec<&EndpointSlice> = self
+                        .slices
+                        .iter()
+                        .filter(|(k, s)| {
+                            k.namespace == key.namespace
+                                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&key.name)
+                        })
+                        .map(|(_, s)| s)
+                        .collect();
+                    let mesh_of = |w: &weft_api::Workload| self.workload_mesh(w);
+                    let res = endpoints::compile(key, svc, &mesh, &trust_domain, &self.workloads, &mesh_of, &slices);
+                    if self.compiled.endpoints.get(key).map(|r| &r.version) != Some(&res.version) {
+                        changes.insert(Change::Shared(name));
+                    }
+                    self.compiled.endpoints.insert(key.clone(), res);
+                }
+                None => {
+                    if self.compiled.endpoints.remove(key).is_some() {
+                        changes.insert(Change::Shared(name));
+                    }
+                }
+            }
+        }
+
+        // Gateways.
+        for name in &dirty_gateways {
+            let resource_name = api::gateway_resource(name);
+            match self.gateways.get(name) {
+                Some(spec) => {
+                    let mut targeting: Vec<&RouteRecord> = self
+                        .routes
+                        .values()
+                        .filter(|r| r.target.kind == TargetKind::MeshGateway && r.target.name.as_deref() == Some(name))
+                        .collect();
+                    targeting.sort_by(|a, b| a.rank.cmp(&b.rank));
+                    let res = gateways::compile(name, spec, &targeting);
+                    if self.compiled.gateways.get(name).map(|(_, r)| &r.version) != Some(&res.version) {
+                        changes.insert(Change::Shared(resource_name));
+                    }
+                    self.compiled.gateways.insert(name.clone(), (spec.mesh.clone(), res));
+                }
+                None => {
+                    if self.compiled.gateways.remove(name).is_some() {
+                        changes.insert(Change::Shared(resource_name));
+                    }
+                }
+            }
+        }
+
+        // Per-proxy inbound ports, meshes and gateways.
+        let mut inbound_dirty: BTreeSet<String> = changed_workloads.into_iter().collect();
+        if everything || !dirty_services.is_empty() {
+            for (id, w) in &self.workloads {
+                let touched = dirty_services.iter().any(|k| {
+                    k.namespace == w.namespace && self.services.get(k).is_some_and(|s| endpoints::selects(s, &w.labels))
+                });
+                if touched || everything {
+                    inbound_dirty.insert(id.clone());
+                }
+            }
+        }
+        let instance_gateways: BTreeMap<ObjectKey, String> = output
+            .mesh_gateway_instances
+            .iter()
+            .map(|i| {
+                (
+                    ObjectKey::new(
+                        i.metadata.namespace.clone().unwrap_or_default(),
+                        i.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    i.spec.mesh_gateway.clone(),
+                )
+            })
+            .collect();
+        for id in inbound_dirty {
+            match self.workloads.get(&id) {
+                Some(w) => {
+                    let res = self.inbound(w);
+                    if self.compiled.inbound.get(&id).map(|r| &r.version) != Some(&res.version) {
+                        changes.insert(Change::Inbound(id.clone()));
+                    }
+                    self.compiled.inbound.insert(id.clone(), res);
+                    let mesh = self.workload_mesh(w);
+                    if self.compiled.proxy_mesh.get(&id) != Some(&mesh) {
+                        changes.insert(Change::Inbound(id.clone()));
+                    }
+                    self.compiled.proxy_mesh.insert(id.clone(), mesh);
+                }
+                None => {
+                    self.compiled.inbound.remove(&id);
+                    self.compiled.proxy_mesh.remove(&id);
+                    self.compiled.proxy_gateway.remove(&id);
+                }
+            }
+        }
+        // Which MeshGateway each gateway proxy serves follows the instances.
+        for (id, w) in &self.workloads {
+            if w.role != api::Role::Gateway as i32 {
+                continue;
+            }
+            let served = instance_gateways.get(&ObjectKey::new(w.namespace.clone(), w.gateway.clone())).cloned();
+            if self.compiled.proxy_gateway.get(id) != served.as_ref() {
+                changes.insert(Change::Inbound(id.clone()));
+                match served {
+                    Some(g) => self.compiled.proxy_gateway.insert(id.clone(), g),
+                    None => self.compiled.proxy_gateway.remove(id),
+                };
+            }
+        }
+        self.initialized = true;
+        changes.into_iter().collect()
+    }
+
+    /// The inbound ports of a workload: its declared ports, with the
+    /// protocol of the Service ports that target them (detection when none
+    /// declares one).
+    fn inbound(&self, w: &weft_api::Workload) -> SharedResource {
+        use weft_k8s_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        use weft_translate::ports::{PortProtocol, port_protocol, uses_h2c};
+        let mut ports: BTreeMap<u32, api::Protocol> = w.ports.iter().map(|p| (p.port, api::Protocol::Detect)).collect();
+        for (key, svc) in self.services.range(ObjectKey::new(w.namespace.clone(), "")..) {
+            if key.namespace != w.namespace {
+                break;
+            }
+            if !endpoints::selects(svc, &w.labels) {
+                continue;
+            }
+            for p in service_ports(svc) {
+                let target = match &p.target_port {
+                    None => Some(p.port.max(0) as u32),
+                    Some(IntOrString::Int(n)) => Some((*n).max(0) as u32),
+                    Some(IntOrString::String(name)) => w.ports.iter().find(|wp| wp.name == *name).map(|wp| wp.port),
+                };
+                let Some(target) = target else { continue };
+                let protocol = match port_protocol(p) {
+                    PortProtocol::Http if uses_h2c(p) => api::Protocol::Http2,
+                    PortProtocol::Http => api::Protocol::Http,
+                    PortProtocol::Opaque => api::Protocol::Opaque,
+                    PortProtocol::Detect => api::Protocol::Detect,
+                };
+                let entry = ports.entry(target).or_insert(protocol);
+                if *entry == api::Protocol::Detect {
+                    *entry = protocol;
+                }
+            }
+        }
+        versioned(
+            api::INBOUND_RESOURCE.to_string(),
+            api::resource::Kind::Inbound(api::Inbound {
+                ports: ports.into_iter().map(|(port, p)| api::InboundPort { port, protocol: p as i32 }).collect(),
+            }),
+        )
+    }
+}

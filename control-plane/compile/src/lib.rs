@@ -1,0 +1,42 @@
+//! Per-proxy compilation, pure like translation: the translator's output
+//! (Weft mesh resources), the snapshot (Services, EndpointSlices, Meshes) and
+//! the connected workloads in; the named, versioned resources each proxy
+//! needs out.
+//!
+//! Compilation is incremental: [`Compiler::update`] recomputes only the
+//! resources whose inputs changed, and reports their names so that only the
+//! proxies that hold them are sent anything.
+
+#![forbid(unsafe_code)]
+
+mod compiler;
+mod endpoints;
+mod gateways;
+mod proxy;
+mod routes;
+mod services;
+mod version;
+mod vips;
+
+pub use compiler::{Change, Compiled, Compiler, ServiceVariants};
+pub use proxy::{ProxyView, desired_resources, resource_for};
+pub use version::versioned;
+
+use std::collections::BTreeMap;
+
+/// Connected workloads by proxy id (`namespace/name`).
+pub type Workloads = BTreeMap<String, weft_api::Workload>;
+
+/// A resource shared by every proxy that needs it.
+pub type SharedResource = std::sync::Arc<weft_api::Resource>;
+
+/// SPIFFE ID of a workload identity.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+/// The trust domain of a mesh when its Mesh object names none: distinct per
+/// mesh, so meshes never trust each other's identities.
+pub fn default_trust_domain(mesh: &str) -> String {
+    format!("{mesh}.weft.local")
+}

@@ -1,0 +1,255 @@
+//! The control loop: the one task that owns the control plane's inputs (the
+//! last good snapshot, the connected workloads), translates and compiles
+//! when they change, and publishes the result for the proxy sessions and
+//! the admin API.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use weft_api as api;
+use weft_compile::{Change, Compiled, Compiler, Workloads};
+use weft_k8s_api::crds::{GatewayAddress, MeshGatewayInstance, MeshGatewayInstanceSpec, MeshGatewayInstanceStatus};
+use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use weft_k8s_api::k8s_openapi::jiff::Timestamp;
+use weft_translate::{ObjectKey, Output, Snapshot, Statuses};
+
+use crate::metrics::Metrics;
+
+/// How many generations of changes proxies can catch up on incrementally;
+/// a proxy further behind compares everything.
+const HISTORY: usize = 256;
+
+/// What the control loop publishes after each change.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Increases with every publication.
+    pub generation: u64,
+    /// The snapshot in force (the last one that loaded without errors).
+    pub snapshot: Arc<Snapshot>,
+    /// Its translation.
+    pub output: Arc<Output>,
+    /// Its compilation for the connected proxies.
+    pub compiled: Arc<Compiled>,
+    /// Changed resources of recent generations, oldest first.
+    pub history: Arc<VecDeque<(u64, Arc<Vec<Change>>)>>,
+    /// Why the latest input was not taken, if it was not.
+    pub load_errors: Arc<Vec<String>>,
+    /// True once a snapshot has been loaded.
+    pub loaded: bool,
+}
+
+impl Published {
+    /// The changes after generation `since`, or `None` when the history no
+    /// longer reaches back that far.
+    pub fn changes_since(&self, since: u64) -> Option<Vec<Change>> {
+        if since >= self.generation {
+            return Some(Vec::new());
+        }
+        let oldest = self.history.front().map(|(g, _)| *g)?;
+        if oldest > since + 1 {
+            return None;
+        }
+        let mut out: Vec<Change> =
+            self.history.iter().filter(|(g, _)| *g > since).flat_map(|(_, c)| c.iter().cloned()).collect();
+        out.sort();
+        out.dedup();
+        Some(out)
+    }
+}
+
+/// Inputs of the control loop.
+#[derive(Debug)]
+pub enum Input {
+    /// A new snapshot from the source, with the errors met loading it.
+    Snapshot { snapshot: Box<Snapshot>, errors: Vec<String> },
+    /// A proxy connected; `done` gets the generation that includes it.
+    WorkloadUp { id: String, workload: Box<api::Workload>, done: oneshot::Sender<u64> },
+    /// A proxy disconnected.
+    WorkloadDown { id: String },
+}
+
+/// Handle to send inputs to the control loop.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl ControlHandle {
+    /// Sends an input; fails only when the control loop has stopped.
+    pub async fn send(&self, input: Input) -> Result<(), ControlStopped> {
+        self.tx.send(input).await.map_err(|_| ControlStopped)
+    }
+}
+
+/// The control loop is gone (the process is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the control loop has stopped")]
+pub struct ControlStopped;
+
+/// Starts the control loop; returns its input handle and the publication
+/// channel.
+pub fn spawn(metrics: Arc<Metrics>) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let (publish, published) = watch::channel(Arc::new(Published::default()));
+    let state = ControlLoop {
+        snapshot: Arc::new(Snapshot::default()),
+        output: Arc::new(Output::default()),
+        compiler: Compiler::default(),
+        workloads: Workloads::new(),
+        generation: 0,
+        history: VecDeque::new(),
+        load_errors: Vec::new(),
+        loaded: false,
+        publish,
+        metrics,
+    };
+    tokio::spawn(state.run(rx));
+    (ControlHandle { tx }, published)
+}
+
+struct ControlLoop {
+    snapshot: Arc<Snapshot>,
+    output: Arc<Output>,
+    compiler: Compiler,
+    workloads: Workloads,
+    generation: u64,
+    history: VecDeque<(u64, Arc<Vec<Change>>)>,
+    load_errors: Vec<String>,
+    loaded: bool,
+    publish: watch::Sender<Arc<Published>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ControlLoop {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        while let Some(first) = rx.recv().await {
+            // Take everything that is already queued, so a burst of
+            // connections or file events costs one recompilation.
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 4096 {
+                    break;
+                }
+            }
+            let mut retranslate = false;
+            let mut waiting = Vec::new();
+            for input in batch {
+                match input {
+                    Input::Snapshot { snapshot, errors } => {
+                        if errors.is_empty() {
+                            self.snapshot = Arc::new(*snapshot);
+                            self.load_errors.clear();
+                            self.loaded = true;
+                            retranslate = true;
+                        } else {
+                            // Keep serving the last good snapshot.
+                            for e in &errors {
+                                tracing::warn!(error = %e, "input not loaded; keeping the last good configuration");
+                            }
+                            self.load_errors = errors;
+                        }
+                    }
+                    Input::WorkloadUp { id, workload, done } => {
+                        retranslate |= workload.role == api::Role::Gateway as i32;
+                        self.workloads.insert(id, *workload);
+                        waiting.push(done);
+                    }
+                    Input::WorkloadDown { id } => {
+                        if let Some(w) = self.workloads.remove(&id) {
+                            retranslate |= w.role == api::Role::Gateway as i32;
+                        }
+                    }
+                }
+            }
+            if retranslate {
+                let started = Instant::now();
+                let input = with_observed_state(&self.snapshot, &self.output.status, &self.workloads);
+                let now = Time(Timestamp::now());
+                self.output = Arc::new(weft_translate::translate(&input, &now));
+                self.metrics.translate_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            let started = Instant::now();
+            let changes = self.compiler.update(&self.snapshot, &self.output, &self.workloads);
+            self.metrics.compile_seconds.observe(started.elapsed().as_secs_f64());
+            self.generation += 1;
+            if !changes.is_empty() {
+                tracing::debug!(generation = self.generation, changed = changes.len(), "configuration changed");
+            }
+            self.history.push_back((self.generation, Arc::new(changes)));
+            while self.history.len() > HISTORY {
+                self.history.pop_front();
+            }
+            self.metrics.generation.set(self.generation as i64);
+            self.metrics.load_errors.set(self.load_errors.len() as i64);
+            self.publish.send_replace(Arc::new(Published {
+                generation: self.generation,
+                snapshot: self.snapshot.clone(),
+                output: self.output.clone(),
+                compiled: Arc::new(self.compiler.compiled().clone()),
+                history: Arc::new(self.history.clone()),
+                load_errors: Arc::new(self.load_errors.clone()),
+                loaded: self.loaded,
+            }));
+            for done in waiting {
+                let _ = done.send(self.generation);
+            }
+        }
+    }
+}
+
+/// The snapshot as the translator should see it in local mode: objects carry
+/// the status last computed for them (so condition transition times stay put
+/// while nothing changes), and each gateway's MeshGatewayInstance reports the
+/// connected gateway proxies as its ready replicas.
+fn with_observed_state(snapshot: &Snapshot, previous: &Statuses, workloads: &Workloads) -> Snapshot {
+    let mut s = snapshot.clone();
+    for (name, class) in s.gateway_classes.iter_mut() {
+        if let Some(st) = previous.gateway_classes.get(name) {
+            class.status = Some(st.clone());
+        }
+    }
+    macro_rules! restore {
+        ($field:ident) => {
+            for (key, obj) in s.$field.iter_mut() {
+                if let Some(st) = previous.$field.get(key) {
+                    obj.status = Some(st.clone());
+                }
+            }
+        };
+    }
+    restore!(gateways);
+    restore!(listener_sets);
+    restore!(http_routes);
+    restore!(grpc_routes);
+    restore!(tls_routes);
+    restore!(tcp_routes);
+    restore!(mesh_http_routes);
+    restore!(mesh_tcp_routes);
+
+    let mut instances: BTreeMap<ObjectKey, (i32, Vec<GatewayAddress>)> = BTreeMap::new();
+    for w in workloads.values().filter(|w| w.role == api::Role::Gateway as i32 && !w.gateway.is_empty()) {
+        let entry = instances.entry(ObjectKey::new(w.namespace.clone(), w.gateway.clone())).or_default();
+        entry.0 += 1;
+        for ip in &w.ips {
+            let a = GatewayAddress { type_: "IPAddress".into(), value: ip.clone() };
+            if !entry.1.contains(&a) {
+                entry.1.push(a);
+            }
+        }
+    }
+    for (key, (ready, mut addresses)) in instances {
+        addresses.sort();
+        s.mesh_gateway_instances.insert(
+            key.clone(),
+            MeshGatewayInstance {
+                metadata: ObjectMeta { name: Some(key.name), namespace: Some(key.namespace), ..Default::default() },
+                spec: MeshGatewayInstanceSpec::default(),
+                status: Some(MeshGatewayInstanceStatus { ready_replicas: ready, addresses, ..Default::default() }),
+            },
+        );
+    }
+    s
+}

@@ -1,0 +1,78 @@
+//! `weft-cp`: Weft's control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v2's option enum.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed pages for reuse: every translation allocates and frees about
+/// the same amount, and returning the pages to the OS after 10 ms made each
+/// one a fifth slower (see docs/benchmarks.md).
+#[allow(unsafe_code)]
+fn keep_freed_pages() {
+    // SAFETY: sets a global mimalloc option at start, before other threads.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
+/// Weft service mesh control plane.
+#[derive(Debug, Parser)]
+#[command(name = "weft-cp", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Local mode: serve the Gateway API and Weft YAML in this directory,
+    /// reloading it when it changes.
+    #[arg(long, value_name = "DIR")]
+    local: PathBuf,
+    /// Address proxies connect to (gRPC).
+    #[arg(long, default_value = "127.0.0.1:15010", env = "WEFT_GRPC_ADDR")]
+    grpc_addr: SocketAddr,
+    /// Admin API address (health, metrics, objects, proxies).
+    #[arg(long, default_value = "127.0.0.1:15000", env = "WEFT_ADMIN_ADDR")]
+    admin_addr: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    keep_freed_pages();
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let running = weft_cp::start(weft_cp::Config {
+        local_dir: args.local,
+        grpc_addr: args.grpc_addr,
+        admin_addr: args.admin_addr,
+    })
+    .await?;
+    tokio::select! {
+        result = running.wait() => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
