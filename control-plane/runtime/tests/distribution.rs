@@ -1,0 +1,357 @@
+//! The control plane in-process, with gRPC clients standing in for proxies:
+//! file changes reach them quickly, invalid input never replaces the last
+//! good configuration, NACKs are recorded, reconnects resend nothing, and
+//! consumer routes and endpoints are per-namespace and live.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use weft_api as api;
+use weft_api::proxy_config_client::ProxyConfigClient;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A client that speaks the config protocol like a proxy would.
+struct TestProxy {
+    tx: mpsc::Sender<api::ProxyMessage>,
+    updates: tonic::Streaming<api::ConfigUpdate>,
+    /// Resources held (after applying updates).
+    held: BTreeMap<String, api::Resource>,
+}
+
+impl TestProxy {
+    async fn connect(addr: std::net::SocketAddr, workload: api::Workload, versions: BTreeMap<String, String>) -> Self {
+        let mut client = ProxyConfigClient::connect(format!("http://{addr}")).await.expect("connect");
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(api::ProxyMessage {
+            message: Some(api::proxy_message::Message::Hello(api::Hello {
+                workload: Some(workload),
+                versions: versions.into_iter().collect(),
+            })),
+        })
+        .await
+        .unwrap();
+        let updates = client.stream(ReceiverStream::new(rx)).await.expect("stream").into_inner();
+        TestProxy { tx, updates, held: BTreeMap::new() }
+    }
+
+    /// Next update, or None when none comes within `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<api::ConfigUpdate> {
+        match tokio::time::timeout(wait, self.updates.message()).await {
+            Ok(Ok(Some(u))) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Applies and acknowledges the next update; `reject` names resources
+    /// to refuse.
+    async fn apply_next(&mut self, reject: &[&str]) -> api::ConfigUpdate {
+        let u = self.next(WAIT).await.expect("an update");
+        let mut rejected = Vec::new();
+        for r in &u.resources {
+            if reject.contains(&r.name.as_str()) {
+                rejected.push(api::Rejection { resource: r.name.clone(), error: "cannot apply this".into() });
+            } else {
+                self.held.insert(r.name.clone(), r.clone());
+            }
+        }
+        for name in &u.removed {
+            self.held.remove(name);
+        }
+        self.tx
+            .send(api::ProxyMessage {
+                message: Some(api::proxy_message::Message::Ack(api::Ack { nonce: u.nonce, rejected })),
+            })
+            .await
+            .unwrap();
+        u
+    }
+
+    /// Applies updates until `check` holds for what is held.
+    async fn until(&mut self, check: impl Fn(&BTreeMap<String, api::Resource>) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check(&self.held) {
+            assert!(tokio::time::Instant::now() < deadline, "condition not reached; held: {:?}", self.held.keys());
+            self.apply_next(&[]).await;
+        }
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        self.held.iter().map(|(k, v)| (k.clone(), v.version.clone())).collect()
+    }
+}
+
+fn workload(ns: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> api::Workload {
+    api::Workload {
+        name: name.into(),
+        namespace: ns.into(),
+        service_account: "default".into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ips: vec![ip.into()],
+        ports: vec![api::WorkloadPort { name: "http".into(), port: 8080 }],
+        mesh: String::new(),
+        role: api::Role::Sidecar as i32,
+        gateway: String::new(),
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    // Write then rename, as editors and `kubectl`-style tools do, so the
+    // watcher never sees half a file.
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(file)).unwrap();
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 8080, appProtocol: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v1, namespace: bookinfo}
+spec:
+  selector: {app: reviews, version: v1}
+  ports: [{name: http, port: 9080, targetPort: 8080, appProtocol: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v2, namespace: bookinfo}
+spec:
+  selector: {app: reviews, version: v2}
+  ports: [{name: http, port: 9080, targetPort: 8080, appProtocol: http}]
+"#;
+
+fn split_route(namespace: &str, v1: u32, v2: u32) -> String {
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: split, namespace: {namespace}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: reviews, namespace: bookinfo, port: 9080}}]
+  rules:
+  - backendRefs:
+    - {{name: reviews-v1, namespace: bookinfo, port: 9080, weight: {v1}}}
+    - {{name: reviews-v2, namespace: bookinfo, port: 9080, weight: {v2}}}
+"#
+    )
+}
+
+/// Backend weights of the first rule of the first route on port 9080.
+fn weights(held: &BTreeMap<String, api::Resource>) -> Vec<(String, u32)> {
+    let Some(api::Resource { kind: Some(api::resource::Kind::Service(svc)), .. }) = held.get("svc/bookinfo/reviews") else {
+        return Vec::new();
+    };
+    svc.ports[0].http_routes[0].rules[0].backends.iter().map(|b| (b.service.clone(), b.weight)).collect()
+}
+
+async fn start(dir: &Path) -> weft_cp::Running {
+    let running = weft_cp::start(weft_cp::Config {
+        local_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let mut published = running.published.clone();
+    tokio::time::timeout(WAIT, published.wait_for(|p| p.loaded)).await.unwrap().unwrap();
+    running
+}
+
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked or not, the JSON is the one line starting with '{'.
+    let json = body.lines().find(|l| l.starts_with('{')).unwrap_or("null");
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+}
+
+async fn admin_text(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_change_reaches_the_proxy_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
+    let cp = start(dir.path()).await;
+    let mut proxy = TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[("app", "web")]), BTreeMap::new()).await;
+    proxy.until(|h| weights(h).len() == 2).await;
+    assert_eq!(weights(&proxy.held), vec![("svc/bookinfo/reviews-v1".into(), 90), ("svc/bookinfo/reviews-v2".into(), 10)]);
+
+    let changed_at = std::time::Instant::now();
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 50, 50));
+    let update = proxy.apply_next(&[]).await;
+    let elapsed = changed_at.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    // Only what changed travels.
+    let names: Vec<&str> = update.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["svc/bookinfo/reviews"]);
+    assert_eq!(weights(&proxy.held), vec![("svc/bookinfo/reviews-v1".into(), 50), ("svc/bookinfo/reviews-v2".into(), 50)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_keeps_the_last_good_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
+    let cp = start(dir.path()).await;
+    let mut proxy = TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[]), BTreeMap::new()).await;
+    proxy.until(|h| weights(h).len() == 2).await;
+
+    write(dir.path(), "route.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: split, namespace: bookinfo}\nspec:\n  rules: [{backendRefs: [{name: reviews-v1, port: ninety}]}]\n");
+    let mut published = cp.published.clone();
+    tokio::time::timeout(WAIT, published.wait_for(|p| !p.load_errors.is_empty())).await.unwrap().unwrap();
+    // The proxy gets nothing: the previous configuration stays in force.
+    assert!(proxy.next(Duration::from_millis(500)).await.is_none());
+    assert_eq!(weights(&proxy.held)[0].1, 90);
+    let errors = admin_get(cp.admin_addr, "/api/v1/errors").await;
+    let first = errors["errors"][0].as_str().unwrap_or("");
+    assert!(first.contains("route.yaml") && first.contains("spec.rules[0].backendRefs[0].port"), "{errors}");
+    assert!(admin_text(cp.admin_addr, "/metrics").await.contains("weft_cp_load_errors 1"));
+
+    // Fixing the file clears the error and applies the new content.
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 20, 80));
+    proxy.until(|h| weights(h).first().map(|w| w.1) == Some(20)).await;
+    assert!(admin_text(cp.admin_addr, "/metrics").await.contains("weft_cp_load_errors 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_is_recorded_and_the_proxy_keeps_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
+    let cp = start(dir.path()).await;
+    let mut proxy = TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[]), BTreeMap::new()).await;
+    proxy.until(|h| weights(h).len() == 2).await;
+    let good = proxy.held["svc/bookinfo/reviews"].version.clone();
+
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 30, 70));
+    let update = proxy.apply_next(&["svc/bookinfo/reviews"]).await;
+    assert_eq!(update.resources[0].name, "svc/bookinfo/reviews");
+    assert_eq!(proxy.held["svc/bookinfo/reviews"].version, good, "the proxy kept its previous version");
+
+    // The rejection is visible per proxy and in the metrics.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let proxies = admin_get(cp.admin_addr, "/api/v1/proxies").await;
+        let p = &proxies["items"][0];
+        if p["rejected"]["svc/bookinfo/reviews"]["error"] == "cannot apply this" {
+            assert_eq!(p["acked"]["svc/bookinfo/reviews"], good.as_str());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{proxies}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admin_text(cp.admin_addr, "/metrics").await.contains("weft_cp_config_rejections_total 1"));
+    // Nothing is resent for the rejected version.
+    assert!(proxy.next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_current_versions_receives_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
+    let cp = start(dir.path()).await;
+    let w = workload("frontend", "web-1", "10.0.0.1", &[]);
+    let mut first = TestProxy::connect(cp.grpc_addr, w.clone(), BTreeMap::new()).await;
+    first.until(|h| weights(h).len() == 2 && h.contains_key("inbound") && h.contains_key("mesh")).await;
+    let held = first.versions();
+    let resources = first.held.clone();
+    drop(first);
+    // Wait for the old stream to be gone before reconnecting under its name.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cp.proxies.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut again = TestProxy::connect(cp.grpc_addr, w, held).await;
+    again.held = resources;
+    assert!(again.next(Duration::from_millis(500)).await.is_none(), "nothing is resent");
+    // The stream is live: a change arrives, and only it.
+    write(dir.path(), "route.yaml", &split_route("bookinfo", 60, 40));
+    let update = again.apply_next(&[]).await;
+    assert_eq!(update.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["svc/bookinfo/reviews"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_routes_win_for_their_namespace_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(dir.path(), "producer.yaml", &split_route("bookinfo", 90, 10));
+    write(dir.path(), "consumer.yaml", &split_route("team-a", 0, 100));
+    let cp = start(dir.path()).await;
+    let mut a = TestProxy::connect(cp.grpc_addr, workload("team-a", "client", "10.0.1.1", &[]), BTreeMap::new()).await;
+    let mut b = TestProxy::connect(cp.grpc_addr, workload("team-b", "client", "10.0.2.1", &[]), BTreeMap::new()).await;
+    let mut producer_ns = TestProxy::connect(cp.grpc_addr, workload("bookinfo", "productpage", "10.0.3.1", &[]), BTreeMap::new()).await;
+    a.until(|h| weights(h).len() == 2).await;
+    b.until(|h| weights(h).len() == 2).await;
+    producer_ns.until(|h| weights(h).len() == 2).await;
+    assert_eq!(weights(&a.held), vec![("svc/bookinfo/reviews-v1".into(), 0), ("svc/bookinfo/reviews-v2".into(), 100)]);
+    assert_eq!(weights(&b.held), vec![("svc/bookinfo/reviews-v1".into(), 90), ("svc/bookinfo/reviews-v2".into(), 10)]);
+    assert_eq!(weights(&producer_ns.held), weights(&b.held));
+
+    // Removing the consumer route sends team-a back to the producer route,
+    // and team-b is not sent anything.
+    std::fs::remove_file(dir.path().join("consumer.yaml")).unwrap();
+    a.until(|h| weights(h).first().map(|w| w.1) == Some(90)).await;
+    assert!(b.next(Duration::from_millis(300)).await.is_none());
+}
+
+fn endpoint_ips(held: &BTreeMap<String, api::Resource>, name: &str) -> Vec<String> {
+    match held.get(name) {
+        Some(api::Resource { kind: Some(api::resource::Kind::Endpoints(e)), .. }) => {
+            e.endpoints.iter().map(|e| e.ip.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_proxies_connecting_and_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "services.yaml", SERVICES);
+    write(
+        dir.path(),
+        "slice.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: reviews-legacy, namespace: bookinfo, labels: {kubernetes.io/service-name: reviews-v1}}\naddressType: IPv4\nports: [{name: http, port: 9999}]\nendpoints: [{addresses: [192.0.2.9]}]\n",
+    );
+    let cp = start(dir.path()).await;
+    let mut client = TestProxy::connect(cp.grpc_addr, workload("frontend", "web", "10.0.0.1", &[]), BTreeMap::new()).await;
+    client.until(|h| endpoint_ips(h, "ep/bookinfo/reviews-v1") == ["192.0.2.9"]).await;
+
+    let v1 = TestProxy::connect(cp.grpc_addr, workload("bookinfo", "reviews-v1-a", "10.1.0.1", &[("app", "reviews"), ("version", "v1")]), BTreeMap::new()).await;
+    client.until(|h| endpoint_ips(h, "ep/bookinfo/reviews-v1") == ["10.1.0.1", "192.0.2.9"]).await;
+    let e = match &client.held["ep/bookinfo/reviews-v1"].kind {
+        Some(api::resource::Kind::Endpoints(e)) => e.clone(),
+        _ => unreachable!(),
+    };
+    let meshed = e.endpoints.iter().find(|e| e.ip == "10.1.0.1").unwrap();
+    assert_eq!(meshed.ports.get(&9080), Some(&8080), "target port resolved");
+    assert_eq!(meshed.identity, "spiffe://default.weft.local/ns/bookinfo/sa/default");
+    assert_eq!(endpoint_ips(&client.held, "ep/bookinfo/reviews"), ["10.1.0.1"]);
+
+    drop(v1);
+    client.until(|h| endpoint_ips(h, "ep/bookinfo/reviews-v1") == ["192.0.2.9"]).await;
+    assert!(endpoint_ips(&client.held, "ep/bookinfo/reviews").is_empty());
+}
