@@ -20,12 +20,44 @@ enum Command {
     /// the generated Weft objects and the status of every input object: a dry
     /// run of what the control plane would do.
     Translate(cmd::translate::Args),
+    /// List generated objects (meshgateways, meshgatewayinstances,
+    /// meshhttproutes, meshtcproutes) or connected proxies of a running
+    /// control plane.
+    Get {
+        /// What to list.
+        kind: String,
+        #[command(flatten)]
+        target: cmd::admin::Target,
+    },
+    /// Show the status of an object: KIND/NAME or KIND/NAMESPACE/NAME
+    /// (e.g. gateway/shop/edge, httproute/bookinfo/reviews, gatewayclass/weft).
+    Status {
+        object: String,
+        #[command(flatten)]
+        target: cmd::admin::Target,
+    },
+    /// Show the configuration a connected proxy (NAMESPACE/NAME) should hold,
+    /// and what it acknowledged or rejected.
+    ConfigDump {
+        proxy: String,
+        #[command(flatten)]
+        target: cmd::admin::Target,
+    },
+}
+
+/// Runs an inspection command on a small runtime.
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(f).map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Translate(args) => cmd::translate::run(args),
+        Command::Get { kind, target } => block_on(cmd::admin::get(&target, &kind)),
+        Command::Status { object, target } => block_on(cmd::admin::status(&target, &object)),
+        Command::ConfigDump { proxy, target } => block_on(cmd::admin::config_dump(&target, &proxy)),
     };
     match result {
         Ok(code) => code,

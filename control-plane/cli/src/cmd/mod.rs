@@ -1,3 +1,4 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod translate;
