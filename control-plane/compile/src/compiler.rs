@@ -43,8 +43,8 @@ pub struct Compiled {
     pub meshes: BTreeMap<String, SharedResource>,
     /// `svc/...` resources.
     pub services: BTreeMap<ObjectKey, ServiceVariants>,
-    /// `ep/...` resources, by Service.
-    pub endpoints: BTreeMap<ObjectKey, SharedResource>,
+    /// `ep/...` resources, by Service, with the Service's mesh.
+    pub endpoints: BTreeMap<ObjectKey, (String, SharedResource)>,
     /// `gw/...` resources, by MeshGateway name, with the gateway's mesh.
     pub gateways: BTreeMap<String, (String, SharedResource)>,
     /// `inbound` resource of each connected proxy.
@@ -55,15 +55,23 @@ pub struct Compiled {
     pub proxy_gateway: BTreeMap<String, String>,
 }
 
-/// A resource that changed in an update, as proxies see it.
+/// A resource that changed in an update, as proxies see it: precise
+/// enough that a proxy whose view did not change is sent nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
     /// The `mesh` resource of this mesh.
     Mesh(String),
     /// The `inbound` resource of this proxy.
     Inbound(String),
-    /// A `svc/`, `ep/` or `gw/` resource, by name.
-    Shared(String),
+    /// This proxy's mesh or gateway changed: everything it holds may.
+    Placement(String),
+    /// The producer variant (`namespace: None`) or one namespace's consumer
+    /// variant of a Service, for the proxies of `mesh`.
+    Service { key: ObjectKey, namespace: Option<String>, mesh: String },
+    /// A Service's endpoints, for the proxies of `mesh`.
+    Endpoints { key: ObjectKey, mesh: String },
+    /// A gateway's listeners (only its proxies hold them).
+    Gateway(String),
 }
 
 /// Identifies a route resource among both kinds.
@@ -320,7 +328,6 @@ impl Compiler {
             }
         }
         for key in &dirty_services {
-            let name = api::service_resource(&key.namespace, &key.name);
             match self.services.get(key) {
                 Some(svc) => {
                     let mesh = self.service_mesh(key, svc);
@@ -330,24 +337,58 @@ impl Compiler {
                     };
                     let attached = routes_by_service.get(key).map(Vec::as_slice).unwrap_or(&[]);
                     let variants = services::compile(key, svc, &mesh, vips, attached);
-                    let same = self.compiled.services.get(key).is_some_and(|old| {
-                        old.mesh == variants.mesh
-                            && old.producer.version == variants.producer.version
-                            && old.consumers.len() == variants.consumers.len()
-                            && old
-                                .consumers
-                                .iter()
-                                .zip(&variants.consumers)
-                                .all(|((a, x), (b, y))| a == b && x.version == y.version)
-                    });
-                    if !same {
-                        changes.insert(Change::Shared(name));
+                    let all = |v: &ServiceVariants, changes: &mut BTreeSet<Change>| {
+                        changes.insert(Change::Service { key: key.clone(), namespace: None, mesh: v.mesh.clone() });
+                        for ns in v.consumers.keys() {
+                            changes.insert(Change::Service {
+                                key: key.clone(),
+                                namespace: Some(ns.clone()),
+                                mesh: v.mesh.clone(),
+                            });
+                        }
+                    };
+                    match self.compiled.services.get(key) {
+                        Some(old) if old.mesh == variants.mesh => {
+                            if old.producer.version != variants.producer.version {
+                                changes.insert(Change::Service {
+                                    key: key.clone(),
+                                    namespace: None,
+                                    mesh: mesh.clone(),
+                                });
+                            }
+                            let namespaces: BTreeSet<&String> =
+                                old.consumers.keys().chain(variants.consumers.keys()).collect();
+                            for ns in namespaces {
+                                let before = old.consumers.get(ns).map(|r| &r.version);
+                                let after = variants.consumers.get(ns).map(|r| &r.version);
+                                if before != after {
+                                    changes.insert(Change::Service {
+                                        key: key.clone(),
+                                        namespace: Some(ns.clone()),
+                                        mesh: mesh.clone(),
+                                    });
+                                }
+                            }
+                        }
+                        Some(old) => {
+                            // Moved to another mesh: gone from the old one.
+                            all(old, &mut changes);
+                            all(&variants, &mut changes);
+                        }
+                        None => all(&variants, &mut changes),
                     }
                     self.compiled.services.insert(key.clone(), variants);
                 }
                 None => {
-                    if self.compiled.services.remove(key).is_some() {
-                        changes.insert(Change::Shared(name));
+                    if let Some(old) = self.compiled.services.remove(key) {
+                        changes.insert(Change::Service { key: key.clone(), namespace: None, mesh: old.mesh.clone() });
+                        for ns in old.consumers.keys() {
+                            changes.insert(Change::Service {
+                                key: key.clone(),
+                                namespace: Some(ns.clone()),
+                                mesh: old.mesh.clone(),
+                            });
+                        }
                     }
                 }
             }
@@ -355,7 +396,6 @@ impl Compiler {
 
         // Endpoints.
         for key in &dirty_endpoints {
-            let name = api::endpoints_resource(&key.namespace, &key.name);
             match self.services.get(key) {
                 Some(svc) => {
                     let mesh = self.service_mesh(key, svc);
@@ -371,14 +411,25 @@ impl Compiler {
                         .collect();
                     let mesh_of = |w: &weft_api::Workload| self.workload_mesh(w);
                     let res = endpoints::compile(key, svc, &mesh, &trust_domain, &self.workloads, &mesh_of, &slices);
-                    if self.compiled.endpoints.get(key).map(|r| &r.version) != Some(&res.version) {
-                        changes.insert(Change::Shared(name));
+                    match self.compiled.endpoints.get(key) {
+                        Some((old_mesh, old)) if *old_mesh == mesh => {
+                            if old.version != res.version {
+                                changes.insert(Change::Endpoints { key: key.clone(), mesh: mesh.clone() });
+                            }
+                        }
+                        Some((old_mesh, _)) => {
+                            changes.insert(Change::Endpoints { key: key.clone(), mesh: old_mesh.clone() });
+                            changes.insert(Change::Endpoints { key: key.clone(), mesh: mesh.clone() });
+                        }
+                        None => {
+                            changes.insert(Change::Endpoints { key: key.clone(), mesh: mesh.clone() });
+                        }
                     }
-                    self.compiled.endpoints.insert(key.clone(), res);
+                    self.compiled.endpoints.insert(key.clone(), (mesh, res));
                 }
                 None => {
-                    if self.compiled.endpoints.remove(key).is_some() {
-                        changes.insert(Change::Shared(name));
+                    if let Some((old_mesh, _)) = self.compiled.endpoints.remove(key) {
+                        changes.insert(Change::Endpoints { key: key.clone(), mesh: old_mesh });
                     }
                 }
             }
@@ -386,7 +437,6 @@ impl Compiler {
 
         // Gateways.
         for name in &dirty_gateways {
-            let resource_name = api::gateway_resource(name);
             match self.gateways.get(name) {
                 Some(spec) => {
                     let mut targeting: Vec<&RouteRecord> = self
@@ -397,13 +447,13 @@ impl Compiler {
                     targeting.sort_by(|a, b| a.rank.cmp(&b.rank));
                     let res = gateways::compile(name, spec, &targeting);
                     if self.compiled.gateways.get(name).map(|(_, r)| &r.version) != Some(&res.version) {
-                        changes.insert(Change::Shared(resource_name));
+                        changes.insert(Change::Gateway(name.clone()));
                     }
                     self.compiled.gateways.insert(name.clone(), (spec.mesh.clone(), res));
                 }
                 None => {
                     if self.compiled.gateways.remove(name).is_some() {
-                        changes.insert(Change::Shared(resource_name));
+                        changes.insert(Change::Gateway(name.clone()));
                     }
                 }
             }
@@ -444,7 +494,7 @@ impl Compiler {
                     self.compiled.inbound.insert(id.clone(), res);
                     let mesh = self.workload_mesh(w);
                     if self.compiled.proxy_mesh.get(&id) != Some(&mesh) {
-                        changes.insert(Change::Inbound(id.clone()));
+                        changes.insert(Change::Placement(id.clone()));
                     }
                     self.compiled.proxy_mesh.insert(id.clone(), mesh);
                 }
@@ -462,7 +512,7 @@ impl Compiler {
             }
             let served = instance_gateways.get(&ObjectKey::new(w.namespace.clone(), w.gateway.clone())).cloned();
             if self.compiled.proxy_gateway.get(id) != served.as_ref() {
-                changes.insert(Change::Inbound(id.clone()));
+                changes.insert(Change::Placement(id.clone()));
                 match served {
                     Some(g) => self.compiled.proxy_gateway.insert(id.clone(), g),
                     None => self.compiled.proxy_gateway.remove(id),

@@ -28,7 +28,35 @@ use std::collections::BTreeMap;
 pub type Workloads = BTreeMap<String, weft_api::Workload>;
 
 /// A resource shared by every proxy that needs it.
-pub type SharedResource = std::sync::Arc<weft_api::Resource>;
+pub type SharedResource = std::sync::Arc<CompiledResource>;
+
+/// A compiled resource with its wire encoding: encoded once, then sent as
+/// is to every proxy that holds it.
+#[derive(Debug, PartialEq)]
+pub struct CompiledResource {
+    resource: weft_api::Resource,
+    encoded: prost::bytes::Bytes,
+}
+
+impl CompiledResource {
+    /// The resource, with its name and version.
+    pub fn resource(&self) -> &weft_api::Resource {
+        &self.resource
+    }
+
+    /// The encoded `Resource` message.
+    pub fn encoded(&self) -> &prost::bytes::Bytes {
+        &self.encoded
+    }
+}
+
+impl std::ops::Deref for CompiledResource {
+    type Target = weft_api::Resource;
+
+    fn deref(&self) -> &weft_api::Resource {
+        &self.resource
+    }
+}
 
 /// SPIFFE ID of a workload identity.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {

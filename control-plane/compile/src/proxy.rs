@@ -2,10 +2,7 @@
 //! every Service of its mesh (in the variant for its namespace) with their
 //! endpoints, and for a gateway proxy its gateway's listeners.
 
-use std::collections::BTreeMap;
-
 use weft_api as api;
-use weft_translate::ObjectKey;
 
 use crate::SharedResource;
 use crate::compiler::{Change, Compiled};
@@ -25,74 +22,81 @@ impl ProxyView<'_> {
     }
 }
 
-/// Every resource the proxy should hold, by name.
-pub fn desired_resources(compiled: &Compiled, proxy: ProxyView<'_>) -> BTreeMap<String, SharedResource> {
-    let mut out = BTreeMap::new();
+/// Every resource the proxy should hold, each once (names are unique by
+/// construction), in a stable order: mesh, inbound, Services with their
+/// endpoints, gateway. A list rather than a map: the initial sync of every
+/// proxy walks it, and naming each entry again would cost more than the
+/// walk.
+pub fn desired_resources(compiled: &Compiled, proxy: ProxyView<'_>) -> Vec<SharedResource> {
+    let mut out = Vec::new();
     let Some(mesh) = proxy.mesh(compiled) else { return out };
-    if let Some(m) = compiled.meshes.get(mesh) {
-        out.insert(api::MESH_RESOURCE.to_string(), m.clone());
-    }
-    if let Some(i) = compiled.inbound.get(proxy.id) {
-        out.insert(api::INBOUND_RESOURCE.to_string(), i.clone());
-    }
+    out.extend(compiled.meshes.get(mesh).cloned());
+    out.extend(compiled.inbound.get(proxy.id).cloned());
     for (key, variants) in &compiled.services {
         if variants.mesh != mesh {
             continue;
         }
-        let svc = variants.for_namespace(&proxy.workload.namespace);
-        out.insert(svc.name.clone(), svc.clone());
-        if let Some(ep) = compiled.endpoints.get(key) {
-            out.insert(ep.name.clone(), ep.clone());
-        }
+        out.push(variants.for_namespace(&proxy.workload.namespace).clone());
+        out.extend(compiled.endpoints.get(key).map(|(_, ep)| ep.clone()));
     }
-    if let Some((gw_mesh, gw)) = compiled.proxy_gateway.get(proxy.id).and_then(|g| compiled.gateways.get(g)) {
-        if gw_mesh == mesh {
-            out.insert(gw.name.clone(), gw.clone());
-        }
+    if let Some((gw_mesh, gw)) = compiled.proxy_gateway.get(proxy.id).and_then(|g| compiled.gateways.get(g))
+        && gw_mesh == mesh
+    {
+        out.push(gw.clone());
     }
     out
 }
 
 /// What a change means for one proxy: `None` when the proxy must redo a
-/// full comparison (its own mesh or gateway changed), else the resources to
-/// compare, each with the version it should now hold (`None`: it should
-/// not hold it).
+/// full comparison (its own mesh or gateway changed), else the resources it
+/// must be sent, each with what it should now hold (`None`: remove it).
 pub fn resource_for(
     compiled: &Compiled,
     proxy: ProxyView<'_>,
     change: &Change,
 ) -> Option<Vec<(String, Option<SharedResource>)>> {
     let mesh = proxy.mesh(compiled)?;
+    let namespace = proxy.workload.namespace.as_str();
     match change {
-        Change::Inbound(id) if id == proxy.id => None,
-        Change::Inbound(_) => Some(Vec::new()),
+        Change::Placement(id) if id == proxy.id => None,
+        Change::Inbound(id) if id == proxy.id => {
+            Some(vec![(api::INBOUND_RESOURCE.to_string(), compiled.inbound.get(proxy.id).cloned())])
+        }
+        Change::Placement(_) | Change::Inbound(_) => Some(Vec::new()),
         Change::Mesh(m) if m == mesh => {
             Some(vec![(api::MESH_RESOURCE.to_string(), compiled.meshes.get(mesh).cloned())])
         }
         Change::Mesh(_) => Some(Vec::new()),
-        Change::Shared(name) => {
-            let (prefix, rest) = name.split_once('/')?;
-            let desired = match prefix {
-                "svc" | "ep" => {
-                    let (ns, n) = rest.split_once('/')?;
-                    let key = ObjectKey::new(ns, n);
-                    let variants = compiled.services.get(&key).filter(|v| v.mesh == mesh);
-                    match (prefix, variants) {
-                        ("svc", Some(v)) => Some(v.for_namespace(&proxy.workload.namespace).clone()),
-                        ("ep", Some(_)) => compiled.endpoints.get(&key).cloned(),
-                        _ => None,
-                    }
-                }
-                "gw" => compiled
-                    .proxy_gateway
-                    .get(proxy.id)
-                    .filter(|g| g.as_str() == rest)
-                    .and_then(|g| compiled.gateways.get(g))
-                    .filter(|(m, _)| m == mesh)
-                    .map(|(_, r)| r.clone()),
-                _ => None,
+        Change::Service { key, namespace: variant, mesh: change_mesh } => {
+            if change_mesh != mesh {
+                return Some(Vec::new());
+            }
+            let current = compiled.services.get(key).filter(|v| v.mesh == mesh);
+            // A producer change matters to namespaces without a consumer
+            // variant; a consumer change only to its own namespace.
+            let affected = match variant {
+                Some(ns) => ns == namespace,
+                None => current.is_none_or(|v| !v.consumers.contains_key(namespace)),
             };
-            Some(vec![(name.clone(), desired)])
+            if !affected {
+                return Some(Vec::new());
+            }
+            let desired = current.map(|v| v.for_namespace(namespace).clone());
+            Some(vec![(api::service_resource(&key.namespace, &key.name), desired)])
+        }
+        Change::Endpoints { key, mesh: change_mesh } => {
+            if change_mesh != mesh {
+                return Some(Vec::new());
+            }
+            let desired = compiled.endpoints.get(key).filter(|(m, _)| m == mesh).map(|(_, r)| r.clone());
+            Some(vec![(api::endpoints_resource(&key.namespace, &key.name), desired)])
+        }
+        Change::Gateway(name) => {
+            if compiled.proxy_gateway.get(proxy.id) != Some(name) {
+                return Some(Vec::new());
+            }
+            let desired = compiled.gateways.get(name).filter(|(m, _)| m == mesh).map(|(_, r)| r.clone());
+            Some(vec![(api::gateway_resource(name), desired)])
         }
     }
 }

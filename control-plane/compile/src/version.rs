@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prost::Message;
 use weft_api::Resource;
 
-use crate::SharedResource;
+use crate::{CompiledResource, SharedResource};
 
 /// Wraps `kind` into a named resource whose version hashes its content.
 pub fn versioned(name: String, kind: weft_api::resource::Kind) -> SharedResource {
@@ -18,5 +18,6 @@ pub fn versioned(name: String, kind: weft_api::resource::Kind) -> SharedResource
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     resource.version = format!("{hash:016x}");
-    Arc::new(resource)
+    let encoded = resource.encode_to_vec().into();
+    Arc::new(CompiledResource { resource, encoded })
 }

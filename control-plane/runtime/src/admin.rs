@@ -139,12 +139,11 @@ async fn proxy_config(State(s): State<AdminState>, Path((namespace, name)): Path
     };
     let desired = desired_resources(&p.compiled, ProxyView { id: &id, workload: &workload });
     let resources: Vec<Value> = desired
-        .values()
+        .iter()
         .map(|r| {
             json!({
                 "name": r.name,
                 "version": r.version,
-                "acked": status.acked.get(&r.name) == Some(&r.version),
                 "rejected": status.rejected.get(&r.name),
                 "content": resource_json(r),
             })

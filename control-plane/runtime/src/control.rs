@@ -176,7 +176,12 @@ impl ControlLoop {
             self.metrics.compile_seconds.observe(started.elapsed().as_secs_f64());
             self.generation += 1;
             if !changes.is_empty() {
-                tracing::debug!(generation = self.generation, changed = changes.len(), "configuration changed");
+                tracing::debug!(
+                    generation = self.generation,
+                    changed = changes.len(),
+                    retranslated = retranslate,
+                    "configuration changed"
+                );
             }
             self.history.push_back((self.generation, Arc::new(changes)));
             while self.history.len() > HISTORY {

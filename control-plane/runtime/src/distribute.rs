@@ -2,7 +2,7 @@
 //! the resources that differ from what the proxy holds and recording its
 //! acknowledgements and rejections.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,15 +12,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_api as api;
-use weft_api::proxy_config_server::ProxyConfig;
-use weft_compile::{ProxyView, desired_resources, resource_for};
+use weft_api::server::proxy_config_server::ProxyConfig;
+use weft_compile::{Compiled, ProxyView, SharedResource, desired_resources, resource_for};
 
 use crate::control::{ControlHandle, Input, Published};
 use crate::metrics::Metrics;
 use crate::proxies::{Proxies, Rejected};
 
 /// Most resources in one update; an initial sync is split into several.
-const MAX_RESOURCES_PER_UPDATE: usize = 500;
+const MAX_RESOURCES_PER_UPDATE: usize = 200;
 
 /// The gRPC service.
 #[derive(Clone, Debug)]
@@ -42,7 +42,7 @@ impl Distributor {
     }
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<api::ConfigUpdate, Status>> + Send>>;
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<api::EncodedConfigUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProxyConfig for Distributor {
@@ -75,11 +75,14 @@ impl ProxyConfig for Distributor {
         self.metrics.proxies_connected.inc();
         tracing::info!(proxy = %id, held = hello.versions.len(), "proxy connected");
 
-        let (tx, rx) = mpsc::channel(8);
+        // Small: updates are built only when there is room for them, so a
+        // slow reader holds a couple of them, not its whole backlog.
+        let (tx, rx) = mpsc::channel(2);
         let session = Session {
             id,
             workload,
-            sent: hello.versions.into_iter().collect(),
+            basis: Basis::Announced(hello.versions.into_iter().collect()),
+            outbox: VecDeque::new(),
             pending: BTreeMap::new(),
             next_nonce: 1,
             seen_generation: 0,
@@ -92,15 +95,35 @@ impl ProxyConfig for Distributor {
     }
 }
 
-/// One proxy's stream.
+/// What the session takes the proxy to hold when it must compare
+/// everything.
+enum Basis {
+    /// The versions the proxy announced in its Hello.
+    Announced(HashMap<String, String>),
+    /// The compilation of the last generation sent to it (shared with every
+    /// session at that generation).
+    Sent(Arc<Compiled>),
+}
+
+/// Resources to send, not yet built into an update.
+struct Batch {
+    generation: u64,
+    resources: Vec<SharedResource>,
+    removed: Vec<String>,
+}
+
+/// One proxy's stream. It keeps no per-resource copy of what the proxy
+/// holds: each generation's changes say what to send, and for the rare full
+/// comparison (its mesh or gateway changed, or it fell behind the history)
+/// the compilation last sent to it stands for what it holds.
 struct Session {
     id: String,
     workload: api::Workload,
-    /// Version sent last, by resource name (what the proxy holds or is
-    /// about to hold).
-    sent: HashMap<String, String>,
-    /// Updates awaiting an answer: nonce → the versions they carried.
-    pending: BTreeMap<u64, Vec<(String, String)>>,
+    basis: Basis,
+    /// Batches waiting for room in the stream, oldest first.
+    outbox: VecDeque<Batch>,
+    /// Updates awaiting an answer: nonce → generation and resources.
+    pending: BTreeMap<u64, (u64, Vec<SharedResource>)>,
     next_nonce: u64,
     seen_generation: u64,
     control: ControlHandle,
@@ -112,25 +135,31 @@ impl Session {
     async fn run(
         mut self,
         mut inbound: Streaming<api::ProxyMessage>,
-        tx: mpsc::Sender<Result<api::ConfigUpdate, Status>>,
+        tx: mpsc::Sender<Result<api::EncodedConfigUpdate, Status>>,
         mut published: watch::Receiver<Arc<Published>>,
         first_generation: u64,
     ) {
-        let mut full = true;
         loop {
             let current = published.borrow_and_update().clone();
             if current.generation >= first_generation && current.generation > self.seen_generation {
-                let updates = if full { self.full_diff(&current) } else { self.incremental_diff(&current) };
-                full = false;
-                self.seen_generation = current.generation;
-                for update in updates {
-                    if tx.send(Ok(update)).await.is_err() {
-                        self.finish().await;
-                        return;
-                    }
+                if self.seen_generation == 0 {
+                    self.full_diff(&current)
+                } else {
+                    self.incremental_diff(&current)
                 }
+                self.seen_generation = current.generation;
+                self.basis = Basis::Sent(current.compiled.clone());
             }
+            drop(current);
             tokio::select! {
+                permit = tx.reserve(), if !self.outbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(batch) = self.outbox.pop_front() {
+                            permit.send(Ok(self.build(batch)));
+                        }
+                    }
+                    Err(_) => break,
+                },
                 changed = published.changed() => {
                     if changed.is_err() {
                         break;
@@ -163,21 +192,34 @@ impl Session {
         ProxyView { id: &self.id, workload: &self.workload }
     }
 
-    /// Everything that differs from what the proxy holds.
-    fn full_diff(&mut self, published: &Published) -> Vec<api::ConfigUpdate> {
+    /// Everything the proxy should hold that differs from what it holds,
+    /// and the removal of what it holds but should not.
+    fn full_diff(&mut self, published: &Published) {
+        tracing::debug!(proxy = %self.id, generation = published.generation, "comparing everything");
         let desired = desired_resources(&published.compiled, self.view());
-        let mut changed = Vec::new();
-        for (name, res) in &desired {
-            if self.sent.get(name) != Some(&res.version) {
-                changed.push(res.clone());
+        let sent;
+        let held: HashMap<&str, &str> = match &self.basis {
+            Basis::Announced(held) => held.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
+            Basis::Sent(compiled) => {
+                sent = desired_resources(compiled, self.view());
+                sent.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect()
             }
-        }
-        let removed: Vec<String> = self.sent.keys().filter(|n| !desired.contains_key(*n)).cloned().collect();
-        self.package(changed, removed)
+        };
+        let removed = if held.is_empty() {
+            Vec::new()
+        } else {
+            let wanted: HashSet<&str> = desired.iter().map(|r| r.name.as_str()).collect();
+            let mut removed: Vec<String> =
+                held.keys().filter(|n| !wanted.contains(*n)).map(|n| n.to_string()).collect();
+            removed.sort();
+            removed
+        };
+        let changed = desired.into_iter().filter(|r| held.get(r.name.as_str()) != Some(&r.version.as_str())).collect();
+        self.enqueue(published.generation, changed, removed);
     }
 
     /// The resources named by the changes since the last generation seen.
-    fn incremental_diff(&mut self, published: &Published) -> Vec<api::ConfigUpdate> {
+    fn incremental_diff(&mut self, published: &Published) {
         let Some(changes) = published.changes_since(self.seen_generation) else {
             return self.full_diff(published);
         };
@@ -189,65 +231,67 @@ impl Session {
             };
             for (name, desired) in entries {
                 match desired {
-                    Some(res) if self.sent.get(&name) != Some(&res.version) => changed.push(res),
-                    Some(_) => {}
-                    None if self.sent.contains_key(&name) => removed.push(name),
-                    None => {}
+                    Some(res) => changed.push(res),
+                    None => removed.push(name),
                 }
             }
         }
-        self.package(changed, removed)
+        self.enqueue(published.generation, changed, removed);
     }
 
-    /// Splits changes into updates, records them as sent.
-    fn package(&mut self, changed: Vec<weft_compile::SharedResource>, removed: Vec<String>) -> Vec<api::ConfigUpdate> {
+    /// Queues changes in batches of at most [`MAX_RESOURCES_PER_UPDATE`];
+    /// removals travel with the last batch.
+    fn enqueue(&mut self, generation: u64, changed: Vec<SharedResource>, removed: Vec<String>) {
         if changed.is_empty() && removed.is_empty() {
-            return Vec::new();
+            if self.outbox.is_empty() && self.pending.is_empty() {
+                self.proxies.update(&self.id, |s| s.synced_generation = generation);
+            }
+            return;
         }
-        let mut updates = Vec::new();
         let mut chunks = changed.chunks(MAX_RESOURCES_PER_UPDATE).peekable();
         let mut removed = Some(removed);
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
             let last = chunks.peek().is_none();
-            let nonce = self.next_nonce;
-            self.next_nonce += 1;
-            let update = api::ConfigUpdate {
-                nonce,
-                resources: chunk.iter().map(|r| (**r).clone()).collect(),
+            self.outbox.push_back(Batch {
+                generation,
+                resources: chunk.to_vec(),
                 removed: if last { removed.take().unwrap_or_default() } else { Vec::new() },
-            };
-            let versions: Vec<(String, String)> = chunk.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
-            for (name, version) in &versions {
-                self.sent.insert(name.clone(), version.clone());
-            }
-            for name in &update.removed {
-                self.sent.remove(name);
-            }
-            let bytes = update.encoded_len() as u64;
-            self.metrics.updates_sent.inc();
-            self.metrics.update_bytes.inc_by(bytes);
-            let removed_names = update.removed.clone();
-            self.proxies.update(&self.id, |s| {
-                s.updates_sent += 1;
-                s.bytes_sent += bytes;
-                s.pending_updates += 1;
-                for name in &removed_names {
-                    s.acked.remove(name);
-                    s.rejected.remove(name);
-                }
             });
-            self.pending.insert(nonce, versions);
-            updates.push(update);
             if last {
                 break;
             }
         }
-        updates
+    }
+
+    /// Builds a batch into an update and records it as awaiting an answer.
+    fn build(&mut self, batch: Batch) -> api::EncodedConfigUpdate {
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        // The resources' bytes are shared, not copied, until tonic writes
+        // them into the stream.
+        let update = api::EncodedConfigUpdate {
+            nonce,
+            resources: batch.resources.iter().map(|r| r.encoded().clone()).collect(),
+            removed: batch.removed,
+        };
+        let bytes = update.encoded_len() as u64;
+        self.metrics.updates_sent.inc();
+        self.metrics.update_bytes.inc_by(bytes);
+        self.proxies.update(&self.id, |s| {
+            s.updates_sent += 1;
+            s.bytes_sent += bytes;
+            s.pending_updates += 1;
+            for name in &update.removed {
+                s.rejected.remove(name);
+            }
+        });
+        self.pending.insert(nonce, (batch.generation, batch.resources));
+        update
     }
 
     fn on_ack(&mut self, ack: api::Ack) {
-        let Some(versions) = self.pending.remove(&ack.nonce) else {
+        let Some((generation, resources)) = self.pending.remove(&ack.nonce) else {
             tracing::debug!(proxy = %self.id, nonce = ack.nonce, "acknowledgement of an unknown update");
             return;
         };
@@ -258,18 +302,25 @@ impl Session {
             self.metrics.rejections.inc();
             tracing::warn!(proxy = %self.id, resource = %r.resource, error = %r.error, "proxy rejected a resource; it keeps its previous version");
         }
+        let all_answered = self.pending.is_empty() && self.outbox.is_empty();
         self.proxies.update(&self.id, |s| {
             s.pending_updates = s.pending_updates.saturating_sub(1);
-            for (name, version) in versions {
-                match ack.rejected.iter().find(|r| r.resource == name) {
+            let nothing_rejected = ack.rejected.is_empty() && s.rejected.is_empty();
+            for res in resources.iter().filter(|_| !nothing_rejected) {
+                match ack.rejected.iter().find(|r| r.resource == res.name) {
                     Some(r) => {
-                        s.rejected.insert(name, Rejected { version, error: r.error.clone() });
+                        s.rejected.insert(
+                            res.name.clone(),
+                            Rejected { version: res.version.clone(), error: r.error.clone() },
+                        );
                     }
                     None => {
-                        s.rejected.remove(&name);
-                        s.acked.insert(name, version);
+                        s.rejected.remove(&res.name);
                     }
                 }
+            }
+            if all_answered {
+                s.synced_generation = s.synced_generation.max(generation);
             }
         });
     }

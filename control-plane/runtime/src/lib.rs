@@ -104,7 +104,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(
-                weft_api::proxy_config_server::ProxyConfigServer::new(distributor).max_decoding_message_size(16 << 20),
+                weft_api::server::proxy_config_server::ProxyConfigServer::new(distributor)
+                    .max_decoding_message_size(16 << 20),
             )
             .serve_with_incoming(TcpListenerStream::new(grpc_listener))
             .await

@@ -25,8 +25,9 @@ pub struct ProxyStatus {
     pub labels: BTreeMap<String, String>,
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
-    /// Versions the proxy acknowledged, by resource.
-    pub acked: BTreeMap<String, String>,
+    /// The configuration generation the proxy has acknowledged in full
+    /// (every update up to it answered).
+    pub synced_generation: u64,
     /// Resources it rejected (it keeps its previous version of them).
     pub rejected: BTreeMap<String, Rejected>,
     /// Updates sent and not yet answered.
@@ -66,7 +67,7 @@ impl Proxies {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
-                acked: BTreeMap::new(),
+                synced_generation: 0,
                 rejected: BTreeMap::new(),
                 pending_updates: 0,
                 updates_sent: 0,

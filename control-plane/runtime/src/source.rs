@@ -21,18 +21,27 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 pub async fn watch_directory(dir: PathBuf, control: ControlHandle) -> anyhow::Result<()> {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event {
-            if !matches!(e.kind, notify::EventKind::Access(_)) {
-                let _ = events_tx.send(());
-            }
+        if let Ok(e) = event
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = events_tx.send(());
         }
     })?;
     watcher.watch(&dir, RecursiveMode::Recursive)?;
+    // Unchanged files are not parsed again.
+    let mut cache = load::ManifestCache::default();
     loop {
         let d = dir.clone();
-        let (snapshot, report) = tokio::task::spawn_blocking(move || load::load_paths(&[d])).await?;
+        let started = std::time::Instant::now();
+        let (snapshot, report);
+        (cache, snapshot, report) = tokio::task::spawn_blocking(move || {
+            let (snapshot, report) = cache.load(&[d]);
+            (cache, snapshot, report)
+        })
+        .await?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
         let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
-        tracing::info!(dir = %dir.display(), objects = report.loaded, errors = errors.len(), "loaded");
+        tracing::info!(dir = %dir.display(), objects = report.loaded, errors = errors.len(), elapsed_ms, "loaded");
         if control.send(Input::Snapshot { snapshot: Box::new(snapshot), errors }).await.is_err() {
             return Ok(());
         }

@@ -56,7 +56,7 @@ pub struct SecretInfo {
 /// Everything the translator reads. Built by the loader in local mode and by
 /// the watchers in Kubernetes mode, so everything after the source is tested
 /// without a cluster.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     /// GatewayClasses by name.
     pub gateway_classes: BTreeMap<String, GatewayClass>,

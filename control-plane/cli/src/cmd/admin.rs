@@ -33,10 +33,12 @@ async fn fetch(target: &Target, path: &str) -> anyhow::Result<Value> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}{}", target.admin.trim_end_matches('/'), path);
     let uri: hyper::Uri = url.parse().with_context(|| format!("invalid admin address {url}"))?;
-    let response = client.get(uri).await.with_context(|| format!("cannot reach the control plane at {}", target.admin))?;
+    let response =
+        client.get(uri).await.with_context(|| format!("cannot reach the control plane at {}", target.admin))?;
     let status = response.status();
     let body = response.into_body().collect().await.context("reading the response")?.to_bytes();
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let value: Value =
+        serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
     if !status.is_success() {
         bail!("{}", value["error"].as_str().unwrap_or(&value.to_string()));
     }
@@ -99,13 +101,13 @@ pub async fn get(target: &Target, kind: &str) -> anyhow::Result<()> {
                         s(&p["id"]),
                         s(&p["role"]),
                         p["ips"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                        p["acked"].as_object().map(|m| m.len()).unwrap_or(0).to_string(),
+                        s(&p["synced_generation"]),
                         rejected.to_string(),
                         s(&p["pending_updates"]),
                     ]
                 })
                 .collect();
-            columns(&["PROXY", "ROLE", "IPS", "ACKED", "REJECTED", "PENDING"], rows)
+            columns(&["PROXY", "ROLE", "IPS", "SYNCED-GENERATION", "REJECTED", "PENDING"], rows)
         });
     }
     let v = fetch(target, &format!("/api/v1/generated/{kind}")).await?;
@@ -116,13 +118,12 @@ pub async fn get(target: &Target, kind: &str) -> anyhow::Result<()> {
             .flatten()
             .map(|o| {
                 let m = &o["metadata"];
-                let origin = format!(
-                    "{} {}",
-                    s(&m["labels"]["weft.io/origin-kind"]),
-                    s(&m["annotations"]["weft.io/origin"])
-                );
+                let origin =
+                    format!("{} {}", s(&m["labels"]["weft.io/origin-kind"]), s(&m["annotations"]["weft.io/origin"]));
                 let target = match o["kind"].as_str() {
-                    Some("MeshGateway") => format!("{} listener(s)", o["spec"]["listeners"].as_array().map(Vec::len).unwrap_or(0)),
+                    Some("MeshGateway") => {
+                        format!("{} listener(s)", o["spec"]["listeners"].as_array().map(Vec::len).unwrap_or(0))
+                    }
                     Some("MeshGatewayInstance") => s(&o["spec"]["meshGateway"]),
                     _ => format!(
                         "{}{}",
@@ -174,9 +175,10 @@ pub async fn config_dump(target: &Target, proxy: &str) -> anyhow::Result<()> {
             .into_iter()
             .flatten()
             .map(|r| {
+                let synced = dump["proxy"]["synced_generation"] == dump["generation"];
                 let state = if !r["rejected"].is_null() {
                     format!("rejected: {}", s(&r["rejected"]["error"]))
-                } else if r["acked"] == true {
+                } else if synced {
                     "acked".into()
                 } else {
                     "pending".into()

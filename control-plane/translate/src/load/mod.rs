@@ -85,9 +85,34 @@ impl Origin {
 /// Accumulates documents into a snapshot.
 #[derive(Debug, Default)]
 pub struct Loader {
-    snapshot: Snapshot,
-    report: LoadReport,
-    seen: BTreeMap<(String, ObjectKey), Origin>,
+    files: Vec<ParsedFile>,
+}
+
+/// The documents of one file, parsed and typed on their own: nothing in
+/// them depends on other files, so a reload can keep them while the file is
+/// unchanged. Duplicates across files are found when files are assembled.
+#[derive(Clone, Debug, Default)]
+pub struct ParsedFile {
+    /// Objects and errors in document order, so errors are reported in the
+    /// order they appear.
+    entries: Vec<Entry>,
+    /// Kinds read but not used by Weft, with how many objects of each.
+    ignored_kinds: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Object(Box<Parsed>),
+    Error(LoadError),
+}
+
+/// One typed object and where it came from.
+#[derive(Clone, Debug)]
+struct Parsed {
+    origin: Origin,
+    kind: &'static str,
+    key: ObjectKey,
+    object: Object,
 }
 
 /// Loads every path (files, or directories walked recursively for `.yaml`,
@@ -98,6 +123,56 @@ pub fn load_paths(paths: &[PathBuf]) -> (Snapshot, LoadReport) {
         loader.add_path(path);
     }
     loader.finish()
+}
+
+/// Keeps the parsed documents of each file between loads of the same paths,
+/// so that a reload after one file changed parses only that file. Local
+/// mode reloads its whole directory on every change; with thousands of
+/// objects, parsing is most of the time from a saved file to a proxy
+/// update.
+#[derive(Debug, Default)]
+pub struct ManifestCache {
+    files: BTreeMap<PathBuf, (String, ParsedFile)>,
+}
+
+impl ManifestCache {
+    /// Loads every path like [`load_paths`], re-parsing only files whose
+    /// content differs from the last load.
+    pub fn load(&mut self, paths: &[PathBuf]) -> (Snapshot, LoadReport) {
+        let mut order: Vec<ParsedFile> = Vec::new();
+        let mut present = std::collections::BTreeSet::new();
+        for path in paths {
+            let files = match manifest_files(path) {
+                Ok(files) => files,
+                Err(e) => {
+                    order.push(ParsedFile::unreadable(path, &e));
+                    continue;
+                }
+            };
+            for file in files {
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        order.push(ParsedFile::unreadable(&file, &e));
+                        continue;
+                    }
+                };
+                present.insert(file.clone());
+                let cached = self.files.get(&file).filter(|(old, _)| *old == text).map(|(_, parsed)| parsed.clone());
+                let parsed = match cached {
+                    Some(parsed) => parsed,
+                    None => {
+                        let parsed = ParsedFile::parse(&file.display().to_string(), &text);
+                        self.files.insert(file, (text, parsed.clone()));
+                        parsed
+                    }
+                };
+                order.push(parsed);
+            }
+        }
+        self.files.retain(|path, _| present.contains(path));
+        assemble(order)
+    }
 }
 
 /// Loads one YAML stream.
@@ -133,56 +208,33 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Resu
     Ok(())
 }
 
-impl Loader {
-    /// Reads a file or a directory.
-    pub fn add_path(&mut self, path: &Path) {
-        let files = match manifest_files(path) {
-            Ok(files) => files,
-            Err(e) => {
-                self.report.errors.push(LoadError {
-                    file: path.display().to_string(),
-                    document: 0,
-                    line: 0,
-                    path: String::new(),
-                    message: format!("cannot read: {e}"),
-                });
-                return;
-            }
-        };
-        for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => self.add_str(&file.display().to_string(), &text),
-                Err(e) => self.report.errors.push(LoadError {
-                    file: file.display().to_string(),
-                    document: 0,
-                    line: 0,
-                    path: String::new(),
-                    message: format!("cannot read: {e}"),
-                }),
-            }
-        }
-    }
-
-    /// Reads one YAML stream; `file` names it in errors.
-    pub fn add_str(&mut self, file: &str, text: &str) {
+impl ParsedFile {
+    /// Parses one YAML stream; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Self {
+        let mut parsed = ParsedFile::default();
         for doc in split::documents(text) {
             let origin = Origin { file: file.to_string(), document: doc.index, line: doc.first_content_line };
             let value: Value = match serde_saphyr::from_str(doc.text) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.report.errors.push(origin.error("", yaml_error(&e, doc.line)));
+                    parsed.entries.push(Entry::Error(origin.error("", yaml_error(&e, doc.line))));
                     continue;
                 }
             };
-            self.add_value(&origin, value);
+            parsed.add_value(&origin, value);
         }
+        parsed
     }
 
-    /// Adds one already parsed document; `file` and `document` name it in
-    /// errors. Used by sources that hold objects as JSON (tests, watchers).
-    pub fn add_document(&mut self, file: &str, document: usize, value: Value) {
-        let origin = Origin { file: file.to_string(), document, line: 1 };
-        self.add_value(&origin, value);
+    fn unreadable(path: &Path, e: &std::io::Error) -> Self {
+        let error = LoadError {
+            file: path.display().to_string(),
+            document: 0,
+            line: 0,
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        };
+        ParsedFile { entries: vec![Entry::Error(error)], ignored_kinds: BTreeMap::new() }
     }
 
     /// Adds an already parsed document (also used for `kind: List` items).
@@ -191,126 +243,125 @@ impl Loader {
             return;
         }
         if !value.is_object() {
-            self.report.errors.push(origin.error("", "a document must be a mapping with apiVersion and kind"));
+            self.error(origin.error("", "a document must be a mapping with apiVersion and kind"));
             return;
         }
         let kind = match value.get("kind") {
             Some(Value::String(k)) if !k.is_empty() => k.clone(),
             _ => {
-                self.report.errors.push(origin.error("kind", "missing or not a string"));
+                self.error(origin.error("kind", "missing or not a string"));
                 return;
             }
         };
         let api_version = match value.get("apiVersion") {
             Some(Value::String(v)) if !v.is_empty() => v.clone(),
             _ => {
-                self.report.errors.push(origin.error("apiVersion", "missing or not a string"));
+                self.error(origin.error("apiVersion", "missing or not a string"));
                 return;
             }
         };
         if kind == "List" {
             let Some(Value::Array(items)) = value.get("items") else {
-                self.report.errors.push(origin.error("items", "a List needs a sequence of items"));
+                self.error(origin.error("items", "a List needs a sequence of items"));
                 return;
             };
             for (i, item) in items.clone().into_iter().enumerate() {
-                let before = self.report.errors.len();
+                let before = self.entries.len();
                 self.add_value(origin, item);
-                for e in &mut self.report.errors[before..] {
-                    e.path = if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
+                for entry in &mut self.entries[before..] {
+                    if let Entry::Error(e) = entry {
+                        e.path =
+                            if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
+                    }
                 }
             }
             return;
         }
         let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        if let Err(e) = self.add_typed(origin, group, &api_version, &kind, value) {
-            self.report.errors.push(e);
+        match self.typed_object(origin, group, &api_version, &kind, value) {
+            Ok(Some(parsed)) => self.entries.push(Entry::Object(Box::new(parsed))),
+            Ok(None) => {}
+            Err(e) => self.error(e),
         }
     }
 
-    fn add_typed(
+    fn error(&mut self, e: LoadError) {
+        self.entries.push(Entry::Error(e));
+    }
+
+    /// The typed object of a document, `None` for kinds Weft does not read.
+    fn typed_object(
         &mut self,
         origin: &Origin,
         group: &str,
         api_version: &str,
         kind: &str,
         mut doc: Value,
-    ) -> Result<(), LoadError> {
-        let snap = &mut self.snapshot;
-        macro_rules! insert {
-            ($map:ident, $ty:ty, namespaced: $ns:expr, $defaults:expr) => {{
+    ) -> Result<Option<Parsed>, LoadError> {
+        macro_rules! object {
+            ($kind:literal, $variant:ident, $ty:ty, namespaced: $ns:expr, $defaults:expr) => {{
                 defaults::metadata(&mut doc, $ns);
                 let apply: fn(&mut Value) = $defaults;
                 apply(&mut doc);
                 let obj: $ty = typed(origin, doc)?;
                 let key = key_of(origin, &obj.metadata, $ns)?;
-                let map_key = if $ns { key.clone() } else { ObjectKey::cluster(key.name.clone()) };
-                remember(&mut self.seen, origin, kind, &map_key)?;
-                insert_keyed(&mut snap.$map, map_key, key, obj);
+                Object::$variant(Box::new(obj)).parsed(origin, $kind, key)
             }};
         }
-        match (group, kind) {
+        let parsed = match (group, kind) {
             ("gateway.networking.k8s.io", "GatewayClass") => {
-                insert!(gateway_classes, weft_k8s_api::gateway::GatewayClass, namespaced: false, |_| {})
+                object!("GatewayClass", GatewayClass, weft_k8s_api::gateway::GatewayClass, namespaced: false, |_| {})
             }
             ("gateway.networking.k8s.io", "Gateway") => {
-                insert!(gateways, weft_k8s_api::gateway::Gateway, namespaced: true, defaults::gateway)
+                object!("Gateway", Gateway, weft_k8s_api::gateway::Gateway, namespaced: true, defaults::gateway)
             }
             ("gateway.networking.k8s.io", "ListenerSet") => {
-                insert!(listener_sets, weft_k8s_api::gateway::ListenerSet, namespaced: true, defaults::listener_set)
+                object!("ListenerSet", ListenerSet, weft_k8s_api::gateway::ListenerSet, namespaced: true, defaults::listener_set)
             }
             ("gateway.networking.k8s.io", "HTTPRoute") => {
-                insert!(http_routes, weft_k8s_api::gateway::HttpRoute, namespaced: true, defaults::http_route)
+                object!("HTTPRoute", HttpRoute, weft_k8s_api::gateway::HttpRoute, namespaced: true, defaults::http_route)
             }
             ("gateway.networking.k8s.io", "GRPCRoute") => {
-                insert!(grpc_routes, weft_k8s_api::gateway::GrpcRoute, namespaced: true, defaults::grpc_route)
+                object!("GRPCRoute", GrpcRoute, weft_k8s_api::gateway::GrpcRoute, namespaced: true, defaults::grpc_route)
             }
             ("gateway.networking.k8s.io", "TLSRoute") => {
-                insert!(tls_routes, weft_k8s_api::gateway::TlsRoute, namespaced: true, defaults::l4_route)
+                object!("TLSRoute", TlsRoute, weft_k8s_api::gateway::TlsRoute, namespaced: true, defaults::l4_route)
             }
             ("gateway.networking.k8s.io", "TCPRoute") => {
-                insert!(tcp_routes, weft_k8s_api::gateway::TcpRoute, namespaced: true, defaults::l4_route)
+                object!("TCPRoute", TcpRoute, weft_k8s_api::gateway::TcpRoute, namespaced: true, defaults::l4_route)
             }
             ("gateway.networking.k8s.io", "ReferenceGrant") => {
-                insert!(reference_grants, weft_k8s_api::gateway::ReferenceGrant, namespaced: true, |_| {})
+                object!("ReferenceGrant", ReferenceGrant, weft_k8s_api::gateway::ReferenceGrant, namespaced: true, |_| {})
             }
-            ("", "Service") => insert!(services, Service, namespaced: true, defaults::service),
+            ("", "Service") => object!("Service", Service, Service, namespaced: true, defaults::service),
             ("discovery.k8s.io", "EndpointSlice") => {
-                insert!(endpoint_slices, EndpointSlice, namespaced: true, |_| {})
+                object!("EndpointSlice", EndpointSlice, EndpointSlice, namespaced: true, |_| {})
             }
-            ("", "Namespace") => {
-                insert!(namespaces, Namespace, namespaced: false, defaults::namespace)
-            }
+            ("", "Namespace") => object!("Namespace", Namespace, Namespace, namespaced: false, defaults::namespace),
             ("weft.io", _) if api_version != weft_k8s_api::crds::API_VERSION => {
                 return Err(origin.error(
                     "apiVersion",
                     format!("Weft serves {} only, not {api_version}", weft_k8s_api::crds::API_VERSION),
                 ));
             }
-            ("weft.io", "Mesh") => {
-                insert!(meshes, weft_k8s_api::crds::Mesh, namespaced: false, |_| {})
-            }
+            ("weft.io", "Mesh") => object!("Mesh", Mesh, weft_k8s_api::crds::Mesh, namespaced: false, |_| {}),
             ("weft.io", "MeshGatewayConfig") => {
-                insert!(mesh_gateway_configs, weft_k8s_api::crds::MeshGatewayConfig, namespaced: false, |_| {})
+                object!("MeshGatewayConfig", MeshGatewayConfig, weft_k8s_api::crds::MeshGatewayConfig, namespaced: false, |_| {})
             }
             ("weft.io", "MeshGatewayInstance") => {
-                insert!(mesh_gateway_instances, weft_k8s_api::crds::MeshGatewayInstance, namespaced: true, |_| {})
+                object!("MeshGatewayInstance", MeshGatewayInstance, weft_k8s_api::crds::MeshGatewayInstance, namespaced: true, |_| {})
             }
             ("weft.io", "MeshHTTPRoute") => {
-                insert!(mesh_http_routes, weft_k8s_api::crds::MeshHTTPRoute, namespaced: true, |_| {})
+                object!("MeshHTTPRoute", MeshHttpRoute, weft_k8s_api::crds::MeshHTTPRoute, namespaced: true, |_| {})
             }
             ("weft.io", "MeshTCPRoute") => {
-                insert!(mesh_tcp_routes, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {})
+                object!("MeshTCPRoute", MeshTcpRoute, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {})
             }
             ("weft.io", "MeshGateway") => {
                 // Generated by the translator from Gateways; reading it back
                 // (e.g. from `kubectl get -o yaml` output) is harmless.
-                *self
-                    .report
-                    .ignored_kinds
-                    .entry("MeshGateway.weft.io (generated by Weft, not read)".into())
-                    .or_default() += 1;
-                return Ok(());
+                *self.ignored_kinds.entry("MeshGateway.weft.io (generated by Weft, not read)".into()).or_default() += 1;
+                return Ok(None);
             }
             ("weft.io", other) => {
                 let known = ["Mesh", "MeshGatewayConfig", "MeshGatewayInstance", "MeshHTTPRoute", "MeshTCPRoute"];
@@ -326,48 +377,146 @@ impl Loader {
                 defaults::metadata(&mut doc, true);
                 let secret: Secret = typed(origin, doc).map_err(redact_secret_error)?;
                 let key = key_of(origin, &secret.metadata, true)?;
-                remember(&mut self.seen, origin, kind, &key)?;
-                self.snapshot.secrets.insert(key, secret::summarize(&secret));
+                Object::Secret(Box::new(secret::summarize(&secret))).parsed(origin, "Secret", key)
             }
             _ => {
                 *self
-                    .report
                     .ignored_kinds
                     .entry(format!("{kind}.{}", if group.is_empty() { "core" } else { group }))
                     .or_default() += 1;
-                return Ok(());
+                return Ok(None);
+            }
+        };
+        Ok(Some(parsed))
+    }
+}
+
+impl Loader {
+    /// Reads a file or a directory.
+    pub fn add_path(&mut self, path: &Path) {
+        let files = match manifest_files(path) {
+            Ok(files) => files,
+            Err(e) => {
+                self.files.push(ParsedFile::unreadable(path, &e));
+                return;
+            }
+        };
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => self.add_str(&file.display().to_string(), &text),
+                Err(e) => self.files.push(ParsedFile::unreadable(&file, &e)),
             }
         }
-        self.report.loaded += 1;
-        Ok(())
+    }
+
+    /// Reads one YAML stream; `file` names it in errors.
+    pub fn add_str(&mut self, file: &str, text: &str) {
+        self.files.push(ParsedFile::parse(file, text));
+    }
+
+    /// Adds one already parsed document; `file` and `document` name it in
+    /// errors. Used by sources that hold objects as JSON (tests, watchers).
+    pub fn add_document(&mut self, file: &str, document: usize, value: Value) {
+        let origin = Origin { file: file.to_string(), document, line: 1 };
+        let mut parsed = ParsedFile::default();
+        parsed.add_value(&origin, value);
+        self.files.push(parsed);
     }
 
     /// The snapshot and what happened while loading it.
     pub fn finish(self) -> (Snapshot, LoadReport) {
-        (self.snapshot, self.report)
+        assemble(self.files)
     }
 }
 
-fn insert_keyed<T>(map: &mut impl MapInsert<T>, map_key: ObjectKey, key: ObjectKey, obj: T) {
-    map.insert_object(map_key, key, obj);
+/// Puts parsed files together in order: the first definition of an object
+/// wins and later copies are reported.
+fn assemble(files: impl IntoIterator<Item = ParsedFile>) -> (Snapshot, LoadReport) {
+    let mut snapshot = Snapshot::default();
+    let mut report = LoadReport::default();
+    let mut seen: BTreeMap<(&'static str, ObjectKey), Origin> = BTreeMap::new();
+    for file in files {
+        for (kind, n) in file.ignored_kinds {
+            *report.ignored_kinds.entry(kind).or_default() += n;
+        }
+        for entry in file.entries {
+            match entry {
+                Entry::Error(e) => report.errors.push(e),
+                Entry::Object(parsed) => {
+                    let Parsed { origin, kind, key, object } = *parsed;
+                    if let Some(first) = seen.get(&(kind, key.clone())) {
+                        report.errors.push(origin.error(
+                            "metadata.name",
+                            format!(
+                                "{kind} {key} is already defined in {} document {}; this copy is ignored",
+                                first.file, first.document
+                            ),
+                        ));
+                        continue;
+                    }
+                    seen.insert((kind, key.clone()), origin);
+                    object.insert_into(&mut snapshot, key);
+                    report.loaded += 1;
+                }
+            }
+        }
+    }
+    (snapshot, report)
 }
 
-/// Inserts into the snapshot's maps, which are keyed by `ObjectKey` or, for
-/// cluster-scoped kinds, by name.
-trait MapInsert<T> {
-    fn insert_object(&mut self, map_key: ObjectKey, key: ObjectKey, obj: T);
+/// A typed object of one of the kinds a [`Snapshot`] holds.
+#[derive(Clone, Debug)]
+enum Object {
+    GatewayClass(Box<weft_k8s_api::gateway::GatewayClass>),
+    Gateway(Box<weft_k8s_api::gateway::Gateway>),
+    ListenerSet(Box<weft_k8s_api::gateway::ListenerSet>),
+    HttpRoute(Box<weft_k8s_api::gateway::HttpRoute>),
+    GrpcRoute(Box<weft_k8s_api::gateway::GrpcRoute>),
+    TlsRoute(Box<weft_k8s_api::gateway::TlsRoute>),
+    TcpRoute(Box<weft_k8s_api::gateway::TcpRoute>),
+    ReferenceGrant(Box<weft_k8s_api::gateway::ReferenceGrant>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Namespace(Box<Namespace>),
+    Secret(Box<crate::snapshot::SecretInfo>),
+    Mesh(Box<weft_k8s_api::crds::Mesh>),
+    MeshGatewayConfig(Box<weft_k8s_api::crds::MeshGatewayConfig>),
+    MeshGatewayInstance(Box<weft_k8s_api::crds::MeshGatewayInstance>),
+    MeshHttpRoute(Box<weft_k8s_api::crds::MeshHTTPRoute>),
+    MeshTcpRoute(Box<weft_k8s_api::crds::MeshTCPRoute>),
 }
 
-impl<T> MapInsert<T> for BTreeMap<ObjectKey, T> {
-    fn insert_object(&mut self, map_key: ObjectKey, _key: ObjectKey, obj: T) {
-        self.insert(map_key, obj);
+impl Object {
+    fn parsed(self, origin: &Origin, kind: &'static str, key: ObjectKey) -> Parsed {
+        Parsed { origin: origin.clone(), kind, key, object: self }
+    }
+
+    /// Cluster-scoped kinds are keyed by name (their key has no namespace).
+    fn insert_into(self, s: &mut Snapshot, key: ObjectKey) {
+        match self {
+            Object::GatewayClass(o) => insert(&mut s.gateway_classes, key.name, *o),
+            Object::Gateway(o) => insert(&mut s.gateways, key, *o),
+            Object::ListenerSet(o) => insert(&mut s.listener_sets, key, *o),
+            Object::HttpRoute(o) => insert(&mut s.http_routes, key, *o),
+            Object::GrpcRoute(o) => insert(&mut s.grpc_routes, key, *o),
+            Object::TlsRoute(o) => insert(&mut s.tls_routes, key, *o),
+            Object::TcpRoute(o) => insert(&mut s.tcp_routes, key, *o),
+            Object::ReferenceGrant(o) => insert(&mut s.reference_grants, key, *o),
+            Object::Service(o) => insert(&mut s.services, key, *o),
+            Object::EndpointSlice(o) => insert(&mut s.endpoint_slices, key, *o),
+            Object::Namespace(o) => insert(&mut s.namespaces, key.name, *o),
+            Object::Secret(o) => insert(&mut s.secrets, key, *o),
+            Object::Mesh(o) => insert(&mut s.meshes, key.name, *o),
+            Object::MeshGatewayConfig(o) => insert(&mut s.mesh_gateway_configs, key.name, *o),
+            Object::MeshGatewayInstance(o) => insert(&mut s.mesh_gateway_instances, key, *o),
+            Object::MeshHttpRoute(o) => insert(&mut s.mesh_http_routes, key, *o),
+            Object::MeshTcpRoute(o) => insert(&mut s.mesh_tcp_routes, key, *o),
+        }
     }
 }
 
-impl<T> MapInsert<T> for BTreeMap<String, T> {
-    fn insert_object(&mut self, _map_key: ObjectKey, key: ObjectKey, obj: T) {
-        self.insert(key.name, obj);
-    }
+fn insert<K: Ord, T>(map: &mut BTreeMap<K, T>, key: K, obj: T) {
+    map.insert(key, obj);
 }
 
 /// Deserializes with the failing field's path in the error.
@@ -422,25 +571,6 @@ fn key_of(
     let name = meta.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| origin.error("metadata.name", "missing"))?;
     let namespace = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
     Ok(ObjectKey::new(namespace, name))
-}
-
-fn remember(
-    seen: &mut BTreeMap<(String, ObjectKey), Origin>,
-    origin: &Origin,
-    kind: &str,
-    key: &ObjectKey,
-) -> Result<(), LoadError> {
-    if let Some(first) = seen.get(&(kind.to_string(), key.clone())) {
-        return Err(origin.error(
-            "metadata.name",
-            format!(
-                "{kind} {key} is already defined in {} document {}; this copy is ignored",
-                first.file, first.document
-            ),
-        ));
-    }
-    seen.insert((kind.to_string(), key.clone()), origin.clone());
-    Ok(())
 }
 
 #[cfg(test)]
@@ -499,5 +629,41 @@ mod tests {
         assert_eq!(info.keys.iter().cloned().collect::<Vec<_>>(), vec!["tls.crt", "tls.key"]);
         let err = info.tls.clone().unwrap().unwrap_err();
         assert!(!err.contains("SGVsbG8"), "{err}");
+    }
+
+    #[test]
+    fn the_cache_reparses_changed_files_and_forgets_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str, port: u16| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: x}}\nspec: {{ports: [{{port: {port}}}]}}\n"
+            )
+        };
+        std::fs::write(dir.path().join("a.yaml"), svc("a", 80)).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), svc("b", 80)).unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = ManifestCache::default();
+        let (first, report) = cache.load(&paths);
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert_eq!(first, load_paths(&paths).0);
+
+        // Same length, different content: still re-read.
+        std::fs::write(dir.path().join("b.yaml"), svc("b", 81)).unwrap();
+        // A copy of `a` in a later file is a duplicate even though `a.yaml`
+        // itself comes from the cache.
+        std::fs::write(dir.path().join("c.yaml"), svc("a", 90)).unwrap();
+        let (second, report) = cache.load(&paths);
+        assert_eq!(second, load_paths(&paths).0);
+        let b = &second.services[&ObjectKey::new("x", "b")];
+        assert_eq!(b.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 81);
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert!(report.errors[0].message.contains("already defined in"), "{}", report.errors[0]);
+
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        let (third, report) = cache.load(&paths);
+        assert!(!third.services.contains_key(&ObjectKey::new("x", "b")));
+        assert_eq!(third.services.len(), 1);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(cache.files.len(), 2);
     }
 }
