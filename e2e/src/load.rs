@@ -1,0 +1,118 @@
+//! A steady-rate HTTP load: requests at a fixed rate to one address with a
+//! chosen Host, each result recorded (which pod answered, status, latency).
+//! Used by the demo, and in pods by the e2e tests through `weft-load`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// One request's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Milliseconds from the start of the load to the request's start.
+    pub at_ms: u64,
+    /// HTTP status, or 0 when no response arrived.
+    pub status: u16,
+    /// The pod that answered (from the echo body), when one did.
+    pub pod: Option<String>,
+    pub latency_us: u64,
+    /// Why there was no response, or the body of a non-200 one.
+    pub error: Option<String>,
+}
+
+/// Where requests go: `connect` is dialled (a Service address that the
+/// pod's iptables redirect to its sidecar, or a sidecar's outbound port
+/// used as an explicit proxy); `host` is the Host header.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub connect: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `rate` requests a second for `duration`; every outcome goes to
+/// `out` as it completes. Returns when the last request has finished.
+pub async fn run(target: Target, rate: u32, duration: Duration, out: mpsc::UnboundedSender<Outcome>) {
+    let connect = target.connect;
+    let connector = tower::service_fn(move |_: http::Uri| {
+        Box::pin(async move {
+            let s = TcpStream::connect(connect).await?;
+            s.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(TokioIo::new(s))
+        })
+    });
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let uri: http::Uri = match format!("http://{}{}", target.host, target.path).parse() {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = out.send(Outcome { at_ms: 0, status: 0, pod: None, latency_us: 0, error: Some(e.to_string()) });
+            return;
+        }
+    };
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = tokio::task::JoinSet::new();
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let (client, uri, out) = (client.clone(), uri.clone(), out.clone());
+        let at_ms = start.elapsed().as_millis() as u64;
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, one(&client, uri)).await {
+                Ok(Ok((status, body))) => {
+                    let pod = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("pod").and_then(|p| p.as_str()).map(str::to_owned));
+                    let error = (status != 200).then(|| String::from_utf8_lossy(&body).trim().to_owned());
+                    Outcome { at_ms, status, pod, latency_us: sent.elapsed().as_micros() as u64, error }
+                }
+                Ok(Err(e)) => Outcome { at_ms, status: 0, pod: None, latency_us: 0, error: Some(e) },
+                Err(_) => Outcome { at_ms, status: 0, pod: None, latency_us: 0, error: Some("timed out".into()) },
+            };
+            let _ = out.send(outcome);
+        });
+        // Reap finished tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn one<C>(client: &Client<C, Empty<Bytes>>, uri: http::Uri) -> Result<(u16, Bytes), String>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let req = http::Request::get(uri).body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
+/// Share of responses per pod-name prefix (e.g. `reviews-v1`) among the
+/// successful ones.
+pub fn shares<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>, prefixes: &[&str]) -> Vec<f64> {
+    let mut counts = vec![0u64; prefixes.len()];
+    let mut total = 0u64;
+    for o in outcomes {
+        if o.status != 200 {
+            continue;
+        }
+        total += 1;
+        if let Some(pod) = &o.pod
+            && let Some(i) = prefixes.iter().position(|p| pod.starts_with(p))
+        {
+            counts[i] += 1;
+        }
+    }
+    counts.iter().map(|c| if total == 0 { 0.0 } else { *c as f64 / total as f64 }).collect()
+}

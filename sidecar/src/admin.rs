@@ -1,0 +1,64 @@
+//! The admin port: readiness, liveness, metrics and the config dump.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(handle(&proxy, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
+        "/ready" if proxy.is_synced() => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no config from the control plane yet\n".into()),
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", proxy.metrics.encode()),
+        "/config_dump" => {
+            let c = proxy.config.load();
+            let as_map = |items: Vec<(&String, serde_json::Value)>| {
+                items.into_iter().map(|(k, v)| (k.clone(), v)).collect::<serde_json::Map<_, _>>()
+            };
+            let full = json!({
+                "nonce": c.nonce,
+                "versions": c.versions,
+                "mesh": c.mesh.as_deref(),
+                "inbound": c.inbound.as_deref(),
+                "services": as_map(c.services.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
+                "endpoints": as_map(c.endpoints.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
+            });
+            text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&full).unwrap_or_default())
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "try /ready, /live, /metrics or /config_dump\n".into()),
+    }
+}

@@ -1,0 +1,214 @@
+//! Endpoint choice: power of two choices over peak-EWMA load, with passive
+//! outlier ejection. Statistics live per endpoint address and survive
+//! config updates (a weight change does not reset what the proxy learned
+//! about latency or failures).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Latency assumed for an endpoint before its first response.
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// How fast a latency peak is forgotten.
+const DECAY: Duration = Duration::from_secs(10);
+/// Consecutive failures (5xx or connection errors) that eject an endpoint.
+const EJECT_AFTER: u32 = 5;
+/// First ejection; each further one doubles, up to `MAX_EJECTION`.
+const BASE_EJECTION: Duration = Duration::from_secs(5);
+const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// What the balancer knows of one endpoint.
+#[derive(Debug)]
+pub struct EndpointStats {
+    in_flight: AtomicU32,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Peak-EWMA latency estimate, in nanoseconds.
+    cost_ns: f64,
+    updated: Instant,
+    consecutive_failures: u32,
+    /// Ejections since the endpoint last answered well.
+    ejections: u32,
+    ejected_until: Option<Instant>,
+}
+
+impl EndpointStats {
+    pub fn new(now: Instant) -> Self {
+        EndpointStats {
+            in_flight: AtomicU32::new(0),
+            state: Mutex::new(State {
+                cost_ns: DEFAULT_RTT.as_nanos() as f64,
+                updated: now,
+                consecutive_failures: 0,
+                ejections: 0,
+                ejected_until: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decayed latency estimate times the requests waiting on it.
+    pub fn load(&self, now: Instant) -> f64 {
+        let s = self.lock();
+        let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
+        let cost = s.cost_ns * (-elapsed / DECAY.as_secs_f64()).exp();
+        cost.max(1.0) * f64::from(self.in_flight.load(Ordering::Relaxed) + 1)
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Records how an attempt went.
+    pub fn observe(&self, rtt: Duration, ok: bool, now: Instant) {
+        let mut s = self.lock();
+        let sample = rtt.as_nanos() as f64;
+        if sample > s.cost_ns {
+            s.cost_ns = sample;
+        } else {
+            let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
+            let w = (-elapsed / DECAY.as_secs_f64()).exp();
+            s.cost_ns = s.cost_ns * w + sample * (1.0 - w);
+        }
+        s.updated = now;
+        if ok {
+            s.consecutive_failures = 0;
+            if s.ejected_until.is_none_or(|t| now >= t) {
+                s.ejections = 0;
+                s.ejected_until = None;
+            }
+            return;
+        }
+        s.consecutive_failures += 1;
+        if s.consecutive_failures >= EJECT_AFTER && s.ejected_until.is_none_or(|t| now >= t) {
+            let factor = 1u32 << s.ejections.min(6);
+            let period = (BASE_EJECTION * factor).min(MAX_EJECTION);
+            s.ejected_until = Some(now + period);
+            s.ejections += 1;
+            s.consecutive_failures = 0;
+            tracing::info!(ejection_secs = period.as_secs(), "endpoint ejected after consecutive failures");
+        }
+    }
+
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.lock().ejected_until.is_some_and(|t| now < t)
+    }
+}
+
+/// Marks a request in flight on an endpoint.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a EndpointStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks an endpoint: two distinct random candidates among those not
+/// ejected (all of them when every one is ejected — better to try than to
+/// fail), the less loaded wins.
+pub fn pick<'a, T>(candidates: &'a [T], stats: impl Fn(&T) -> &EndpointStats, now: Instant, rng: &mut fastrand::Rng) -> Option<&'a T> {
+    let healthy: Vec<&T> = candidates.iter().filter(|c| !stats(c).is_ejected(now)).collect();
+    let pool: Vec<&T> = if healthy.is_empty() { candidates.iter().collect() } else { healthy };
+    match pool.len() {
+        0 => None,
+        1 => Some(pool[0]),
+        n => {
+            let a = rng.usize(..n);
+            let mut b = rng.usize(..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (la, lb) = (stats(pool[a]).load(now), stats(pool[b]).load(now));
+            Some(if la <= lb { pool[a] } else { pool[b] })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slower_endpoint_gets_less_traffic() {
+        let now = Instant::now();
+        let eps: Vec<EndpointStats> = (0..2).map(|_| EndpointStats::new(now)).collect();
+        eps[0].observe(Duration::from_millis(1), true, now);
+        eps[1].observe(Duration::from_millis(200), true, now);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let fast = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[0])).count();
+        // With two endpoints p2c always compares both: all go to the fast one.
+        assert_eq!(fast, 1000);
+    }
+
+    #[test]
+    fn in_flight_requests_raise_the_load() {
+        let now = Instant::now();
+        let e = EndpointStats::new(now);
+        let idle = e.load(now);
+        let g = e.start();
+        assert!(e.load(now) > idle * 1.9);
+        drop(g);
+        assert!((e.load(now) - idle).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_peak_is_taken_at_once_and_forgotten_slowly() {
+        let now = Instant::now();
+        let e = EndpointStats::new(now);
+        e.observe(Duration::from_millis(500), true, now);
+        assert!(e.load(now) >= 500e6);
+        let later = now + Duration::from_secs(10);
+        e.observe(Duration::from_millis(1), true, later);
+        let cost = e.load(later);
+        assert!(cost < 500e6 && cost > 100e6, "{cost}");
+    }
+
+    #[test]
+    fn consecutive_failures_eject_with_growing_backoff() {
+        let now = Instant::now();
+        let e = EndpointStats::new(now);
+        for _ in 0..4 {
+            e.observe(Duration::from_millis(1), false, now);
+        }
+        assert!(!e.is_ejected(now));
+        e.observe(Duration::from_millis(1), false, now);
+        assert!(e.is_ejected(now));
+        assert!(e.is_ejected(now + Duration::from_secs(4)));
+        let back = now + Duration::from_secs(5);
+        assert!(!e.is_ejected(back));
+        for _ in 0..5 {
+            e.observe(Duration::from_millis(1), false, back);
+        }
+        assert!(e.is_ejected(back + Duration::from_secs(9)), "the second ejection lasts twice as long");
+        assert!(!e.is_ejected(back + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn ejected_endpoints_are_avoided_unless_all_are_ejected() {
+        let now = Instant::now();
+        let eps: Vec<EndpointStats> = (0..3).map(|_| EndpointStats::new(now)).collect();
+        for _ in 0..5 {
+            eps[0].observe(Duration::from_millis(1), false, now);
+        }
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..200 {
+            assert!(!std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[0]));
+        }
+        for e in &eps[1..] {
+            for _ in 0..5 {
+                e.observe(Duration::from_millis(1), false, now);
+            }
+        }
+        assert!(pick(&eps, |e| e, now, &mut rng).is_some());
+    }
+}

@@ -1,0 +1,618 @@
+//! Outbound HTTP: one request in, routed by the Service's rules, filtered,
+//! split by weight, balanced over endpoints, retried and timed out as the
+//! rule says, one response out. Every failure is an HTTP response with a
+//! body that says what went wrong.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::filters::{self, RedirectFrom};
+use crate::model::{Backend, Filter, HttpRule, PathMatch, Service, ServicePort};
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::proxy::Proxy;
+use crate::route::{self, RequestInfo};
+use crate::upstream::{Body, BoxError, Upstream};
+
+/// Request bodies up to this size are kept so a retry or mirror can send
+/// them again; larger ones are streamed once.
+const MAX_BUFFERED_BODY: usize = 64 * 1024;
+
+/// Headers that belong to one hop, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub fn full(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut text = text.into();
+    text.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn empty_body() -> Body {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
+/// Where an outbound connection was going.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination {
+    /// Redirected by iptables: the original destination picks the Service.
+    Original(SocketAddr),
+    /// Sent to the proxy itself: the Host header picks the Service.
+    Explicit,
+}
+
+/// Serves one outbound request.
+pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destination) -> Response<Body> {
+    let started = Instant::now();
+    let config = proxy.config.load_full();
+    let authority = authority_of(&req);
+    let (host, port) = split_authority(authority.as_deref().unwrap_or(""));
+    let found = match dest {
+        Destination::Original(addr) => config.service_by_addr(addr),
+        Destination::Explicit => port
+            .or(Some(80))
+            .and_then(|p| config.service_by_host(&host, p))
+            .or_else(|| sole_port(&config, &host, port)),
+    };
+    let Some((service, service_port)) = found else {
+        return match dest {
+            // Not a Service: pass it on to where it was going.
+            Destination::Original(addr) => passthrough(&proxy, req, addr, started).await,
+            Destination::Explicit if config.knows_host(&host) => {
+                count(&proxy, "", "", StatusCode::BAD_GATEWAY, started);
+                full(StatusCode::BAD_GATEWAY, format!("Service {host:?} has no port {}", port.unwrap_or(80)))
+            }
+            Destination::Explicit => {
+                count(&proxy, "", "", StatusCode::BAD_GATEWAY, started);
+                full(StatusCode::BAD_GATEWAY, format!("no Service is named {host:?}"))
+            }
+        };
+    };
+    let service = service.clone();
+    let service_port = service_port.clone();
+    route_request(proxy, req, &service, &service_port, &host, started).await
+}
+
+/// With an explicit host but no port, a Service with a single port serves
+/// it (`curl http://reviews.bookinfo/` for a Service on 9080).
+fn sole_port<'a>(
+    config: &'a crate::state::Config,
+    host: &str,
+    port: Option<u16>,
+) -> Option<(&'a Arc<Service>, &'a ServicePort)> {
+    if port.is_some() {
+        return None;
+    }
+    let s = config.service_named(host)?;
+    match s.ports.as_slice() {
+        [only] => Some((s, only)),
+        _ => None,
+    }
+}
+
+fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+}
+
+/// Host (lower case, without port) and port of an authority.
+fn split_authority(authority: &str) -> (String, Option<u16>) {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None), // bare IPv6
+        Some((h, p)) => (h, p.parse().ok()),
+        None => (authority, None),
+    };
+    (host.trim_end_matches('.').to_ascii_lowercase(), port)
+}
+
+fn route_name(source: &crate::model::Source) -> String {
+    source.to_string()
+}
+
+fn count(proxy: &Proxy, route: &str, backend: &str, status: StatusCode, started: Instant) {
+    proxy
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { route: route.to_owned(), backend: backend.to_owned(), status: status.as_u16() })
+        .inc();
+    proxy.metrics.latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(started.elapsed().as_secs_f64());
+}
+
+async fn route_request(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    service: &Service,
+    service_port: &ServicePort,
+    host: &str,
+    started: Instant,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let info = RequestInfo { host, method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
+    let Some(selected) = route::select(&service_port.http_routes, &info) else {
+        count(&proxy, "", "", StatusCode::NOT_FOUND, started);
+        return full(StatusCode::NOT_FOUND, format!("no route of {}/{} matches {path}", service.namespace, service.name));
+    };
+    let route_label = route_name(&selected.route.source);
+    let rule = selected.rule;
+    let matched_prefix = match &selected.matched.path {
+        PathMatch::Prefix(p) => Some(p.as_str()),
+        _ => None,
+    };
+    if let Some(failure) = &rule.failure {
+        count(&proxy, &route_label, "", StatusCode::INTERNAL_SERVER_ERROR, started);
+        return full(StatusCode::INTERNAL_SERVER_ERROR, failure.clone());
+    }
+
+    // CORS: a preflight is answered here; other responses get the headers.
+    let cors = rule.filters.iter().find_map(|f| if let Filter::Cors(c) = f { Some(c) } else { None });
+    if let Some(c) = cors
+        && filters::is_preflight(req.method(), req.headers())
+    {
+        let mut resp = Response::new(empty_body());
+        resp.headers_mut().extend(filters::cors_headers(c, req.headers(), true));
+        respond_filters(&rule.filters, &mut resp);
+        count(&proxy, &route_label, "", resp.status(), started);
+        return resp;
+    }
+    let cors_out = cors.map(|c| filters::cors_headers(c, req.headers(), false));
+
+    if let Some(r) = rule.filters.iter().find_map(|f| if let Filter::Redirect(r) = f { Some(r) } else { None }) {
+        let from = RedirectFrom {
+            scheme: "http",
+            host,
+            listener_port: service_port.port,
+            path: &path,
+            query: query.as_deref(),
+            matched_prefix,
+        };
+        let location = filters::redirect_location(r, &from);
+        let mut resp = Response::new(empty_body());
+        *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        respond_filters(&rule.filters, &mut resp);
+        count(&proxy, &route_label, "", resp.status(), started);
+        return resp;
+    }
+
+    let mut req = req;
+    let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let mut authority = authority_of_parts(&parts).unwrap_or_else(|| format!("{host}:{}", service_port.port));
+    let mut path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    apply_request_filters(&rule.filters, &mut parts.headers, &mut authority, &mut path_and_query, &path, matched_prefix);
+
+    let Some(backend) = pick_backend(&rule.backends) else {
+        count(&proxy, &route_label, "", StatusCode::INTERNAL_SERVER_ERROR, started);
+        return full(StatusCode::INTERNAL_SERVER_ERROR, "the rule has no backend with a weight above zero");
+    };
+    let backend_label = backend_name(backend);
+    if let Some(why) = &backend.unresolved {
+        count(&proxy, &route_label, &backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
+        return full(StatusCode::INTERNAL_SERVER_ERROR, format!("backend {backend_label} is unresolved: {why}"));
+    }
+    apply_request_filters(&backend.filters, &mut parts.headers, &mut authority, &mut path_and_query, &path, matched_prefix);
+
+    let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
+    let uri = Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query.as_str()).build();
+    let Ok(uri) = uri else {
+        count(&proxy, &route_label, &backend_label, StatusCode::BAD_REQUEST, started);
+        return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
+    };
+    parts.uri = uri;
+    let use_h2 = parts.version == Version::HTTP_2 || service_port.protocol == crate::model::Protocol::Http2;
+    if !use_h2 && authority != host_header(&parts.headers).unwrap_or_default() {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+
+    let mirrors: Vec<&crate::model::Mirror> = rule
+        .filters
+        .iter()
+        .chain(backend.filters.iter())
+        .filter_map(|f| if let Filter::Mirror(m) = f { Some(m) } else { None })
+        .collect();
+    let retry = rule.retry.as_ref().filter(|r| r.attempts > 0);
+    let replayable = upgrade.is_none() && (retry.is_some() || !mirrors.is_empty());
+    let body = if replayable { buffer(body, &parts.headers).await } else { Err(body) };
+
+    let send = Sending { proxy: &proxy, parts: &parts, backend, use_h2 };
+    let mut resp = match body {
+        Ok(bytes) => {
+            for m in &mirrors {
+                mirror(&proxy, m, &parts, &bytes, use_h2);
+            }
+            let attempt = send.with_retries(rule, bytes);
+            match rule.timeouts.request {
+                Some(t) => tokio::time::timeout(t, attempt)
+                    .await
+                    .unwrap_or_else(|_| full(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
+                None => attempt.await,
+            }
+        }
+        Err(body) => {
+            let body = body.map_err(BoxError::from).boxed();
+            // An upgraded connection outlives any request timeout.
+            let per_try = if upgrade.is_some() { None } else { rule.timeouts.backend_request };
+            let attempt = send.once(body, per_try);
+            let resp = match rule.timeouts.request.filter(|_| upgrade.is_none()) {
+                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| Err(timeout_response())),
+                None => attempt.await,
+            };
+            let mut resp = resp.unwrap_or_else(|r| r);
+            if let Some(client_side) = client_upgrade
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                splice_upgrade(client_side, hyper::upgrade::on(&mut resp));
+            }
+            resp
+        }
+    };
+    if let Some(extra) = cors_out {
+        resp.headers_mut().extend(extra);
+    }
+    respond_filters(&rule.filters, &mut resp);
+    respond_filters(&backend.filters, &mut resp);
+    count(&proxy, &route_label, &backend_label, resp.status(), started);
+    resp
+}
+
+/// Joins the client's and the endpoint's upgraded connections (WebSocket)
+/// once both sides have switched protocols.
+fn splice_upgrade(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(server)) = (client.await, server.await) else {
+            tracing::debug!("upgrade did not complete");
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut server = hyper_util::rt::TokioIo::new(server);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+    });
+}
+
+fn timeout_response() -> Response<Body> {
+    full(StatusCode::GATEWAY_TIMEOUT, "request timeout")
+}
+
+fn host_header(h: &HeaderMap) -> Option<String> {
+    h.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn authority_of_parts(parts: &http::request::Parts) -> Option<String> {
+    parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| host_header(&parts.headers))
+}
+
+fn backend_name(b: &Backend) -> String {
+    b.service.strip_prefix("svc/").unwrap_or(&b.service).to_owned()
+}
+
+/// Request-side filters: header modifiers and URL rewrites, in order.
+fn apply_request_filters(
+    fs: &[Filter],
+    headers: &mut HeaderMap,
+    authority: &mut String,
+    path_and_query: &mut String,
+    original_path: &str,
+    matched_prefix: Option<&str>,
+) {
+    for f in fs {
+        match f {
+            Filter::RequestHeaders(m) => filters::modify_headers(m, headers),
+            Filter::Rewrite(r) => {
+                if let Some(h) = &r.hostname {
+                    *authority = h.clone();
+                    if let Ok(v) = HeaderValue::from_str(h) {
+                        headers.insert(header::HOST, v);
+                    }
+                }
+                if let Some(p) = &r.path {
+                    let query = path_and_query.split_once('?').map(|(_, q)| q.to_owned());
+                    let new_path = filters::modify_path(p, original_path, matched_prefix);
+                    *path_and_query = match query {
+                        Some(q) => format!("{new_path}?{q}"),
+                        None => new_path,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn respond_filters(fs: &[Filter], resp: &mut Response<Body>) {
+    for f in fs {
+        if let Filter::ResponseHeaders(m) = f {
+            filters::modify_headers(m, resp.headers_mut());
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Weighted choice; `None` when every weight is zero.
+pub fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = fastrand::u64(..total);
+    for b in backends {
+        let w = u64::from(b.weight);
+        if n < w {
+            return Some(b);
+        }
+        n -= w;
+    }
+    None
+}
+
+/// Reads a body that fits the replay limit; gives it back unread when it
+/// may not (no length, or too long).
+async fn buffer(body: Incoming, headers: &HeaderMap) -> Result<Bytes, Incoming> {
+    use http_body::Body as _;
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let fits = body.is_end_stream() || length.is_some_and(|l| l <= MAX_BUFFERED_BODY);
+    if !fits {
+        return Err(body);
+    }
+    match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        // The client went away or lied about the length: nothing to send.
+        Err(_) => Ok(Bytes::new()),
+    }
+}
+
+fn request_from(parts: &http::request::Parts, body: Body, use_h2: bool) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.headers_mut() = parts.headers.clone();
+    *req.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    req
+}
+
+fn full_body(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Sends a copy to the mirror backend (for the configured share) and
+/// forgets it: its response and its failures do not touch the request.
+fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::Parts, body: &Bytes, use_h2: bool) {
+    if fastrand::u32(..m.denominator.max(1)) >= m.numerator {
+        return;
+    }
+    let Some(upstream) = choose_endpoint(proxy, &m.backend) else { return };
+    let req = request_from(parts, full_body(body.clone()), use_h2);
+    let client = if use_h2 { upstream.http2.clone() } else { upstream.http1.clone() };
+    tokio::spawn(async move {
+        if let Ok(resp) = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await
+            && let Ok(resp) = resp
+        {
+            // Drain so the connection can be reused.
+            let _ = resp.into_body().collect().await;
+        }
+    });
+}
+
+/// An endpoint of `backend`, or `None` when it has none.
+fn choose_endpoint(proxy: &Proxy, backend: &Backend) -> Option<Arc<Upstream>> {
+    let config = proxy.config.load();
+    let eps = config.endpoints.get(&backend.endpoints_resource())?;
+    let upstreams: Vec<Arc<Upstream>> =
+        eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| proxy.upstreams.get(a)).collect();
+    let mut rng = fastrand::Rng::new();
+    crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
+}
+
+struct Sending<'a> {
+    proxy: &'a Arc<Proxy>,
+    parts: &'a http::request::Parts,
+    backend: &'a Backend,
+    use_h2: bool,
+}
+
+impl Sending<'_> {
+    /// One attempt with a streamed body. Errors are already responses.
+    async fn once(&self, body: Body, per_try: Option<Duration>) -> Result<Response<Body>, Response<Body>> {
+        let Some(upstream) = choose_endpoint(self.proxy, self.backend) else {
+            return Err(no_endpoints(self.backend));
+        };
+        let req = request_from(self.parts, body, self.use_h2);
+        attempt(&upstream, req, self.use_h2, per_try).await
+    }
+
+    /// Attempts with a replayable body, retrying as the rule allows.
+    async fn with_retries(&self, rule: &HttpRule, body: Bytes) -> Response<Body> {
+        let retry = rule.retry.as_ref();
+        let tries = 1 + retry.map_or(0, |r| r.attempts);
+        let mut last = None;
+        for n in 0..tries {
+            if n > 0
+                && let Some(r) = retry
+            {
+                tokio::time::sleep(r.backoff).await;
+            }
+            let Some(upstream) = choose_endpoint(self.proxy, self.backend) else {
+                return no_endpoints(self.backend);
+            };
+            let req = request_from(self.parts, full_body(body.clone()), self.use_h2);
+            let result = attempt(&upstream, req, self.use_h2, rule.timeouts.backend_request).await;
+            let retryable = match &result {
+                Ok(resp) => retry.is_some_and(|r| r.codes.contains(&resp.status().as_u16())),
+                Err(_) => true,
+            };
+            if !retryable || n + 1 == tries {
+                return result.unwrap_or_else(|r| r);
+            }
+            tracing::debug!(endpoint = %upstream.addr, attempt = n + 1, "retrying");
+            last = Some(result);
+        }
+        last.map(|r| r.unwrap_or_else(|r| r)).unwrap_or_else(|| full(StatusCode::BAD_GATEWAY, "no attempt was made"))
+    }
+}
+
+fn no_endpoints(backend: &Backend) -> Response<Body> {
+    full(StatusCode::SERVICE_UNAVAILABLE, format!("backend {} has no endpoints", backend_name(backend)))
+}
+
+/// One request to one endpoint, with its statistics updated. A connection
+/// failure or timeout becomes a 502/504 response in `Err`.
+async fn attempt(
+    upstream: &Upstream,
+    req: Request<Body>,
+    use_h2: bool,
+    per_try: Option<Duration>,
+) -> Result<Response<Body>, Response<Body>> {
+    let _in_flight = upstream.stats.start();
+    let started = Instant::now();
+    let call = if use_h2 { upstream.http2.request(req) } else { upstream.http1.request(req) };
+    let outcome = match per_try {
+        Some(t) => tokio::time::timeout(t, call).await.map_err(|_| ()),
+        None => Ok(call.await),
+    };
+    let now = Instant::now();
+    match outcome {
+        Ok(Ok(resp)) => {
+            upstream.stats.observe(now - started, !resp.status().is_server_error(), now);
+            Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+        }
+        Ok(Err(e)) => {
+            upstream.stats.observe(now - started, false, now);
+            tracing::debug!(endpoint = %upstream.addr, error = %e, "request to endpoint failed");
+            Err(full(StatusCode::BAD_GATEWAY, format!("endpoint {} failed: {}", upstream.addr, error_chain(&e))))
+        }
+        Err(()) => {
+            upstream.stats.observe(now - started, false, now);
+            Err(full(StatusCode::GATEWAY_TIMEOUT, format!("endpoint {} did not answer in time", upstream.addr)))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// A redirected connection to an address that is not a Service: forwarded
+/// unchanged to where it was going.
+async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAddr, started: Instant) -> Response<Body> {
+    let upstream = proxy.upstreams.get(addr);
+    let use_h2 = req.version() == Version::HTTP_2;
+    let (mut parts, body) = req.into_parts();
+    let authority = authority_of_parts(&parts).unwrap_or_else(|| addr.to_string());
+    strip_hop_by_hop(&mut parts.headers);
+    let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(pq).build() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}")),
+    }
+    let req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
+    let resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| r);
+    count(proxy, "", &addr.to_string(), resp.status(), started);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Source;
+
+    fn backend(name: &str, weight: u32) -> Backend {
+        Backend {
+            source: Source::default(),
+            service: format!("svc/ns/{name}"),
+            port: 80,
+            weight,
+            filters: vec![],
+            unresolved: None,
+        }
+    }
+
+    #[test]
+    fn weights_split_traffic() {
+        let backends = [backend("a", 90), backend("b", 10), backend("zero", 0)];
+        let mut a = 0;
+        for _ in 0..20_000 {
+            match pick_backend(&backends).unwrap().service.as_str() {
+                "svc/ns/a" => a += 1,
+                "svc/ns/b" => {}
+                other => panic!("picked {other}"),
+            }
+        }
+        let share = f64::from(a) / 20_000.0;
+        assert!((share - 0.9).abs() < 0.02, "{share}");
+    }
+
+    #[test]
+    fn all_zero_weights_pick_nothing() {
+        assert!(pick_backend(&[backend("a", 0)]).is_none());
+        assert!(pick_backend(&[]).is_none());
+    }
+
+    #[test]
+    fn authorities_split_into_host_and_port() {
+        assert_eq!(split_authority("Reviews.Bookinfo:9080"), ("reviews.bookinfo".into(), Some(9080)));
+        assert_eq!(split_authority("reviews."), ("reviews".into(), None));
+        assert_eq!(split_authority("[::1]:80"), ("[::1]".into(), Some(80)));
+    }
+
+    #[test]
+    fn connection_named_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+}

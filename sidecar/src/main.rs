@@ -1,0 +1,139 @@
+//! `weft-proxy`: the sidecar (`run`) and the init step (`init`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use weft_api::config as api;
+use weft_proxy::proxy::Proxy;
+
+#[derive(Parser, Debug)]
+#[command(name = "weft-proxy", version, about = "Weft's sidecar proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sidecar.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The control plane's gRPC address, e.g. http://10.0.0.1:15010.
+    #[arg(long, env = "WEFT_CONTROL_PLANE")]
+    control_plane: String,
+    /// Workload (pod) name.
+    #[arg(long, env = "WEFT_WORKLOAD")]
+    name: String,
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+    namespace: String,
+    #[arg(long, env = "WEFT_SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// Pod labels, `key=value`; Services select the workload by them.
+    #[arg(long = "label", value_parser = key_value)]
+    labels: Vec<(String, String)>,
+    /// The pod's IPs (its endpoint addresses).
+    #[arg(long = "ip")]
+    ips: Vec<IpAddr>,
+    /// Named container ports, `name=port`.
+    #[arg(long = "port", value_parser = key_value)]
+    ports: Vec<(String, String)>,
+    /// Mesh (default: the namespace's).
+    #[arg(long, default_value = "")]
+    mesh: String,
+    /// Where outbound connections arrive (iptables redirects here; clients
+    /// may also use it as an explicit HTTP proxy).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    outbound: SocketAddr,
+    /// Where inbound connections arrive; default: port 15006 on each --ip.
+    #[arg(long)]
+    inbound: Vec<SocketAddr>,
+    /// The application's address for inbound traffic.
+    #[arg(long, default_value = "127.0.0.1")]
+    app_ip: IpAddr,
+    /// Admin port: /ready, /live, /metrics, /config_dump.
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    admin: SocketAddr,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            // A sidecar shares its pod's CPU allowance: two workers at most.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(run(args))
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let ports = args
+        .ports
+        .iter()
+        .map(|(name, port)| {
+            let port: u32 = port.parse().with_context(|| format!("--port {name}={port}: not a port number"))?;
+            Ok(api::WorkloadPort { name: name.clone(), port })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let workload = api::Workload {
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        labels: args.labels.iter().cloned().collect::<HashMap<_, _>>(),
+        ips: args.ips.iter().map(|ip| ip.to_string()).collect(),
+        ports,
+        mesh: args.mesh.clone(),
+        role: api::Role::Sidecar as i32,
+        gateway: String::new(),
+    };
+    let proxy = Proxy::new();
+    let outbound =
+        TcpListener::bind(args.outbound).await.with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;
+    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("--admin {}: cannot listen", args.admin))?;
+    let inbound_addrs: Vec<SocketAddr> = if args.inbound.is_empty() {
+        args.ips.iter().map(|ip| SocketAddr::new(*ip, 15006)).collect()
+    } else {
+        args.inbound.clone()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in inbound_addrs {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("--inbound {addr}: cannot listen"))?;
+        tasks.spawn(weft_proxy::listen::serve_inbound(l, proxy.clone(), args.app_ip));
+    }
+    tracing::info!(
+        workload = %format!("{}/{}", args.namespace, args.name),
+        outbound = %args.outbound,
+        admin = %args.admin,
+        control_plane = %args.control_plane,
+        "weft-proxy starting"
+    );
+    tasks.spawn(weft_proxy::listen::serve_outbound(outbound, proxy.clone()));
+    tasks.spawn(weft_proxy::admin::serve(admin, proxy.clone()));
+    tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = tasks.join_next() => anyhow::bail!("a proxy task ended unexpectedly"),
+    }
+    tracing::info!("weft-proxy stopping");
+    Ok(())
+}

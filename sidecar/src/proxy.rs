@@ -1,0 +1,56 @@
+//! What every connection of a proxy shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use weft_api::config as api;
+
+use crate::metrics::{Metrics, UpdateLabels};
+use crate::state::{Config, Rejected};
+use crate::upstream::Upstreams;
+
+#[derive(Debug, Default)]
+pub struct Proxy {
+    /// The config requests start with; a request keeps the value it loaded
+    /// until it ends, so swapping never disturbs one in flight.
+    pub config: ArcSwap<Config>,
+    pub upstreams: Upstreams,
+    pub metrics: Metrics,
+    /// Set once the first update from the control plane is applied.
+    synced: AtomicBool,
+}
+
+impl Proxy {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Proxy::default())
+    }
+
+    /// Applies an update from the control plane; returns what was rejected.
+    pub fn install(&self, update: &api::ConfigUpdate) -> Vec<Rejected> {
+        let current = self.config.load_full();
+        let (next, rejected) = current.apply(update);
+        let addrs = next.endpoint_addrs();
+        let resources = next.versions.len();
+        self.config.store(Arc::new(next));
+        self.upstreams.retain(|a| addrs.contains(a));
+        let result = if rejected.is_empty() { "applied" } else { "rejected" };
+        self.metrics.config_updates.get_or_create(&UpdateLabels { result }).inc();
+        self.metrics.config_nonce.set(i64::try_from(update.nonce).unwrap_or(i64::MAX));
+        self.metrics.config_resources.set(i64::try_from(resources).unwrap_or(i64::MAX));
+        self.synced.store(true, Ordering::Release);
+        tracing::debug!(
+            nonce = update.nonce,
+            changed = update.resources.len(),
+            removed = update.removed.len(),
+            rejected = rejected.len(),
+            "config applied"
+        );
+        rejected
+    }
+
+    /// Whether the proxy has config to serve with.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,69 @@
+//! Opaque TCP: a Service port's TCP routes pick a backend by weight, the
+//! balancer picks an endpoint, and bytes are copied both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::model::ServicePort;
+use crate::proxy::Proxy;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Forwards a connection for a Service port.
+pub async fn forward_service(proxy: Arc<Proxy>, mut client: TcpStream, port: &ServicePort) {
+    // TCP routes carry no matches: the first route serves the port.
+    let Some(route) = port.tcp_routes.first() else {
+        tracing::debug!(port = port.port, "no TCP route for the port; closing");
+        return;
+    };
+    let Some(backend) = crate::http::pick_backend(&route.backends) else { return };
+    if let Some(why) = &backend.unresolved {
+        tracing::debug!(backend = %backend.service, reason = %why, "unresolved TCP backend; closing");
+        return;
+    }
+    let endpoint = {
+        let config = proxy.config.load();
+        let Some(eps) = config.endpoints.get(&backend.endpoints_resource()) else { return };
+        let upstreams: Vec<_> =
+            eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| proxy.upstreams.get(a)).collect();
+        let mut rng = fastrand::Rng::new();
+        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
+    };
+    let Some(endpoint) = endpoint else {
+        tracing::debug!(backend = %backend.service, "TCP backend has no endpoints; closing");
+        return;
+    };
+    let _in_flight = endpoint.stats.start();
+    let started = Instant::now();
+    match connect(endpoint.addr).await {
+        Ok(mut server) => {
+            endpoint.stats.observe(started.elapsed(), true, Instant::now());
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+        Err(e) => {
+            endpoint.stats.observe(started.elapsed(), false, Instant::now());
+            tracing::debug!(endpoint = %endpoint.addr, error = %e, "TCP connect failed");
+        }
+    }
+}
+
+/// Forwards a connection unchanged to `addr`.
+pub async fn forward_to(mut client: TcpStream, addr: SocketAddr) {
+    match connect(addr).await {
+        Ok(mut server) => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+        Err(e) => tracing::debug!(%addr, error = %e, "TCP connect failed"),
+    }
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
