@@ -189,7 +189,9 @@ fn proto(version: Version) -> &'static str {
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().get_all(UPGRADE).iter().any(|value| {
-            value.to_str().is_ok_and(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("websocket")))
+            value
+                .to_str()
+                .is_ok_and(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("websocket")))
         })
 }
 

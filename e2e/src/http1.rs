@@ -41,7 +41,8 @@ impl Response {
 
     /// The body as JSON (e.g. [`crate::echo::EchoResponse`]).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
-        serde_json::from_slice(&self.body).with_context(|| format!("response body is not the expected JSON: {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("response body is not the expected JSON: {}", self.text()))
     }
 }
 
@@ -98,7 +99,8 @@ fn dechunk(mut body: &[u8]) -> anyhow::Result<(Vec<u8>, &[u8])> {
         body = &body[line_end + 2..];
         if size == 0 {
             // Trailers, if any, end with an empty line.
-            let end = find(body, b"\r\n\r\n").map_or_else(|| find(body, b"\r\n").map_or(body.len(), |i| i + 2), |i| i + 4);
+            let end =
+                find(body, b"\r\n\r\n").map_or_else(|| find(body, b"\r\n").map_or(body.len(), |i| i + 2), |i| i + 4);
             return Ok((out, &body[end.min(body.len())..]));
         }
         if body.len() < size + 2 {
@@ -125,7 +127,8 @@ mod tests {
         assert_eq!(response.header("content-type"), Some("application/json"));
         assert_eq!(response.body, b"{}");
 
-        let raw = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let raw =
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let response = Response::parse(raw).expect("parses");
         assert_eq!(response.status, 503);
         assert_eq!(response.text(), "abcde");

@@ -9,6 +9,7 @@
 pub mod echo;
 pub mod http1;
 pub mod load;
+pub mod mesh;
 pub mod netns;
 pub mod process;
 

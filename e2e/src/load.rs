@@ -59,11 +59,14 @@ pub async fn run(target: Target, rate: u32, duration: Duration, out: mpsc::Unbou
         }
     };
     let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rate = f64::from(rate.max(1));
+    // Request i is due at start + i/rate; a sender that falls behind (a
+    // busy machine) catches up, so the count is exact.
+    let total = (rate * duration.as_secs_f64()).round() as u64;
     let mut tasks = tokio::task::JoinSet::new();
-    while start.elapsed() < duration {
-        tick.tick().await;
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         let (client, uri, out) = (client.clone(), uri.clone(), out.clone());
         let at_ms = start.elapsed().as_millis() as u64;
         tasks.spawn(async move {

@@ -302,7 +302,13 @@ impl Pod {
     }
 
     /// Starts a long-running process in the pod as root, stdout and stderr appended to `log`.
-    pub fn spawn(&self, program: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<ChildHandle> {
+    pub fn spawn(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<ChildHandle> {
         self.spawn_inner(None, program, args, env, log)
     }
 
@@ -504,7 +510,8 @@ fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
         return;
     };
-    let mut links: Vec<String> = entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    let mut links: Vec<String> =
+        entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
     // veths first: a bridge is only deleted once nothing is attached.
     links.sort_by_key(|name| name.starts_with("wb"));
     for name in links {
@@ -625,8 +632,18 @@ fn parse_addresses(output: &str) -> Vec<(String, Ipv4Addr, u8)> {
 
 /// Parses `ip -4 route show table all`, skipping the route type keyword and default routes.
 fn parse_routes(output: &str) -> Vec<(Ipv4Addr, u8)> {
-    const TYPES: [&str; 10] =
-        ["unicast", "local", "broadcast", "multicast", "anycast", "blackhole", "unreachable", "prohibit", "throw", "nat"];
+    const TYPES: [&str; 10] = [
+        "unicast",
+        "local",
+        "broadcast",
+        "multicast",
+        "anycast",
+        "blackhole",
+        "unreachable",
+        "prohibit",
+        "throw",
+        "nat",
+    ];
     output
         .lines()
         .filter_map(|line| {
@@ -655,8 +672,8 @@ fn overlaps(a: Ipv4Addr, a_len: u8, b: Ipv4Addr, b_len: u8) -> bool {
 /// With `br_netfilter` loaded, bridged pod-to-pod traffic goes through the root namespace's
 /// FORWARD chain; a DROP policy there (Docker sets one) silently breaks pod-to-pod tests.
 fn warn_if_bridge_traffic_is_filtered() {
-    let filtered = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        .is_ok_and(|value| value.trim() == "1");
+    let filtered =
+        std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").is_ok_and(|value| value.trim() == "1");
     if !filtered {
         return;
     }

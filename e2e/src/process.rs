@@ -360,7 +360,9 @@ mod tests {
         assert!(!status.success());
         // Gone, or a zombie waiting for whatever reaps orphans here.
         let stat = format!("/proc/{grandchild}/stat");
-        let alive = || std::fs::read_to_string(&stat).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')));
+        let alive = || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive() && Instant::now() < deadline {
             std::thread::sleep(POLL);

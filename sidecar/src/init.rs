@@ -95,9 +95,11 @@ pub enum InitError {
 /// [`INBOUND_CHAIN`] and [`OUTPUT_CHAIN`], each ending with its REDIRECT, then the two jumps
 /// from `PREROUTING` and `OUTPUT`.
 pub fn plan(args: &InitArgs) -> Result<Vec<Vec<String>>, InitError> {
-    for (flag, port) in
-        [("--outbound-port", args.outbound_port), ("--inbound-port", args.inbound_port), ("--admin-port", args.admin_port)]
-    {
+    for (flag, port) in [
+        ("--outbound-port", args.outbound_port),
+        ("--inbound-port", args.inbound_port),
+        ("--admin-port", args.admin_port),
+    ] {
         if port == 0 {
             return Err(InitError::InvalidPort { flag, value: port.to_string() });
         }
@@ -147,7 +149,12 @@ pub fn plan(args: &InitArgs) -> Result<Vec<Vec<String>>, InitError> {
         rules.push(rule(OUTPUT_CHAIN, &["--dport", &port.to_string()], comment, &["-j", "RETURN"]));
     }
     for cidr in &cidrs {
-        rules.push(rule(OUTPUT_CHAIN, &["-d", cidr], &format!("weft: outbound CIDR {cidr} excluded"), &["-j", "RETURN"]));
+        rules.push(rule(
+            OUTPUT_CHAIN,
+            &["-d", cidr],
+            &format!("weft: outbound CIDR {cidr} excluded"),
+            &["-j", "RETURN"],
+        ));
     }
     let outbound_port = args.outbound_port.to_string();
     rules.push(rule(
@@ -242,8 +249,30 @@ fn remove(iptables: &Iptables) -> anyhow::Result<()> {
 /// The jumps into the chains, for TCP only: the chains' rules all assume TCP.
 fn jump_rules() -> Vec<Vec<String>> {
     vec![
-        nat(&["-A", "PREROUTING", "-p", "tcp", "-m", "comment", "--comment", "weft: capture inbound TCP", "-j", INBOUND_CHAIN]),
-        nat(&["-A", "OUTPUT", "-p", "tcp", "-m", "comment", "--comment", "weft: capture outbound TCP", "-j", OUTPUT_CHAIN]),
+        nat(&[
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "weft: capture inbound TCP",
+            "-j",
+            INBOUND_CHAIN,
+        ]),
+        nat(&[
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "weft: capture outbound TCP",
+            "-j",
+            OUTPUT_CHAIN,
+        ]),
     ]
 }
 
@@ -386,8 +415,7 @@ impl Iptables {
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:,=+@%".contains(&b));
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:,=+@%".contains(&b));
     if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
 }
 

@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run the sidecar.
     Run(RunArgs),
+    /// Write (or with --remove, delete) the iptables rules that redirect
+    /// the pod's TCP traffic through the sidecar, as an init container does.
+    Init(weft_proxy::init::InitArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +73,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Init(args) => weft_proxy::init::run(&args),
         Command::Run(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(

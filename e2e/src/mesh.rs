@@ -1,0 +1,234 @@
+//! A mesh on the netns harness: the control plane in local mode on the
+//! host, and pods each with an echo application, `weft-proxy init` and a
+//! sidecar running under its own uid — real iptables capture, real
+//! processes. Tests and the conformance runner build scenarios from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::load::Outcome;
+use crate::netns::{Cluster, Pod, spawn_on_host, wait_for_tcp_from_root};
+use crate::process::ChildHandle;
+use crate::workspace_bin;
+
+/// The uid the sidecar runs as; its traffic is not captured.
+pub const PROXY_UID: u32 = 2102;
+const CP_GRPC_PORT: u16 = 15010;
+const CP_ADMIN_PORT: u16 = 15000;
+const PROXY_ADMIN: &str = "127.0.0.1:15020";
+/// Numbers load logs.
+static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A pod to start.
+#[derive(Debug, Clone, Default)]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Vec<(String, String)>,
+    /// Ports the echo application serves on the pod's loopback (named).
+    pub ports: Vec<(String, u16)>,
+}
+
+impl PodSpec {
+    pub fn new(name: &str, namespace: &str) -> Self {
+        PodSpec { name: name.into(), namespace: namespace.into(), ..Default::default() }
+    }
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.push((k.into(), v.into()));
+        self
+    }
+    pub fn port(mut self, name: &str, port: u16) -> Self {
+        self.ports.push((name.into(), port));
+        self
+    }
+}
+
+/// A running mesh. Dropping it stops every process and removes the pods.
+#[derive(Debug)]
+pub struct Mesh {
+    // Field order is drop order: processes first, then the cluster.
+    processes: Vec<ChildHandle>,
+    pub cluster: Cluster,
+    pub config_dir: PathBuf,
+    pub pods: Vec<Pod>,
+}
+
+impl Mesh {
+    /// Starts the control plane on `manifests` (file name, YAML).
+    pub fn start(tag: &str, manifests: &[(&str, &str)]) -> anyhow::Result<Mesh> {
+        let cluster = Cluster::new(tag)?;
+        let config_dir = cluster.log_dir().join("config");
+        std::fs::create_dir_all(&config_dir)?;
+        for (file, yaml) in manifests {
+            std::fs::write(config_dir.join(file), yaml)?;
+        }
+        let grpc = SocketAddr::new(cluster.gateway().into(), CP_GRPC_PORT);
+        let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
+        let cp = spawn_on_host(
+            &workspace_bin("weft-cp")?,
+            &["run", "--local", &config_dir.to_string_lossy(), "--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string()],
+            &[("RUST_LOG", "info")],
+            &cluster.log_dir().join("weft-cp.log"),
+        )?;
+        let mut mesh = Mesh { processes: vec![cp], cluster, config_dir, pods: Vec::new() };
+        wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
+        mesh.processes[0].ensure_running()?;
+        Ok(mesh)
+    }
+
+    /// Writes (or replaces) a manifest file; the control plane picks it up.
+    pub fn write(&self, file: &str, yaml: &str) -> anyhow::Result<()> {
+        // Write then rename, as tools that edit manifests do: the control
+        // plane never reads half a file.
+        let tmp = self.config_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, self.config_dir.join(file))?;
+        Ok(())
+    }
+
+    /// Starts a pod with its echo application and sidecar.
+    pub fn add_pod(&mut self, spec: &PodSpec) -> anyhow::Result<Pod> {
+        let pod = self.cluster.pod(&spec.name)?;
+        let echo = workspace_bin("weft-echo")?;
+        let proxy = workspace_bin("weft-proxy")?;
+        if !spec.ports.is_empty() {
+            let mut args = vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
+            for (_, port) in &spec.ports {
+                args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.processes.push(pod.spawn(&echo, &refs, &[], &pod.log_file("echo"))?);
+        }
+        pod.exec_ok(&[
+            &proxy.to_string_lossy(),
+            "init",
+            "--proxy-uid",
+            &PROXY_UID.to_string(),
+            "--control-plane-port",
+            &CP_GRPC_PORT.to_string(),
+        ])?;
+        let mut args = vec![
+            "run".to_owned(),
+            "--control-plane".into(),
+            format!("http://{}:{CP_GRPC_PORT}", self.cluster.gateway()),
+            "--name".into(),
+            spec.name.clone(),
+            "--namespace".into(),
+            spec.namespace.clone(),
+            "--ip".into(),
+            pod.ip().to_string(),
+            "--admin".into(),
+            PROXY_ADMIN.into(),
+        ];
+        for (k, v) in &spec.labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for (name, port) in &spec.ports {
+            args.extend(["--port".into(), format!("{name}={port}")]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &[("WEFT_LOG", "info")], &pod.log_file("proxy"))?);
+        self.pods.push(pod.clone());
+        Ok(pod)
+    }
+
+    /// The sidecar's config dump, fetched from inside the pod.
+    pub fn config_dump(&self, pod: &Pod) -> anyhow::Result<serde_json::Value> {
+        let addr: SocketAddr = PROXY_ADMIN.parse()?;
+        let raw = pod.tcp_exchange(
+            None,
+            addr,
+            b"GET /config_dump HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )?;
+        let resp = crate::http1::Response::parse(&raw)?;
+        if resp.status != 200 {
+            bail!("config dump of {}: status {}", pod.name(), resp.status);
+        }
+        resp.json()
+    }
+
+    /// Waits until `check` accepts the pod's config dump.
+    pub fn wait_for_config(
+        &mut self,
+        pod: &Pod,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = String::new();
+        for _ in 0..(timeout.as_millis() / 200 + 1) {
+            for p in &mut self.processes {
+                p.ensure_running()?;
+            }
+            match self.config_dump(pod) {
+                Ok(dump) if check(&dump) => return Ok(()),
+                Ok(_) => last = "config does not satisfy the check yet".into(),
+                Err(e) => last = format!("{e:#}"),
+            }
+            if start.elapsed() > timeout {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("pod {}: {what} not reached within {timeout:?} ({last})", pod.name())
+    }
+
+    /// Starts `weft-load` in `pod`.
+    pub fn start_load(&self, pod: &Pod, connect: SocketAddr, host: &str, rate: u32, seconds: f64) -> anyhow::Result<Load> {
+        let n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = pod.log_file(&format!("load-{n}"));
+        let child = pod.spawn(
+            &workspace_bin("weft-load")?,
+            &[
+                "--connect",
+                &connect.to_string(),
+                "--host",
+                host,
+                "--rate",
+                &rate.to_string(),
+                "--seconds",
+                &seconds.to_string(),
+            ],
+            &[],
+            &log,
+        )?;
+        Ok(Load { child, log, started: Instant::now(), seconds })
+    }
+
+    /// Runs `weft-load` in `pod` to completion.
+    pub fn load(&self, pod: &Pod, connect: SocketAddr, host: &str, rate: u32, seconds: f64) -> anyhow::Result<Vec<Outcome>> {
+        self.start_load(pod, connect, host, rate, seconds)?.finish()
+    }
+}
+
+/// A running load.
+#[derive(Debug)]
+pub struct Load {
+    child: ChildHandle,
+    log: PathBuf,
+    pub started: Instant,
+    seconds: f64,
+}
+
+impl Load {
+    /// Waits for the load to end and returns every request's outcome.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Outcome>> {
+        let limit = Duration::from_secs_f64(self.seconds) + Duration::from_secs(20);
+        let remaining = limit.saturating_sub(self.started.elapsed());
+        match self.child.wait_timeout(remaining)? {
+            Some(status) if status.success() => {}
+            Some(status) => bail!("weft-load failed ({status}): {}", self.child.log()),
+            None => bail!("weft-load did not finish within {limit:?}"),
+        }
+        let text = std::fs::read_to_string(&self.log)?;
+        text.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing {l}")))
+            .collect()
+    }
+}
