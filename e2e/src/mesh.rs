@@ -69,7 +69,15 @@ impl Mesh {
         let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
         let cp = spawn_on_host(
             &workspace_bin("weft-cp")?,
-            &["run", "--local", &config_dir.to_string_lossy(), "--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string()],
+            &[
+                "run",
+                "--local",
+                &config_dir.to_string_lossy(),
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+            ],
             &[("RUST_LOG", "info")],
             &cluster.log_dir().join("weft-cp.log"),
         )?;
@@ -95,7 +103,8 @@ impl Mesh {
         let echo = workspace_bin("weft-echo")?;
         let proxy = workspace_bin("weft-proxy")?;
         if !spec.ports.is_empty() {
-            let mut args = vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
+            let mut args =
+                vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
             for (_, port) in &spec.ports {
                 args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
             }
@@ -179,7 +188,14 @@ impl Mesh {
     }
 
     /// Starts `weft-load` in `pod`.
-    pub fn start_load(&self, pod: &Pod, connect: SocketAddr, host: &str, rate: u32, seconds: f64) -> anyhow::Result<Load> {
+    pub fn start_load(
+        &self,
+        pod: &Pod,
+        connect: SocketAddr,
+        host: &str,
+        rate: u32,
+        seconds: f64,
+    ) -> anyhow::Result<Load> {
         let n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = pod.log_file(&format!("load-{n}"));
         let child = pod.spawn(
@@ -201,7 +217,14 @@ impl Mesh {
     }
 
     /// Runs `weft-load` in `pod` to completion.
-    pub fn load(&self, pod: &Pod, connect: SocketAddr, host: &str, rate: u32, seconds: f64) -> anyhow::Result<Vec<Outcome>> {
+    pub fn load(
+        &self,
+        pod: &Pod,
+        connect: SocketAddr,
+        host: &str,
+        rate: u32,
+        seconds: f64,
+    ) -> anyhow::Result<Vec<Outcome>> {
         self.start_load(pod, connect, host, rate, seconds)?.finish()
     }
 }

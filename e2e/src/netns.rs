@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::process::{
-    ChildHandle, HARNESS_COMMAND_TIMEOUT, check_output, poll_budget, run_bounded, run_ok, signal_pids,
+    ChildHandle, HARNESS_COMMAND_TIMEOUT, check_output, poll_budget, run_bounded, run_ok, signal_pids, sweep_orphans,
 };
 
 /// How long [`Pod::exec`] lets a command run.
@@ -46,7 +46,7 @@ const MAX_IFNAME: usize = 15;
 /// Sequence numbers are written in at most three base-36 digits.
 const MAX_SEQ: u32 = 36 * 36 * 36;
 
-/// Serialises subnet selection between concurrent runs on this machine.
+/// Serialises sweeping and subnet selection between concurrent runs on this machine.
 const LOCK_FILE: &str = "weft-e2e-netns.lock";
 
 static NEXT_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -103,6 +103,9 @@ impl Cluster {
     /// name). Sweeps leftovers of dead runs first.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
         Self::require_supported()?;
+        // Held while sweeping and choosing a subnet, so concurrent runs neither sweep the same
+        // leftovers nor pick the same /24.
+        let lock = lock_harness()?;
         sweep_stale();
         let pid = std::process::id();
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +128,7 @@ impl Cluster {
         ip(&["link", "add", &cluster.bridge, "type", "bridge"])?;
         ip(&["link", "set", &cluster.bridge, "up"])?;
         cluster.assign_subnet()?;
+        drop(lock);
         warn_if_bridge_traffic_is_filtered();
         tracing::info!(bridge = %cluster.bridge, gateway = %cluster.gateway(), "cluster created");
         Ok(cluster)
@@ -204,8 +208,8 @@ impl Cluster {
         &self.pods
     }
 
+    /// Called with the harness lock held.
     fn assign_subnet(&mut self) -> anyhow::Result<()> {
-        let _lock = lock_subnet_selection()?;
         let candidates = SECOND_OCTETS.len() * 256;
         // Start where other runs are unlikely to, so that concurrent runs on machines without a
         // shared lock file rarely race for the same /24.
@@ -494,8 +498,11 @@ fn remove_netns(netns: &str, veth: Option<&str>) -> Vec<anyhow::Error> {
     errors
 }
 
-/// Removes namespaces, bridges and veths left by runs whose process no longer exists.
+/// Removes processes, namespaces, bridges and veths left by runs whose process no longer exists
+/// (killed by a CI timeout, or interrupted: Ctrl-C does not reach children in their own process
+/// groups).
 fn sweep_stale() {
+    sweep_orphans();
     if let Ok(entries) = std::fs::read_dir(NETNS_DIR) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -570,8 +577,8 @@ fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Holds an exclusive lock on a file in the temp directory for the duration of subnet selection.
-fn lock_subnet_selection() -> anyhow::Result<File> {
+/// An exclusive lock on a file in the temp directory, shared by all runs on this machine.
+fn lock_harness() -> anyhow::Result<File> {
     const INTERVAL: Duration = Duration::from_millis(20);
     let path = std::env::temp_dir().join(LOCK_FILE);
     let file = File::options()

@@ -26,6 +26,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long a killed process may take to be reaped before the harness gives up on it.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Environment variable naming the test process that started a child, so that children of a
+/// run that died without cleaning up can be found and killed by the next run.
+pub const OWNER_ENV: &str = "WEFT_E2E_OWNER";
+
 /// Lines of a child's log printed when a test panics, so CI output shows why without the file.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -54,7 +58,12 @@ impl ChildHandle {
         writeln!(file, "# weft-e2e: {label}: {}", describe(&command))
             .with_context(|| format!("writing log file {}", log.display()))?;
         let stderr = file.try_clone().with_context(|| format!("duplicating log file {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(file).stderr(stderr).process_group(0);
+        command
+            .env(OWNER_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr)
+            .process_group(0);
         let child = command.spawn().with_context(|| format!("starting {label}: {}", describe(&command)))?;
         tracing::debug!(%label, pid = child.id(), log = %log.display(), "started");
         Ok(Self { child, label, log: log.to_owned(), status: None })
@@ -283,6 +292,40 @@ pub(crate) fn signal_pids(signal: &str, targets: &[String]) -> anyhow::Result<()
     };
     let stderr = stderr.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
     check_output(&what, &Output { status, stdout: Vec::new(), stderr })
+}
+
+/// Kills processes started by [`ChildHandle`]s of test processes that no longer exist.
+pub(crate) fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let marker = format!("{OWNER_ENV}=");
+    let mut orphans = Vec::new();
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // Unreadable for exited processes and kernel threads; those are not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let owner = environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(marker.as_bytes()))
+            .and_then(|owner| std::str::from_utf8(owner).ok())
+            .and_then(|owner| owner.parse::<u32>().ok());
+        if let Some(owner) = owner
+            && !Path::new(&format!("/proc/{owner}")).exists()
+        {
+            tracing::info!(pid, owner, "killing a process left by a dead run");
+            orphans.push(pid);
+        }
+    }
+    if let Err(error) = signal_pids("KILL", &orphans) {
+        // Some may have exited meanwhile; the rest are reported.
+        tracing::debug!(%error, "killing orphans");
+    }
 }
 
 fn signal_group(pgid: u32, signal: &str) -> anyhow::Result<()> {

@@ -5,11 +5,12 @@
 //! Needs root (CI runs as root); fails with a message saying so otherwise.
 
 use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
+use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use weft_e2e::echo::EchoResponse;
 use weft_e2e::http1::Response;
 use weft_e2e::netns::{Cluster, wait_for_tcp, wait_for_tcp_from_root};
+use weft_e2e::process::OWNER_ENV;
 
 const READY: Duration = Duration::from_secs(10);
 const REQUEST: Duration = Duration::from_secs(10);
@@ -147,8 +149,29 @@ fn leftovers_of_dead_runs_are_swept() -> anyhow::Result<()> {
     };
     ip(&["netns", "add", &netns])?;
     ip(&["link", "add", &bridge, "type", "bridge"])?;
+    // A process it started, in its own process group so Ctrl-C would not have reached it.
+    let mut orphan = Command::new("sleep")
+        .arg("600")
+        .env(OWNER_ENV, dead.to_string())
+        .process_group(0)
+        .spawn()
+        .context("starting sleep")?;
+
     let cluster = Cluster::new("sweep")?;
     assert_eq!(leftovers(&netns, &bridge), Vec::<String>::new(), "swept by Cluster::new");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = orphan.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            orphan.kill()?;
+            orphan.wait()?;
+            bail!("the orphan of the dead run was not killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(9), "killed with SIGKILL");
     drop(cluster);
     Ok(())
 }

@@ -30,8 +30,12 @@ fn split_route(namespace: &str, v1: u32, v2: u32) -> String {
 }
 
 fn reviews_pods(mesh: &mut Mesh) -> anyhow::Result<()> {
-    mesh.add_pod(&PodSpec::new("reviews-v1-a", "bookinfo").label("app", "reviews").label("version", "v1").port("http", 9080))?;
-    mesh.add_pod(&PodSpec::new("reviews-v2-a", "bookinfo").label("app", "reviews").label("version", "v2").port("http", 9080))?;
+    mesh.add_pod(
+        &PodSpec::new("reviews-v1-a", "bookinfo").label("app", "reviews").label("version", "v1").port("http", 9080),
+    )?;
+    mesh.add_pod(
+        &PodSpec::new("reviews-v2-a", "bookinfo").label("app", "reviews").label("version", "v2").port("http", 9080),
+    )?;
     Ok(())
 }
 
@@ -58,7 +62,8 @@ fn vip() -> SocketAddr {
 
 #[test]
 fn canary_split_holds_and_moves_under_load_without_errors() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start("canary", &[("services.yaml", &services()), ("route.yaml", &split_route("bookinfo", 90, 10))])?;
+    let mut mesh =
+        Mesh::start("canary", &[("services.yaml", &services()), ("route.yaml", &split_route("bookinfo", 90, 10))])?;
     reviews_pods(&mut mesh)?;
     let client = mesh.add_pod(&PodSpec::new("productpage-a", "bookinfo").label("app", "productpage"))?;
     mesh.wait_for_config(&client, "endpoints of both versions and the 90/10 route", Duration::from_secs(30), |d| {
@@ -81,7 +86,12 @@ fn canary_split_holds_and_moves_under_load_without_errors() -> anyhow::Result<()
     mesh.write("route.yaml", &split_route("bookinfo", 50, 50))?;
     let outcomes = load.finish()?;
     let failed = failures(&outcomes);
-    assert!(failed.is_empty(), "{} requests failed during the change: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the change: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     // The load's clock started a little after `started`: allow 200 ms.
     let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.at_ms >= changed_ms + 2_000).collect();
     let s = shares(after.iter().copied(), &["reviews-v1", "reviews-v2"]);
@@ -116,13 +126,23 @@ fn a_consumer_route_changes_only_its_namespace() -> anyhow::Result<()> {
     reviews_pods(&mut mesh)?;
     let a = mesh.add_pod(&PodSpec::new("client-a", "team-a").label("app", "client"))?;
     let b = mesh.add_pod(&PodSpec::new("client-b", "team-b").label("app", "client"))?;
-    mesh.wait_for_config(&a, "the consumer route", Duration::from_secs(30), |d| has_both_versions(d) && weights(d) == [0, 100])?;
-    mesh.wait_for_config(&b, "the producer route", Duration::from_secs(30), |d| has_both_versions(d) && weights(d) == [100, 0])?;
+    mesh.wait_for_config(&a, "the consumer route", Duration::from_secs(30), |d| {
+        has_both_versions(d) && weights(d) == [0, 100]
+    })?;
+    mesh.wait_for_config(&b, "the producer route", Duration::from_secs(30), |d| {
+        has_both_versions(d) && weights(d) == [100, 0]
+    })?;
     let from_a = mesh.load(&a, vip(), "reviews.bookinfo:9080", 100, 2.0)?;
     let from_b = mesh.load(&b, vip(), "reviews.bookinfo:9080", 100, 2.0)?;
     assert!(failures(&from_a).is_empty() && failures(&from_b).is_empty(), "requests failed");
     let (sa, sb) = (shares(&from_a, &["reviews-v1", "reviews-v2"]), shares(&from_b, &["reviews-v1", "reviews-v2"]));
-    println!("team-a: v2 {:.0} % of {}; team-b: v1 {:.0} % of {}", sa[1] * 100.0, from_a.len(), sb[0] * 100.0, from_b.len());
+    println!(
+        "team-a: v2 {:.0} % of {}; team-b: v1 {:.0} % of {}",
+        sa[1] * 100.0,
+        from_a.len(),
+        sb[0] * 100.0,
+        from_b.len()
+    );
     assert_eq!(sa[1], 1.0, "team-a's consumer route sends everything to v2");
     assert_eq!(sb[0], 1.0, "team-b follows the producer route to v1");
     Ok(())

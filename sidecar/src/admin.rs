@@ -42,7 +42,9 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" if proxy.is_synced() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no config from the control plane yet\n".into()),
+        "/ready" => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no config from the control plane yet\n".into())
+        }
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", proxy.metrics.encode()),
         "/config_dump" => {
             let c = proxy.config.load();

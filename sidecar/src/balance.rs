@@ -116,7 +116,12 @@ impl Drop for InFlight<'_> {
 /// Picks an endpoint: two distinct random candidates among those not
 /// ejected (all of them when every one is ejected — better to try than to
 /// fail), the less loaded wins.
-pub fn pick<'a, T>(candidates: &'a [T], stats: impl Fn(&T) -> &EndpointStats, now: Instant, rng: &mut fastrand::Rng) -> Option<&'a T> {
+pub fn pick<'a, T>(
+    candidates: &'a [T],
+    stats: impl Fn(&T) -> &EndpointStats,
+    now: Instant,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a T> {
     let healthy: Vec<&T> = candidates.iter().filter(|c| !stats(c).is_ejected(now)).collect();
     let pool: Vec<&T> = if healthy.is_empty() { candidates.iter().collect() } else { healthy };
     match pool.len() {

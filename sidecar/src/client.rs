@@ -32,10 +32,7 @@ pub enum StreamError {
 pub async fn run(proxy: Arc<Proxy>, control_plane: String, workload: api::Workload) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let received = match session(&proxy, &control_plane, &workload).await {
-            Ok(received) | Err((received, _)) if received => true,
-            _ => false,
-        };
+        let received = matches!(session(&proxy, &control_plane, &workload).await, Ok(true) | Err((true, _)));
         if received {
             backoff = MIN_BACKOFF;
         }
@@ -48,11 +45,7 @@ pub async fn run(proxy: Arc<Proxy>, control_plane: String, workload: api::Worklo
 }
 
 /// One stream; returns whether any update arrived.
-async fn session(
-    proxy: &Proxy,
-    control_plane: &str,
-    workload: &api::Workload,
-) -> Result<bool, (bool, StreamError)> {
+async fn session(proxy: &Proxy, control_plane: &str, workload: &api::Workload) -> Result<bool, (bool, StreamError)> {
     let endpoint = tonic::transport::Endpoint::from_shared(control_plane.to_owned())
         .map_err(|_| (false, StreamError::Address(control_plane.to_owned())))?
         .connect_timeout(CONNECT_TIMEOUT)

@@ -1,7 +1,7 @@
 //! The Gateway API filters, as pure functions over header maps and paths.
 
-use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::model::{Cors, HeaderModifier, PathModifier, Redirect};
 
@@ -23,7 +23,13 @@ pub fn modify_headers(m: &HeaderModifier, headers: &mut HeaderMap) {
 /// translator rejects it otherwise, and without one the path is kept).
 pub fn modify_path(m: &PathModifier, path: &str, matched_prefix: Option<&str>) -> String {
     match m {
-        PathModifier::Full(p) => if p.is_empty() { "/".to_owned() } else { p.clone() },
+        PathModifier::Full(p) => {
+            if p.is_empty() {
+                "/".to_owned()
+            } else {
+                p.clone()
+            }
+        }
         PathModifier::Prefix(replacement) => match matched_prefix {
             Some(prefix) => replace_prefix(path, prefix, replacement),
             None => path.to_owned(),
@@ -59,7 +65,7 @@ pub struct RedirectFrom<'a> {
 pub fn redirect_location(r: &Redirect, from: &RedirectFrom<'_>) -> String {
     let scheme = r.scheme.as_deref().unwrap_or(from.scheme);
     let host = r.hostname.as_deref().unwrap_or(from.host);
-    let port = r.port.unwrap_or_else(|| match r.scheme.as_deref() {
+    let port = r.port.unwrap_or(match r.scheme.as_deref() {
         Some("http") => 80,
         Some("https") => 443,
         _ => from.listener_port,
@@ -69,7 +75,8 @@ pub fn redirect_location(r: &Redirect, from: &RedirectFrom<'_>) -> String {
         Some(m) => modify_path(m, from.path, from.matched_prefix),
         None => from.path.to_owned(),
     };
-    let mut location = if default_port { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
+    let mut location =
+        if default_port { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
     if let Some(q) = from.query {
         location.push('?');
         location.push_str(q);
@@ -113,21 +120,21 @@ pub fn cors_headers(cors: &Cors, request: &HeaderMap, preflight: bool) -> Header
     }
     let list = |values: &[String]| HeaderValue::from_str(&values.join(", ")).ok();
     if preflight {
-        if !cors.allow_methods.is_empty() {
-            if let Some(v) = list(&cors.allow_methods) {
-                out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
-            }
+        if !cors.allow_methods.is_empty()
+            && let Some(v) = list(&cors.allow_methods)
+        {
+            out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
         }
-        if !cors.allow_headers.is_empty() {
-            if let Some(v) = list(&cors.allow_headers) {
-                out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-            }
+        if !cors.allow_headers.is_empty()
+            && let Some(v) = list(&cors.allow_headers)
+        {
+            out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
         }
         out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age.unwrap_or(5)));
-    } else if !cors.expose_headers.is_empty() {
-        if let Some(v) = list(&cors.expose_headers) {
-            out.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
-        }
+    } else if !cors.expose_headers.is_empty()
+        && let Some(v) = list(&cors.expose_headers)
+    {
+        out.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
     }
     out
 }
@@ -172,7 +179,12 @@ mod tests {
         }
     }
 
-    fn redirect(scheme: Option<&str>, hostname: Option<&str>, port: Option<u16>, path: Option<PathModifier>) -> Redirect {
+    fn redirect(
+        scheme: Option<&str>,
+        hostname: Option<&str>,
+        port: Option<u16>,
+        path: Option<PathModifier>,
+    ) -> Redirect {
         Redirect { scheme: scheme.map(Into::into), hostname: hostname.map(Into::into), path, port, status: 302 }
     }
 

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::filters::{self, RedirectFrom};
-use crate::model::{Backend, Filter, HttpRule, PathMatch, Service, ServicePort};
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::model::{Backend, Filter, HttpRule, PathMatch, Service, ServicePort};
 use crate::proxy::Proxy;
 use crate::route::{self, RequestInfo};
 use crate::upstream::{Body, BoxError, Upstream};
@@ -65,10 +65,9 @@ pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destinati
     let (host, port) = split_authority(authority.as_deref().unwrap_or(""));
     let found = match dest {
         Destination::Original(addr) => config.service_by_addr(addr),
-        Destination::Explicit => port
-            .or(Some(80))
-            .and_then(|p| config.service_by_host(&host, p))
-            .or_else(|| sole_port(&config, &host, port)),
+        Destination::Explicit => {
+            port.or(Some(80)).and_then(|p| config.service_by_host(&host, p)).or_else(|| sole_port(&config, &host, port))
+        }
     };
     let Some((service, service_port)) = found else {
         return match dest {
@@ -133,7 +132,11 @@ fn count(proxy: &Proxy, route: &str, backend: &str, status: StatusCode, started:
         .requests
         .get_or_create(&RequestLabels { route: route.to_owned(), backend: backend.to_owned(), status: status.as_u16() })
         .inc();
-    proxy.metrics.latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(started.elapsed().as_secs_f64());
+    proxy
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels { route: route.to_owned() })
+        .observe(started.elapsed().as_secs_f64());
 }
 
 async fn route_request(
@@ -149,7 +152,10 @@ async fn route_request(
     let info = RequestInfo { host, method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
     let Some(selected) = route::select(&service_port.http_routes, &info) else {
         count(&proxy, "", "", StatusCode::NOT_FOUND, started);
-        return full(StatusCode::NOT_FOUND, format!("no route of {}/{} matches {path}", service.namespace, service.name));
+        return full(
+            StatusCode::NOT_FOUND,
+            format!("no route of {}/{} matches {path}", service.namespace, service.name),
+        );
     };
     let route_label = route_name(&selected.route.source);
     let rule = selected.rule;
@@ -201,7 +207,14 @@ async fn route_request(
     let (mut parts, body) = req.into_parts();
     let mut authority = authority_of_parts(&parts).unwrap_or_else(|| format!("{host}:{}", service_port.port));
     let mut path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-    apply_request_filters(&rule.filters, &mut parts.headers, &mut authority, &mut path_and_query, &path, matched_prefix);
+    apply_request_filters(
+        &rule.filters,
+        &mut parts.headers,
+        &mut authority,
+        &mut path_and_query,
+        &path,
+        matched_prefix,
+    );
 
     let Some(backend) = pick_backend(&rule.backends) else {
         count(&proxy, &route_label, "", StatusCode::INTERNAL_SERVER_ERROR, started);
@@ -212,7 +225,14 @@ async fn route_request(
         count(&proxy, &route_label, &backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
         return full(StatusCode::INTERNAL_SERVER_ERROR, format!("backend {backend_label} is unresolved: {why}"));
     }
-    apply_request_filters(&backend.filters, &mut parts.headers, &mut authority, &mut path_and_query, &path, matched_prefix);
+    apply_request_filters(
+        &backend.filters,
+        &mut parts.headers,
+        &mut authority,
+        &mut path_and_query,
+        &path,
+        matched_prefix,
+    );
 
     let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
     strip_hop_by_hop(&mut parts.headers);
@@ -220,17 +240,19 @@ async fn route_request(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
     }
-    let uri = Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query.as_str()).build();
+    let uri =
+        Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query.as_str()).build();
     let Ok(uri) = uri else {
         count(&proxy, &route_label, &backend_label, StatusCode::BAD_REQUEST, started);
         return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
     };
     parts.uri = uri;
     let use_h2 = parts.version == Version::HTTP_2 || service_port.protocol == crate::model::Protocol::Http2;
-    if !use_h2 && authority != host_header(&parts.headers).unwrap_or_default() {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if !use_h2
+        && authority != host_header(&parts.headers).unwrap_or_default()
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        parts.headers.insert(header::HOST, v);
     }
 
     let mirrors: Vec<&crate::model::Mirror> = rule
@@ -263,10 +285,10 @@ async fn route_request(
             let per_try = if upgrade.is_some() { None } else { rule.timeouts.backend_request };
             let attempt = send.once(body, per_try);
             let resp = match rule.timeouts.request.filter(|_| upgrade.is_none()) {
-                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| Err(timeout_response())),
+                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| Err(Box::new(timeout_response()))),
                 None => attempt.await,
             };
-            let mut resp = resp.unwrap_or_else(|r| r);
+            let mut resp = resp.unwrap_or_else(|r| *r);
             if let Some(client_side) = client_upgrade
                 && resp.status() == StatusCode::SWITCHING_PROTOCOLS
             {
@@ -299,6 +321,9 @@ fn splice_upgrade(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnU
         }
     });
 }
+
+/// A failed attempt, already turned into the response the client gets.
+type Failed = Box<Response<Body>>;
 
 fn timeout_response() -> Response<Body> {
     full(StatusCode::GATEWAY_TIMEOUT, "request timeout")
@@ -393,7 +418,8 @@ pub fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
 /// may not (no length, or too long).
 async fn buffer(body: Incoming, headers: &HeaderMap) -> Result<Bytes, Incoming> {
     use http_body::Body as _;
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let length =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     let fits = body.is_end_stream() || length.is_some_and(|l| l <= MAX_BUFFERED_BODY);
     if !fits {
         return Err(body);
@@ -456,9 +482,9 @@ struct Sending<'a> {
 
 impl Sending<'_> {
     /// One attempt with a streamed body. Errors are already responses.
-    async fn once(&self, body: Body, per_try: Option<Duration>) -> Result<Response<Body>, Response<Body>> {
+    async fn once(&self, body: Body, per_try: Option<Duration>) -> Result<Response<Body>, Failed> {
         let Some(upstream) = choose_endpoint(self.proxy, self.backend) else {
-            return Err(no_endpoints(self.backend));
+            return Err(Box::new(no_endpoints(self.backend)));
         };
         let req = request_from(self.parts, body, self.use_h2);
         attempt(&upstream, req, self.use_h2, per_try).await
@@ -485,12 +511,12 @@ impl Sending<'_> {
                 Err(_) => true,
             };
             if !retryable || n + 1 == tries {
-                return result.unwrap_or_else(|r| r);
+                return result.unwrap_or_else(|r| *r);
             }
             tracing::debug!(endpoint = %upstream.addr, attempt = n + 1, "retrying");
             last = Some(result);
         }
-        last.map(|r| r.unwrap_or_else(|r| r)).unwrap_or_else(|| full(StatusCode::BAD_GATEWAY, "no attempt was made"))
+        last.map(|r| r.unwrap_or_else(|r| *r)).unwrap_or_else(|| full(StatusCode::BAD_GATEWAY, "no attempt was made"))
     }
 }
 
@@ -505,7 +531,7 @@ async fn attempt(
     req: Request<Body>,
     use_h2: bool,
     per_try: Option<Duration>,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<Response<Body>, Failed> {
     let _in_flight = upstream.stats.start();
     let started = Instant::now();
     let call = if use_h2 { upstream.http2.request(req) } else { upstream.http1.request(req) };
@@ -522,11 +548,17 @@ async fn attempt(
         Ok(Err(e)) => {
             upstream.stats.observe(now - started, false, now);
             tracing::debug!(endpoint = %upstream.addr, error = %e, "request to endpoint failed");
-            Err(full(StatusCode::BAD_GATEWAY, format!("endpoint {} failed: {}", upstream.addr, error_chain(&e))))
+            Err(Box::new(full(
+                StatusCode::BAD_GATEWAY,
+                format!("endpoint {} failed: {}", upstream.addr, error_chain(&e)),
+            )))
         }
         Err(()) => {
             upstream.stats.observe(now - started, false, now);
-            Err(full(StatusCode::GATEWAY_TIMEOUT, format!("endpoint {} did not answer in time", upstream.addr)))
+            Err(Box::new(full(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("endpoint {} did not answer in time", upstream.addr),
+            )))
         }
     }
 }
@@ -556,7 +588,7 @@ async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAdd
         Err(_) => return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}")),
     }
     let req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
-    let resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| r);
+    let resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| *r);
     count(proxy, "", &addr.to_string(), resp.status(), started);
     resp
 }

@@ -75,7 +75,8 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(outbound(proxy, req, dest).await) }
     });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
+    if let Err(e) =
+        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
     {
         tracing::debug!(error = %e, "outbound HTTP connection ended with an error");
     }

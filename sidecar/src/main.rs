@@ -65,9 +65,7 @@ struct RunArgs {
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,7 +81,11 @@ fn main() -> anyhow::Result<()> {
                 .init();
             // A sidecar shares its pod's CPU allowance: two workers at most.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-            tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(run(args))
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()?
+                .block_on(run(args))
         }
     }
 }
@@ -109,9 +111,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         gateway: String::new(),
     };
     let proxy = Proxy::new();
-    let outbound =
-        TcpListener::bind(args.outbound).await.with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("--admin {}: cannot listen", args.admin))?;
+    let outbound = TcpListener::bind(args.outbound)
+        .await
+        .with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;
+    let admin =
+        TcpListener::bind(args.admin).await.with_context(|| format!("--admin {}: cannot listen", args.admin))?;
     let inbound_addrs: Vec<SocketAddr> = if args.inbound.is_empty() {
         args.ips.iter().map(|ip| SocketAddr::new(*ip, 15006)).collect()
     } else {

@@ -558,7 +558,9 @@ fn filter(f: &api::Filter) -> Result<Option<Filter>, ConfigError> {
             let status = match r.status {
                 0 => 302,
                 s @ (301 | 302 | 303 | 307 | 308) => s as u16,
-                value => return Err(ConfigError::RedirectStatus { field: "filters.requestRedirect.statusCode", value }),
+                value => {
+                    return Err(ConfigError::RedirectStatus { field: "filters.requestRedirect.statusCode", value });
+                }
             };
             Filter::Redirect(Redirect {
                 scheme: non_empty(&r.scheme),

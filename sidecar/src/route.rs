@@ -95,7 +95,9 @@ fn host_rank(hostnames: &[String], host: &str) -> Option<HostRank> {
         .filter_map(|h| match h.strip_prefix('*') {
             // `*.example.com` matches `a.example.com` and `a.b.example.com`,
             // never `example.com` itself.
-            Some(suffix) => (host.len() > suffix.len() && host.ends_with(suffix)).then_some(HostRank::Wildcard(suffix.len())),
+            Some(suffix) => {
+                (host.len() > suffix.len() && host.ends_with(suffix)).then_some(HostRank::Wildcard(suffix.len()))
+            }
             None => (h == host).then_some(HostRank::Exact),
         })
         .max()
@@ -216,7 +218,13 @@ mod tests {
     }
 
     /// (route name, rule name) chosen for a request, or None.
-    fn pick(routes: &[HttpRoute], method: &str, target: &str, host: &str, headers: &[(&'static str, &str)]) -> Option<String> {
+    fn pick(
+        routes: &[HttpRoute],
+        method: &str,
+        target: &str,
+        host: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Option<String> {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
@@ -243,7 +251,11 @@ mod tests {
         let cases = vec![
             Case {
                 what: "exact beats a longer prefix",
-                routes: vec![route("r", &[], vec![rule("prefix", vec![m(prefix("/foo/bar"))]), rule("exact", vec![m(exact("/foo/bar"))])])],
+                routes: vec![route(
+                    "r",
+                    &[],
+                    vec![rule("prefix", vec![m(prefix("/foo/bar"))]), rule("exact", vec![m(exact("/foo/bar"))])],
+                )],
                 target: "/foo/bar",
                 method: "GET",
                 headers: vec![],
@@ -251,7 +263,11 @@ mod tests {
             },
             Case {
                 what: "longest prefix wins",
-                routes: vec![route("r", &[], vec![rule("short", vec![m(prefix("/"))]), rule("long", vec![m(prefix("/v1/api"))])])],
+                routes: vec![route(
+                    "r",
+                    &[],
+                    vec![rule("short", vec![m(prefix("/"))]), rule("long", vec![m(prefix("/v1/api"))])],
+                )],
                 target: "/v1/api/x",
                 method: "GET",
                 headers: vec![],
@@ -279,7 +295,10 @@ mod tests {
                     "r",
                     &[],
                     vec![
-                        rule("headers", vec![HttpMatch { headers: vec![header("a", "1"), header("b", "2")], ..m(prefix("/")) }]),
+                        rule(
+                            "headers",
+                            vec![HttpMatch { headers: vec![header("a", "1"), header("b", "2")], ..m(prefix("/")) }],
+                        ),
                         rule("method", vec![HttpMatch { method: Some(Method::POST), ..m(prefix("/")) }]),
                     ],
                 )],
@@ -295,7 +314,10 @@ mod tests {
                     &[],
                     vec![
                         rule("one", vec![HttpMatch { headers: vec![header("a", "1")], ..m(prefix("/")) }]),
-                        rule("two", vec![HttpMatch { headers: vec![header("a", "1"), header("b", "2")], ..m(prefix("/")) }]),
+                        rule(
+                            "two",
+                            vec![HttpMatch { headers: vec![header("a", "1"), header("b", "2")], ..m(prefix("/")) }],
+                        ),
                     ],
                 )],
                 target: "/",
@@ -335,7 +357,10 @@ mod tests {
                     vec![rule(
                         "q",
                         vec![HttpMatch {
-                            query_params: vec![QueryMatch { name: "who".into(), value: ValueMatch::Exact("a b".into()) }],
+                            query_params: vec![QueryMatch {
+                                name: "who".into(),
+                                value: ValueMatch::Exact("a b".into()),
+                            }],
                             ..m(prefix("/"))
                         }],
                     )],
@@ -347,7 +372,11 @@ mod tests {
             },
             Case {
                 what: "header names are case-insensitive, values are not",
-                routes: vec![route("r", &[], vec![rule("h", vec![HttpMatch { headers: vec![header("version", "V2")], ..m(prefix("/")) }])])],
+                routes: vec![route(
+                    "r",
+                    &[],
+                    vec![rule("h", vec![HttpMatch { headers: vec![header("version", "V2")], ..m(prefix("/")) }])],
+                )],
                 target: "/",
                 method: "GET",
                 headers: vec![("version", "v2")],

@@ -177,7 +177,10 @@ mod tests {
                         hostnames: vec![],
                         rules: vec![api::HttpRule {
                             matches: vec![api::HttpMatch {
-                                path: Some(api::PathMatch { kind: api::path_match::Kind::Regex as i32, value: regex.into() }),
+                                path: Some(api::PathMatch {
+                                    kind: api::path_match::Kind::Regex as i32,
+                                    value: regex.into(),
+                                }),
                                 ..Default::default()
                             }],
                             ..Default::default()
@@ -191,8 +194,11 @@ mod tests {
 
     #[test]
     fn an_invalid_resource_keeps_the_previous_version_and_the_rest_apply() {
-        let (c1, rejected) = Config::default()
-            .apply(&api::ConfigUpdate { nonce: 1, resources: vec![svc("a", "10.96.0.1", "v1", "/a")], removed: vec![] });
+        let (c1, rejected) = Config::default().apply(&api::ConfigUpdate {
+            nonce: 1,
+            resources: vec![svc("a", "10.96.0.1", "v1", "/a")],
+            removed: vec![],
+        });
         assert!(rejected.is_empty());
         let update = api::ConfigUpdate {
             nonce: 2,
@@ -211,10 +217,16 @@ mod tests {
 
     #[test]
     fn a_changed_address_moves_the_index_and_removal_clears_it() {
-        let (c1, _) = Config::default()
-            .apply(&api::ConfigUpdate { nonce: 1, resources: vec![svc("a", "10.96.0.1", "v1", "/a")], removed: vec![] });
-        let (c2, _) =
-            c1.apply(&api::ConfigUpdate { nonce: 2, resources: vec![svc("a", "10.96.0.9", "v2", "/a")], removed: vec![] });
+        let (c1, _) = Config::default().apply(&api::ConfigUpdate {
+            nonce: 1,
+            resources: vec![svc("a", "10.96.0.1", "v1", "/a")],
+            removed: vec![],
+        });
+        let (c2, _) = c1.apply(&api::ConfigUpdate {
+            nonce: 2,
+            resources: vec![svc("a", "10.96.0.9", "v2", "/a")],
+            removed: vec![],
+        });
         assert!(c2.service_by_addr("10.96.0.1:80".parse().unwrap()).is_none());
         assert!(c2.service_by_addr("10.96.0.9:80".parse().unwrap()).is_some());
         assert!(c2.service_by_addr("10.96.0.9:81".parse().unwrap()).is_none());

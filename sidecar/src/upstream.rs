@@ -44,9 +44,9 @@ impl tower::Service<Uri> for FixedConnector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let addr = self.0;
         Box::pin(async move {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))
+            })??;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(stream))
         })
@@ -65,9 +65,7 @@ pub struct Upstream {
 impl Upstream {
     fn new(addr: SocketAddr) -> Self {
         let connector = FixedConnector(addr);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -90,7 +90,15 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path) -> anyhow::Res
     println!("weft demo: control plane in local mode on {}, proxies on {}.{}.{}.*", config.display(), b[0], b[1], b[2]);
     children.push(spawn_on_host(
         &workspace_bin("weft-cp")?,
-        &["run", "--local", &config.to_string_lossy(), "--grpc-addr", &cp_grpc.to_string(), "--admin-addr", &cp_admin.to_string()],
+        &[
+            "run",
+            "--local",
+            &config.to_string_lossy(),
+            "--grpc-addr",
+            &cp_grpc.to_string(),
+            "--admin-addr",
+            &cp_admin.to_string(),
+        ],
         &[("RUST_LOG", "warn")],
         &logs.join("weft-cp.log"),
     )?);
@@ -145,16 +153,21 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path) -> anyhow::Res
             proxy_args.extend(["--inbound".into(), addr(b, w.ip, 15006).to_string()]);
         }
         let refs: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
-        children.push(spawn_on_host(&proxy_bin, &refs, &[("WEFT_LOG", "warn")], &logs.join(format!("{}-proxy.log", w.name)))?);
+        children.push(spawn_on_host(
+            &proxy_bin,
+            &refs,
+            &[("WEFT_LOG", "warn")],
+            &logs.join(format!("{}-proxy.log", w.name)),
+        )?);
     }
 
     let client_admin = addr(b, 13, 15020);
     wait_until("the client's sidecar has endpoints for both versions", Duration::from_secs(20), || async {
         let Ok(dump) = get(client_admin, "/config_dump").await else { return false };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&dump) else { return false };
-        ["ep/bookinfo/reviews-v1", "ep/bookinfo/reviews-v2"].iter().all(|ep| {
-            v["endpoints"][ep]["endpoints"].as_array().is_some_and(|a| !a.is_empty())
-        })
+        ["ep/bookinfo/reviews-v1", "ep/bookinfo/reviews-v2"]
+            .iter()
+            .all(|ep| v["endpoints"][ep]["endpoints"].as_array().is_some_and(|a| !a.is_empty()))
     })
     .await
     .inspect_err(|_| {
@@ -230,7 +243,9 @@ fn report(t: u64, outcomes: &[Outcome]) {
     let mut failed = 0;
     for o in outcomes {
         match (&o.pod, o.status) {
-            (Some(p), 200) => *by_version.entry(if p.starts_with("reviews-v1") { "v1" } else { "v2" }).or_default() += 1,
+            (Some(p), 200) => {
+                *by_version.entry(if p.starts_with("reviews-v1") { "v1" } else { "v2" }).or_default() += 1
+            }
             _ => failed += 1,
         }
     }
