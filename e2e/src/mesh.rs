@@ -105,8 +105,12 @@ impl Mesh {
         if !spec.ports.is_empty() {
             let mut args =
                 vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
+            // Like an application in a pod, the echo serves on loopback and
+            // on the pod's address (traffic from outside still reaches it
+            // through the sidecar: iptables redirects it first).
             for (_, port) in &spec.ports {
                 args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+                args.extend(["--listen".to_owned(), format!("{}:{port}", pod.ip())]);
             }
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             self.processes.push(pod.spawn(&echo, &refs, &[], &pod.log_file("echo"))?);
