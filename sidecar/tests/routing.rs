@@ -1,0 +1,223 @@
+//! The sidecar's request path end to end in one process: config installed
+//! as the control plane would send it, the outbound listener used as an
+//! explicit proxy, and real backend servers on loopback. Covers what the
+//! conformance cases do not: retries, timeouts, mirrors, host rewrites,
+//! unresolved backends and unmatched requests.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use weft_api::config as api;
+use weft_proxy::proxy::Proxy;
+
+/// Requests a backend received: (path, host).
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A backend that records what it sees. `/flaky/N` fails with 503 until it
+/// has been asked N times; `/slow` answers after two seconds.
+async fn backend(name: &'static str) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+                        let count = {
+                            let mut r = record.lock().unwrap();
+                            r.push((path.clone(), host));
+                            r.iter().filter(|(p, _)| *p == path).count()
+                        };
+                        if path == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        let status = match path.strip_prefix("/flaky/").and_then(|n| n.parse::<usize>().ok()) {
+                            Some(n) if count <= n => 503,
+                            _ => 200,
+                        };
+                        let mut resp = http::Response::new(Full::new(Bytes::from(name)));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn millis(ms: u64) -> prost_types::Duration {
+    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+fn backend_ref(name: &str, unresolved: &str) -> api::Backend {
+    api::Backend {
+        source: None,
+        service: format!("svc/ns/{name}"),
+        port: 80,
+        weight: 1,
+        filters: vec![],
+        unresolved: unresolved.into(),
+    }
+}
+
+fn rule(prefix: &str, backend: api::Backend) -> api::HttpRule {
+    api::HttpRule {
+        matches: vec![api::HttpMatch {
+            path: Some(api::PathMatch { kind: api::path_match::Kind::Prefix as i32, value: prefix.into() }),
+            ..Default::default()
+        }],
+        backends: vec![backend],
+        ..Default::default()
+    }
+}
+
+fn endpoints(name: &str, addr: SocketAddr) -> api::Resource {
+    api::Resource {
+        name: format!("ep/ns/{name}"),
+        version: "1".into(),
+        kind: Some(api::resource::Kind::Endpoints(api::Endpoints {
+            namespace: "ns".into(),
+            name: name.into(),
+            endpoints: vec![api::Endpoint {
+                ip: addr.ip().to_string(),
+                ports: HashMap::from([(80, u32::from(addr.port()))]),
+                identity: String::new(),
+                workload: String::new(),
+            }],
+        })),
+    }
+}
+
+async fn start(primary: SocketAddr, mirror: SocketAddr) -> SocketAddr {
+    let retry = api::HttpRule {
+        retry: Some(api::Retry { attempts: 2, backoff: Some(millis(10)), codes: vec![503] }),
+        ..rule("/flaky", backend_ref("primary", ""))
+    };
+    let slow = api::HttpRule {
+        timeouts: Some(api::Timeouts { request: Some(millis(200)), backend_request: None }),
+        ..rule("/slow", backend_ref("primary", ""))
+    };
+    let mirrored = api::HttpRule {
+        filters: vec![api::Filter {
+            kind: Some(api::filter::Kind::Mirror(api::Mirror {
+                backend: Some(backend_ref("mirror", "")),
+                numerator: 100,
+                denominator: 100,
+            })),
+        }],
+        ..rule("/mirrored", backend_ref("primary", ""))
+    };
+    let rewritten = api::HttpRule {
+        filters: vec![api::Filter {
+            kind: Some(api::filter::Kind::Rewrite(api::Rewrite {
+                hostname: "elsewhere.example".into(),
+                path: Some(api::PathModifier { kind: api::path_modifier::Kind::Prefix as i32, value: "/new".into() }),
+            })),
+        }],
+        ..rule("/old", backend_ref("primary", ""))
+    };
+    let unresolved = rule("/unresolved", backend_ref("missing", "Service ns/missing not found"));
+    let service = api::Resource {
+        name: "svc/ns/web".into(),
+        version: "1".into(),
+        kind: Some(api::resource::Kind::Service(api::Service {
+            namespace: "ns".into(),
+            name: "web".into(),
+            vips: vec!["10.96.0.1".into()],
+            hostnames: vec!["web.ns".into()],
+            ports: vec![api::ServicePort {
+                port: 80,
+                name: "http".into(),
+                protocol: api::Protocol::Http as i32,
+                http_routes: vec![api::HttpRoute {
+                    source: None,
+                    hostnames: vec![],
+                    rules: vec![retry, slow, mirrored, rewritten, unresolved],
+                }],
+                tcp_routes: vec![],
+            }],
+        })),
+    };
+    let proxy = Proxy::new();
+    let rejected = proxy.install(&api::ConfigUpdate {
+        nonce: 1,
+        resources: vec![service, endpoints("primary", primary), endpoints("mirror", mirror)],
+        removed: vec![],
+    });
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(weft_proxy::listen::serve_outbound(listener, proxy));
+    addr
+}
+
+async fn get(proxy: SocketAddr, path: &str) -> (u16, String) {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", "web.ns").body(Empty::<Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn retries_timeouts_mirrors_rewrites_and_failures() {
+    let (primary, primary_seen) = backend("primary").await;
+    let (mirror, mirror_seen) = backend("mirror").await;
+    let proxy = start(primary, mirror).await;
+
+    // Two 503s, then success: two retries are allowed.
+    assert_eq!(get(proxy, "/flaky/2").await, (200, "primary".into()));
+    // Three 503s exhaust them: the last 503 is the answer.
+    assert_eq!(get(proxy, "/flaky/3").await.0, 503);
+    let tries = |p: &str| primary_seen.lock().unwrap().iter().filter(|(path, _)| path == p).count();
+    assert_eq!((tries("/flaky/2"), tries("/flaky/3")), (3, 3));
+
+    // The request timeout (200 ms) beats the two-second backend.
+    let started = std::time::Instant::now();
+    assert_eq!(get(proxy, "/slow").await.0, 504);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The mirror gets a copy; the client gets the primary's answer.
+    assert_eq!(get(proxy, "/mirrored/x").await, (200, "primary".into()));
+    for _ in 0..50 {
+        if mirror_seen.lock().unwrap().iter().any(|(p, _)| p == "/mirrored/x") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mirror_seen.lock().unwrap().iter().any(|(p, _)| p == "/mirrored/x"), "the mirror saw nothing");
+
+    // Host and path prefix are rewritten on the way to the backend.
+    assert_eq!(get(proxy, "/old/page").await.0, 200);
+    assert!(
+        primary_seen.lock().unwrap().iter().any(|(p, h)| p == "/new/page" && h == "elsewhere.example"),
+        "{:?}",
+        primary_seen.lock().unwrap()
+    );
+
+    // An unresolved backend's share is a 500 that says why; no match is 404.
+    let (status, body) = get(proxy, "/unresolved").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("Service ns/missing not found"), "{body}");
+    assert_eq!(get(proxy, "/nothing-here").await.0, 404);
+}
