@@ -122,10 +122,6 @@ fn split_authority(authority: &str) -> (String, Option<u16>) {
     (host.trim_end_matches('.').to_ascii_lowercase(), port)
 }
 
-fn route_name(source: &crate::model::Source) -> String {
-    source.to_string()
-}
-
 fn count(proxy: &Proxy, route: &str, backend: &str, status: StatusCode, started: Instant) {
     proxy
         .metrics
@@ -157,7 +153,7 @@ async fn route_request(
             format!("no route of {}/{} matches {path}", service.namespace, service.name),
         );
     };
-    let route_label = route_name(&selected.route.source);
+    let route_label = selected.route.source.to_string();
     let rule = selected.rule;
     let matched_prefix = match &selected.matched.path {
         PathMatch::Prefix(p) => Some(p.as_str()),
@@ -450,7 +446,7 @@ fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::P
     if fastrand::u32(..m.denominator.max(1)) >= m.numerator {
         return;
     }
-    let Some(upstream) = choose_endpoint(proxy, &m.backend) else { return };
+    let Some(upstream) = proxy.endpoint_for(&m.backend) else { return };
     let req = request_from(parts, full_body(body.clone()), use_h2);
     let client = if use_h2 { upstream.http2.clone() } else { upstream.http1.clone() };
     tokio::spawn(async move {
@@ -463,16 +459,6 @@ fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::P
     });
 }
 
-/// An endpoint of `backend`, or `None` when it has none.
-fn choose_endpoint(proxy: &Proxy, backend: &Backend) -> Option<Arc<Upstream>> {
-    let config = proxy.config.load();
-    let eps = config.endpoints.get(&backend.endpoints_resource())?;
-    let upstreams: Vec<Arc<Upstream>> =
-        eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| proxy.upstreams.get(a)).collect();
-    let mut rng = fastrand::Rng::new();
-    crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
-}
-
 struct Sending<'a> {
     proxy: &'a Arc<Proxy>,
     parts: &'a http::request::Parts,
@@ -483,7 +469,7 @@ struct Sending<'a> {
 impl Sending<'_> {
     /// One attempt with a streamed body. Errors are already responses.
     async fn once(&self, body: Body, per_try: Option<Duration>) -> Result<Response<Body>, Failed> {
-        let Some(upstream) = choose_endpoint(self.proxy, self.backend) else {
+        let Some(upstream) = self.proxy.endpoint_for(self.backend) else {
             return Err(Box::new(no_endpoints(self.backend)));
         };
         let req = request_from(self.parts, body, self.use_h2);
@@ -501,7 +487,7 @@ impl Sending<'_> {
             {
                 tokio::time::sleep(r.backoff).await;
             }
-            let Some(upstream) = choose_endpoint(self.proxy, self.backend) else {
+            let Some(upstream) = self.proxy.endpoint_for(self.backend) else {
                 return no_endpoints(self.backend);
             };
             let req = request_from(self.parts, full_body(body.clone()), self.use_h2);

@@ -39,37 +39,25 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
         Some(addr) => Destination::Original(addr),
         None => Destination::Explicit,
     };
-    let http = match dest {
-        Destination::Explicit => true,
-        Destination::Original(addr) => {
-            let protocol = proxy.config.load().service_by_addr(addr).map(|(_, p)| (p.protocol, p.clone()));
-            match protocol {
-                Some((Protocol::Http | Protocol::Http2, _)) => true,
-                Some((Protocol::Opaque, port)) => {
-                    count(&proxy, "outbound_tcp");
-                    crate::tcp::forward_service(proxy, stream, &port).await;
-                    return;
-                }
-                Some((Protocol::Detect, port)) => {
-                    if detect(&stream).await == Detected::Opaque {
-                        count(&proxy, "outbound_tcp");
-                        crate::tcp::forward_service(proxy, stream, &port).await;
-                        return;
-                    }
-                    true
-                }
-                None => {
-                    if detect(&stream).await == Detected::Opaque {
-                        count(&proxy, "outbound_tcp");
-                        crate::tcp::forward_to(stream, addr).await;
-                        return;
-                    }
-                    true
-                }
+    // A redirected connection is HTTP or TCP by its Service port's protocol
+    // (sniffed when undeclared, and for addresses that are not Services);
+    // one sent to the proxy itself is an explicit HTTP proxy request.
+    if let Destination::Original(addr) = dest {
+        let port = proxy.config.load().service_by_addr(addr).map(|(_, p)| p.clone());
+        let opaque = match port.as_ref().map(|p| p.protocol) {
+            Some(Protocol::Http | Protocol::Http2) => false,
+            Some(Protocol::Opaque) => true,
+            Some(Protocol::Detect) | None => detect(&stream).await == Detected::Opaque,
+        };
+        if opaque {
+            count(&proxy, "outbound_tcp");
+            match port {
+                Some(port) => crate::tcp::forward_service(proxy, stream, &port).await,
+                None => crate::tcp::forward_to(stream, addr).await,
             }
+            return;
         }
-    };
-    debug_assert!(http);
+    }
     count(&proxy, "outbound_http");
     let service = service_fn(move |req| {
         let proxy = proxy.clone();

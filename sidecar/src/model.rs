@@ -20,7 +20,7 @@ use weft_api::config as api;
 pub enum ConfigError {
     #[error("{field}: invalid regular expression {value:?}: {reason}")]
     Regex { field: &'static str, value: String, reason: String },
-    #[error("{field}: invalid header name {0:?}", .value)]
+    #[error("{field}: invalid header name {value:?}")]
     HeaderName { field: &'static str, value: String },
     #[error("{field}: invalid header value for {name:?}")]
     HeaderValue { field: &'static str, name: String },

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use weft_api::config as api;
 
 use crate::metrics::{Metrics, UpdateLabels};
+use crate::model::Backend;
 use crate::state::{Config, Rejected};
-use crate::upstream::Upstreams;
+use crate::upstream::{Upstream, Upstreams};
 
 #[derive(Debug, Default)]
 pub struct Proxy {
@@ -47,6 +49,17 @@ impl Proxy {
             "config applied"
         );
         rejected
+    }
+
+    /// An endpoint of `backend` chosen by the balancer, or `None` when the
+    /// backend has no endpoint serving its port.
+    pub fn endpoint_for(&self, backend: &Backend) -> Option<Arc<Upstream>> {
+        let config = self.config.load();
+        let eps = config.endpoints.get(&backend.endpoints_resource())?;
+        let upstreams: Vec<Arc<Upstream>> =
+            eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| self.upstreams.get(a)).collect();
+        let mut rng = fastrand::Rng::new();
+        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
     }
 
     /// Whether the proxy has config to serve with.

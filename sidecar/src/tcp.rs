@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 
 use crate::model::ServicePort;
 use crate::proxy::Proxy;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::upstream::connect;
 
 /// Forwards a connection for a Service port.
 pub async fn forward_service(proxy: Arc<Proxy>, mut client: TcpStream, port: &ServicePort) {
@@ -24,15 +23,7 @@ pub async fn forward_service(proxy: Arc<Proxy>, mut client: TcpStream, port: &Se
         tracing::debug!(backend = %backend.service, reason = %why, "unresolved TCP backend; closing");
         return;
     }
-    let endpoint = {
-        let config = proxy.config.load();
-        let Some(eps) = config.endpoints.get(&backend.endpoints_resource()) else { return };
-        let upstreams: Vec<_> =
-            eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| proxy.upstreams.get(a)).collect();
-        let mut rng = fastrand::Rng::new();
-        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
-    };
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = proxy.endpoint_for(backend) else {
         tracing::debug!(backend = %backend.service, "TCP backend has no endpoints; closing");
         return;
     };
@@ -58,12 +49,4 @@ pub async fn forward_to(mut client: TcpStream, addr: SocketAddr) {
         }
         Err(e) => tracing::debug!(%addr, error = %e, "TCP connect failed"),
     }
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    s.set_nodelay(true)?;
-    Ok(s)
 }

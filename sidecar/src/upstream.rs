@@ -43,14 +43,17 @@ impl tower::Service<Uri> for FixedConnector {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let addr = self.0;
-        Box::pin(async move {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))
-            })??;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
-        })
+        Box::pin(async move { connect(addr).await.map(TokioIo::new) })
     }
+}
+
+/// Connects to an endpoint, bounded in time, with Nagle off.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// One endpoint address.
@@ -90,13 +93,5 @@ impl Upstreams {
     /// their `Arc`).
     pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
         self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).retain(|addr, _| keep(addr));
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use weft_api as api;
-use weft_k8s_api::crds::{MeshGatewaySpec, MeshSpec, MtlsMode, TargetKind};
+use weft_k8s_api::crds::{Destination, MeshGatewaySpec, MeshSpec, MtlsMode, TargetKind, TargetRef};
 use weft_k8s_api::k8s_openapi::api::core::v1::Service;
 use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_k8s_api::labels;
 use weft_translate::ports::service_ports;
 use weft_translate::{ObjectKey, Output, Snapshot};
@@ -92,7 +93,7 @@ pub struct Compiler {
     initialized: bool,
 }
 
-fn mesh_annotation(meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+fn mesh_annotation(meta: &ObjectMeta) -> Option<&str> {
     fn get(m: &Option<BTreeMap<String, String>>) -> Option<&str> {
         m.as_ref().and_then(|m| m.get(labels::MESH)).map(String::as_str).filter(|v| !v.is_empty())
     }
@@ -102,61 +103,52 @@ fn mesh_annotation(meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::me
 /// Route records of the generated routes and the accepted hand-written ones.
 fn route_records(snapshot: &Snapshot, output: &Output) -> BTreeMap<RouteId, RouteRecord> {
     let mut out = BTreeMap::new();
-    let key_of = |meta: &weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+    let key_of = |meta: &ObjectMeta| {
         ObjectKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
     };
     let accepted = |conditions: Option<&weft_k8s_api::crds::MeshRouteStatus>| {
         conditions.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True"))
     };
-    for r in &output.mesh_http_routes {
-        let key = key_of(&r.metadata);
-        let (src, rank) = source("MeshHTTPRoute", &key, &r.metadata);
-        let rec = RouteRecord {
-            source: src,
-            rank,
-            target: r.spec.target_ref.clone(),
-            to: r.spec.to.clone(),
-            body: RouteBody::Http(r.spec.rules.clone()),
-        };
+    let record = |kind: &str, key: &ObjectKey, meta: &ObjectMeta, target: &TargetRef, to: &[Destination], body| {
+        let (source, rank) = source(kind, key, meta);
+        RouteRecord { source, rank, target: target.clone(), to: to.to_vec(), body }
+    };
+    // Generated routes, then the accepted hand-written ones.
+    let http = output.mesh_http_routes.iter().map(|r| (key_of(&r.metadata), r)).chain(
+        snapshot
+            .mesh_http_routes
+            .iter()
+            .filter(|(key, _)| accepted(output.status.mesh_http_routes.get(*key)))
+            .map(|(key, r)| (key.clone(), r)),
+    );
+    for (key, r) in http {
+        let rec = record(
+            "MeshHTTPRoute",
+            &key,
+            &r.metadata,
+            &r.spec.target_ref,
+            &r.spec.to,
+            RouteBody::Http(r.spec.rules.clone()),
+        );
         out.insert((true, key), rec);
     }
-    for (key, r) in &snapshot.mesh_http_routes {
-        if accepted(output.status.mesh_http_routes.get(key)) {
-            let (src, rank) = source("MeshHTTPRoute", key, &r.metadata);
-            let rec = RouteRecord {
-                source: src,
-                rank,
-                target: r.spec.target_ref.clone(),
-                to: r.spec.to.clone(),
-                body: RouteBody::Http(r.spec.rules.clone()),
-            };
-            out.insert((true, key.clone()), rec);
-        }
-    }
-    for r in &output.mesh_tcp_routes {
-        let key = key_of(&r.metadata);
-        let (src, rank) = source("MeshTCPRoute", &key, &r.metadata);
-        let rec = RouteRecord {
-            source: src,
-            rank,
-            target: r.spec.target_ref.clone(),
-            to: r.spec.to.clone(),
-            body: RouteBody::Tcp(r.spec.rules.clone()),
-        };
+    let tcp = output.mesh_tcp_routes.iter().map(|r| (key_of(&r.metadata), r)).chain(
+        snapshot
+            .mesh_tcp_routes
+            .iter()
+            .filter(|(key, _)| accepted(output.status.mesh_tcp_routes.get(*key)))
+            .map(|(key, r)| (key.clone(), r)),
+    );
+    for (key, r) in tcp {
+        let rec = record(
+            "MeshTCPRoute",
+            &key,
+            &r.metadata,
+            &r.spec.target_ref,
+            &r.spec.to,
+            RouteBody::Tcp(r.spec.rules.clone()),
+        );
         out.insert((false, key), rec);
-    }
-    for (key, r) in &snapshot.mesh_tcp_routes {
-        if accepted(output.status.mesh_tcp_routes.get(key)) {
-            let (src, rank) = source("MeshTCPRoute", key, &r.metadata);
-            let rec = RouteRecord {
-                source: src,
-                rank,
-                target: r.spec.target_ref.clone(),
-                to: r.spec.to.clone(),
-                body: RouteBody::Tcp(r.spec.rules.clone()),
-            };
-            out.insert((false, key.clone()), rec);
-        }
     }
     out
 }

@@ -315,9 +315,9 @@ async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => bail!("GET {path} from {addr}: {}", text.lines().next().unwrap_or("")),
+    let resp = weft_e2e::http1::Response::parse(&buf)?;
+    if resp.status != 200 {
+        bail!("GET {path} from {addr}: status {}", resp.status);
     }
+    Ok(resp.text())
 }
