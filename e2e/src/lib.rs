@@ -6,6 +6,7 @@
 //! [`process`] keeps every process and command bounded in time and cleaned up, [`echo`] is the
 //! workload, [`http1`] reads responses fetched with [`netns::Pod::tcp_exchange`].
 
+pub mod bench;
 pub mod echo;
 pub mod http1;
 pub mod load;

@@ -1,0 +1,178 @@
+//! The control plane's state directory (local mode): the join-token key and
+//! each mesh's CA. Kubernetes mode keeps the same material in Secrets.
+//!
+//! ```text
+//! <state>/token.key                   32 random bytes, mode 0600
+//! <state>/meshes/<mesh>/ca.crt        the mesh root (PEM); a user may put their own here
+//! <state>/meshes/<mesh>/ca.key        its key (PEM), mode 0600
+//! <state>/meshes/<mesh>/previous.crt  the root before the last rotation, trusted until
+//! <state>/meshes/<mesh>/previous.until  (Unix seconds) so certificates it signed keep working
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+
+use crate::ca::{CaError, MeshCa, ROOT_LIFETIME};
+use crate::token::TokenKey;
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Ca { path: PathBuf, source: CaError },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Writes a file atomically; `secret` files are readable by the owner only.
+fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true).mode(if secret { 0o600 } else { 0o644 });
+    let mut file = options.open(&tmp).map_err(io(&tmp))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io { path: path.to_owned(), source: e }),
+    }
+}
+
+/// The token key, created on first use.
+pub fn token_key(state: &Path) -> Result<TokenKey, StoreError> {
+    let path = state.join("token.key");
+    match std::fs::read(&path) {
+        Ok(raw) if raw.len() >= 32 => Ok(TokenKey::from_bytes(&raw)),
+        Ok(_) => Err(StoreError::Invalid { path, what: "shorter than 32 bytes".into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = TokenKey::generate();
+            write_file(&path, key.as_bytes(), true)?;
+            Ok(key)
+        }
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+/// The token key of an existing state directory (for `weftctl token
+/// create`, which must not invent a key the control plane does not have).
+pub fn existing_token_key(state: &Path) -> Result<TokenKey, StoreError> {
+    let path = state.join("token.key");
+    let raw = std::fs::read(&path).map_err(io(&path))?;
+    if raw.len() < 32 {
+        return Err(StoreError::Invalid { path, what: "shorter than 32 bytes".into() });
+    }
+    Ok(TokenKey::from_bytes(&raw))
+}
+
+/// A mesh's CA and the extra roots still trusted, created on first use.
+#[derive(Debug)]
+pub struct StoredCa {
+    pub ca: MeshCa,
+    pub extra_roots_pem: Vec<String>,
+}
+
+fn mesh_dir(state: &Path, mesh: &str) -> PathBuf {
+    state.join("meshes").join(mesh)
+}
+
+pub fn mesh_ca(state: &Path, mesh: &str, trust_domain: &str, now: OffsetDateTime) -> Result<StoredCa, StoreError> {
+    let dir = mesh_dir(state, mesh);
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ca = match (read_optional(&cert_path)?, read_optional(&key_path)?) {
+        (Some(cert), Some(key)) => {
+            MeshCa::from_pem(trust_domain, &cert, &key).map_err(|source| StoreError::Ca { path: cert_path, source })?
+        }
+        (None, None) => {
+            let ca = MeshCa::generate(trust_domain, now, ROOT_LIFETIME)
+                .map_err(|source| StoreError::Ca { path: cert_path.clone(), source })?;
+            write_file(&key_path, ca.key_pem().as_bytes(), true)?;
+            write_file(&cert_path, ca.root_pem().as_bytes(), false)?;
+            ca
+        }
+        (Some(_), None) => return Err(StoreError::Invalid { path: key_path, what: "missing (ca.crt exists)".into() }),
+        (None, Some(_)) => return Err(StoreError::Invalid { path: cert_path, what: "missing (ca.key exists)".into() }),
+    };
+    let mut extra_roots_pem = Vec::new();
+    if let Some(previous) = read_optional(&dir.join("previous.crt"))? {
+        let until_path = dir.join("previous.until");
+        let until: i64 = read_optional(&until_path)?
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| StoreError::Invalid { path: until_path, what: "missing or not a number".into() })?;
+        if until > now.unix_timestamp() {
+            extra_roots_pem.push(previous);
+        }
+    }
+    Ok(StoredCa { ca, extra_roots_pem })
+}
+
+/// Replaces a mesh's CA with a new one. The old root stays trusted for
+/// `overlap` (at least the longest certificate lifetime), so certificates
+/// it signed keep working while proxies renew with the new CA.
+pub fn rotate_mesh_ca(
+    state: &Path,
+    mesh: &str,
+    trust_domain: &str,
+    now: OffsetDateTime,
+    overlap: Duration,
+) -> Result<StoredCa, StoreError> {
+    let dir = mesh_dir(state, mesh);
+    let current = mesh_ca(state, mesh, trust_domain, now)?;
+    write_file(&dir.join("previous.crt"), current.ca.root_pem().as_bytes(), false)?;
+    write_file(&dir.join("previous.until"), (now + overlap).unix_timestamp().to_string().as_bytes(), false)?;
+    let ca = MeshCa::generate(trust_domain, now, ROOT_LIFETIME)
+        .map_err(|source| StoreError::Ca { path: dir.join("ca.crt"), source })?;
+    write_file(&dir.join("ca.key"), ca.key_pem().as_bytes(), true)?;
+    write_file(&dir.join("ca.crt"), ca.root_pem().as_bytes(), false)?;
+    mesh_ca(state, mesh, trust_domain, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn creates_once_then_reloads_with_secret_files_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let key = token_key(dir.path()).unwrap();
+        assert_eq!(token_key(dir.path()).unwrap().as_bytes(), key.as_bytes());
+        assert_eq!(existing_token_key(dir.path()).unwrap().as_bytes(), key.as_bytes());
+        let first = mesh_ca(dir.path(), "default", "default.weft.local", now).unwrap();
+        let again = mesh_ca(dir.path(), "default", "default.weft.local", now).unwrap();
+        assert_eq!(first.ca.root_pem(), again.ca.root_pem());
+        for secret in ["token.key", "meshes/default/ca.key"] {
+            let mode = std::fs::metadata(dir.path().join(secret)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{secret}");
+        }
+        assert!(existing_token_key(&dir.path().join("elsewhere")).is_err());
+    }
+
+    #[test]
+    fn rotation_trusts_both_roots_until_the_overlap_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let old = mesh_ca(dir.path(), "default", "default.weft.local", now).unwrap();
+        let rotated = rotate_mesh_ca(dir.path(), "default", "default.weft.local", now, Duration::hours(1)).unwrap();
+        assert_ne!(rotated.ca.root_pem(), old.ca.root_pem());
+        assert_eq!(rotated.extra_roots_pem, vec![old.ca.root_pem().to_owned()]);
+        let later = mesh_ca(dir.path(), "default", "default.weft.local", now + Duration::hours(2)).unwrap();
+        assert!(later.extra_roots_pem.is_empty());
+    }
+}
