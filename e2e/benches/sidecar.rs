@@ -242,6 +242,8 @@ impl Topology {
                 &cp_grpc.to_string(),
                 "--admin-addr",
                 &cp_admin.to_string(),
+                "--state-dir",
+                &dir.path().join("state").to_string_lossy(),
             ],
             &[("RUST_LOG", "warn")],
             &logs.join("weft-cp.log"),

@@ -77,6 +77,8 @@ impl Mesh {
                 &grpc.to_string(),
                 "--admin-addr",
                 &admin.to_string(),
+                "--state-dir",
+                &cluster.log_dir().join("state").to_string_lossy(),
             ],
             &[("RUST_LOG", "info")],
             &cluster.log_dir().join("weft-cp.log"),

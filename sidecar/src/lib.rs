@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod route;
 pub mod state;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;

@@ -33,6 +33,20 @@ pub struct ConnectionLabels {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// `mtls`, `plaintext`, `plaintext_refused`, `handshake_failed` or `no_certificate`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `issued` or `failed`.
+    pub result: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +56,10 @@ pub struct Metrics {
     pub config_nonce: Gauge,
     pub config_resources: Gauge,
     pub connections: Family<ConnectionLabels, Counter>,
+    pub tls: Family<TlsLabels, Counter>,
+    pub certificate_requests: Family<ResultLabels, Counter>,
+    /// Unix time at which the workload certificate in force expires.
+    pub certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -61,7 +79,32 @@ impl Default for Metrics {
         registry.register("config_resources", "Config resources held", config_resources.clone());
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register("connections", "Accepted connections by kind", connections.clone());
-        Metrics { registry, requests, latency, config_updates, config_nonce, config_resources, connections }
+        let tls = Family::<TlsLabels, Counter>::default();
+        registry.register("tls_connections", "Connections between proxies by direction and mTLS outcome", tls.clone());
+        let certificate_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_requests",
+            "Workload certificate requests to the control plane, by result",
+            certificate_requests.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_unix_seconds",
+            "When the workload certificate in force expires",
+            certificate_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            config_updates,
+            config_nonce,
+            config_resources,
+            connections,
+            tls,
+            certificate_requests,
+            certificate_expiry,
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub enum ConfigError {
     Empty(String),
     #[error("resource {name:?} holds a {kind}, which its name does not allow")]
     WrongKind { name: String, kind: &'static str },
+    #[error("mesh.mtls: unknown mode {0}")]
+    MtlsMode(i32),
 }
 
 /// Names an object a route or backend came from (metrics labels, errors).
@@ -305,8 +307,12 @@ impl Endpoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshSettings {
     pub name: String,
-    pub mtls: String,
+    pub mtls: crate::tls::MtlsMode,
     pub trust_domain: String,
+    /// PEM roots of the mesh (not shown in config dumps: the count is).
+    #[serde(skip)]
+    pub roots_pem: Vec<String>,
+    pub roots: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -343,8 +349,16 @@ impl Resource {
         Ok(match kind {
             api::resource::Kind::Mesh(m) => Resource::Mesh(Arc::new(MeshSettings {
                 name: m.name.clone(),
-                mtls: api::MtlsMode::try_from(m.mtls).map(|m| m.as_str_name().to_owned()).unwrap_or_default(),
+                mtls: match api::MtlsMode::try_from(m.mtls) {
+                    Ok(api::MtlsMode::Strict) => crate::tls::MtlsMode::Strict,
+                    Ok(api::MtlsMode::Off) => crate::tls::MtlsMode::Off,
+                    // Unspecified is the Mesh resource's default.
+                    Ok(api::MtlsMode::Permissive | api::MtlsMode::Unspecified) => crate::tls::MtlsMode::Permissive,
+                    Err(_) => return Err(ConfigError::MtlsMode(m.mtls)),
+                },
                 trust_domain: m.trust_domain.clone(),
+                roots_pem: m.roots_pem.clone(),
+                roots: m.roots_pem.len(),
             })),
             api::resource::Kind::Inbound(i) => Resource::Inbound(Arc::new(Inbound {
                 ports: i

@@ -43,6 +43,15 @@ enum Command {
         #[command(flatten)]
         target: cmd::admin::Target,
     },
+    /// Join tokens: a proxy presents one to get its mesh certificate.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new join token for a namespace's service account.
+    Create(cmd::token::CreateArgs),
 }
 
 /// Runs an inspection command on a small runtime.
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
         Command::Get { kind, target } => block_on(cmd::admin::get(&target, &kind)),
         Command::Status { object, target } => block_on(cmd::admin::status(&target, &object)),
         Command::ConfigDump { proxy, target } => block_on(cmd::admin::config_dump(&target, &proxy)),
+        Command::Token(TokenCommand::Create(args)) => cmd::token::create(args),
     };
     match result {
         Ok(code) => code,

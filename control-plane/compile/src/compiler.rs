@@ -90,6 +90,8 @@ pub struct Compiler {
     slices: BTreeMap<ObjectKey, EndpointSlice>,
     workloads: Workloads,
     vips: BTreeMap<ObjectKey, Ipv4Addr>,
+    /// PEM roots each mesh's proxies trust, from the control plane's CAs.
+    mesh_roots: BTreeMap<String, Vec<String>>,
     initialized: bool,
 }
 
@@ -162,6 +164,13 @@ fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeM
 
 impl Compiler {
     /// What was compiled last.
+    /// Sets the roots every mesh's proxies trust (its CA's root, and the
+    /// previous one during a rotation); they reach proxies with the mesh's
+    /// settings on the next [`Compiler::update`].
+    pub fn set_mesh_roots(&mut self, roots: BTreeMap<String, Vec<String>>) {
+        self.mesh_roots = roots;
+    }
+
     pub fn compiled(&self) -> &Compiled {
         &self.compiled
     }
@@ -294,7 +303,7 @@ impl Compiler {
                     name: name.clone(),
                     mtls: mtls as i32,
                     trust_domain: self.trust_domain(&name),
-                    roots_pem: Vec::new(),
+                    roots_pem: self.mesh_roots.get(&name).cloned().unwrap_or_default(),
                 }),
             );
             if self.compiled.meshes.get(&name).map(|r| &r.version) != Some(&res.version) {

@@ -116,9 +116,12 @@ async fn run(index: u16, proxies: usize, services: usize) {
 
     let grpc = format!("127.0.0.1:{}", 25010 + 2 * index);
     let admin = format!("127.0.0.1:{}", 25011 + 2 * index);
+    let state = tempfile::tempdir().unwrap();
     let cp = Command::new(env!("CARGO_BIN_EXE_weft-cp"))
         .args(["run", "--local"])
         .arg(dir.path())
+        .arg("--state-dir")
+        .arg(state.path())
         .args(["--grpc-addr", &grpc, "--admin-addr", &admin])
         .env("RUST_LOG", std::env::var("WEFT_PUSH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(match std::env::var_os("WEFT_PUSH_LOG_FILE") {

@@ -15,6 +15,7 @@ use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, T
 use weft_k8s_api::k8s_openapi::jiff::Timestamp;
 use weft_translate::{ObjectKey, Output, Snapshot, Statuses};
 
+use crate::identity::{Identities, MeshIdentity};
 use crate::metrics::Metrics;
 
 /// How many generations of changes proxies can catch up on incrementally;
@@ -90,7 +91,7 @@ pub struct ControlStopped;
 
 /// Starts the control loop; returns its input handle and the publication
 /// channel.
-pub fn spawn(metrics: Arc<Metrics>) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
+pub fn spawn(metrics: Arc<Metrics>, identities: Arc<Identities>) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
     let (tx, rx) = mpsc::channel(1024);
     let (publish, published) = watch::channel(Arc::new(Published::default()));
     let state = ControlLoop {
@@ -104,6 +105,7 @@ pub fn spawn(metrics: Arc<Metrics>) -> (ControlHandle, watch::Receiver<Arc<Publi
         loaded: false,
         publish,
         metrics,
+        identities,
     };
     tokio::spawn(state.run(rx));
     (ControlHandle { tx }, published)
@@ -120,6 +122,7 @@ struct ControlLoop {
     loaded: bool,
     publish: watch::Sender<Arc<Published>>,
     metrics: Arc<Metrics>,
+    identities: Arc<Identities>,
 }
 
 impl ControlLoop {
@@ -170,6 +173,7 @@ impl ControlLoop {
                 let now = Time(Timestamp::now());
                 self.output = Arc::new(weft_translate::translate(&input, &now));
                 self.metrics.translate_seconds.observe(started.elapsed().as_secs_f64());
+                self.compiler.set_mesh_roots(self.identities.sync(&mesh_identities(&self.snapshot)));
             }
             let started = Instant::now();
             let changes = self.compiler.update(&self.snapshot, &self.output, &self.workloads);
@@ -203,6 +207,34 @@ impl ControlLoop {
             }
         }
     }
+}
+
+/// Every mesh of the snapshot (and `default`, which always exists) with
+/// what signing for it needs.
+fn mesh_identities(snapshot: &Snapshot) -> Vec<MeshIdentity> {
+    let default = weft_k8s_api::labels::DEFAULT_MESH;
+    let mut out: Vec<MeshIdentity> = snapshot
+        .meshes
+        .iter()
+        .map(|(name, mesh)| MeshIdentity {
+            name: name.clone(),
+            trust_domain: mesh
+                .spec
+                .mtls
+                .trust_domain
+                .clone()
+                .unwrap_or_else(|| weft_compile::default_trust_domain(name)),
+            certificate_lifetime: mesh.spec.mtls.certificate_lifetime.clone(),
+        })
+        .collect();
+    if !snapshot.meshes.contains_key(default) {
+        out.push(MeshIdentity {
+            name: default.into(),
+            trust_domain: weft_compile::default_trust_domain(default),
+            certificate_lifetime: None,
+        });
+    }
+    out
 }
 
 /// The snapshot as the translator should see it in local mode: objects carry

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod control;
 pub mod distribute;
+pub mod identity;
 pub mod metrics;
 pub mod proxies;
 pub mod source;
@@ -36,6 +37,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Admin HTTP address.
     pub admin_addr: SocketAddr,
+    /// Where the mesh CAs and the join-token key are kept.
+    pub state_dir: PathBuf,
 }
 
 /// A running control plane.
@@ -83,7 +86,11 @@ impl Drop for Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let proxies = Arc::new(Proxies::default());
-    let (control, published) = control::spawn(metrics.clone());
+    let identities = Arc::new(
+        identity::Identities::open(&config.state_dir)
+            .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?,
+    );
+    let (control, published) = control::spawn(metrics.clone(), identities.clone());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -99,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let source_control = control.clone();
     tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
 
+    let certificate_metrics = metrics.clone();
     let distributor = distribute::Distributor::new(control, published.clone(), proxies.clone(), metrics.clone());
     tasks.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -107,6 +115,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 weft_api::server::proxy_config_server::ProxyConfigServer::new(distributor)
                     .max_decoding_message_size(16 << 20),
             )
+            .add_service(weft_api::server::certificates_server::CertificatesServer::new(identity::CertificateService {
+                identities,
+                metrics: certificate_metrics,
+            }))
             .serve_with_incoming(TcpListenerStream::new(grpc_listener))
             .await
             .context("gRPC server")

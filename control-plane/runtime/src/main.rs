@@ -46,9 +46,24 @@ struct RunArgs {
     /// Admin API address (health, metrics, objects, proxies).
     #[arg(long, default_value = "127.0.0.1:15000", env = "WEFT_ADMIN_ADDR")]
     admin_addr: SocketAddr,
+    /// Where the mesh CAs and the join-token key are kept (created on
+    /// first start). Default: $XDG_STATE_HOME/weft, else
+    /// ~/.local/state/weft.
+    #[arg(long, value_name = "DIR", env = "WEFT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("weft"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/weft")),
+        None => anyhow::bail!("no --state-dir given and neither XDG_STATE_HOME nor HOME is set"),
+    }
 }
 
 #[tokio::main]
@@ -62,8 +77,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => default_state_dir()?,
+    };
     let running = weft_cp::start(weft_cp::Config {
         local_dir: args.local,
+        state_dir,
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
     })

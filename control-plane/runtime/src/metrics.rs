@@ -1,6 +1,7 @@
 //! The control plane's Prometheus metrics.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -28,6 +29,10 @@ pub struct Metrics {
     pub acks: Counter,
     /// Resources proxies rejected (NACKs).
     pub rejections: Counter,
+    /// Workload certificates issued, by mesh.
+    pub certificates_issued: Family<Vec<(String, String)>, Counter>,
+    /// Signing requests refused, by reason.
+    pub certificates_refused: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -43,6 +48,8 @@ impl Default for Metrics {
             update_bytes: Counter::default(),
             acks: Counter::default(),
             rejections: Counter::default(),
+            certificates_issued: Family::default(),
+            certificates_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("config_generation", "Generation of the published configuration", m.generation.clone());
@@ -62,6 +69,8 @@ impl Default for Metrics {
         registry.register("config_update_bytes", "Encoded bytes of configuration updates", m.update_bytes.clone());
         registry.register("config_acks", "Updates acknowledged in full", m.acks.clone());
         registry.register("config_rejections", "Resources proxies rejected", m.rejections.clone());
+        registry.register("certificates_issued", "Workload certificates issued", m.certificates_issued.clone());
+        registry.register("certificates_refused", "Signing requests refused", m.certificates_refused.clone());
         Metrics { registry, ..m }
     }
 }

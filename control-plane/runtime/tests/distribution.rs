@@ -154,17 +154,21 @@ fn weights(held: &BTreeMap<String, api::Resource>) -> Vec<(String, u32)> {
     svc.ports[0].http_routes[0].rules[0].backends.iter().map(|b| (b.service.clone(), b.weight)).collect()
 }
 
-async fn start(dir: &Path) -> weft_cp::Running {
+/// A control plane on `dir`, with its state directory (kept apart from the
+/// watched directory, and removed when the returned guard drops).
+async fn start(dir: &Path) -> (weft_cp::Running, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
     let running = weft_cp::start(weft_cp::Config {
         local_dir: dir.to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        state_dir: state.path().to_path_buf(),
     })
     .await
     .unwrap();
     let mut published = running.published.clone();
     tokio::time::timeout(WAIT, published.wait_for(|p| p.loaded)).await.unwrap().unwrap();
-    running
+    (running, state)
 }
 
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
@@ -193,7 +197,7 @@ async fn a_file_change_reaches_the_proxy_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "services.yaml", SERVICES);
     write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let mut proxy =
         TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[("app", "web")]), BTreeMap::new())
             .await;
@@ -222,7 +226,7 @@ async fn an_invalid_file_keeps_the_last_good_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "services.yaml", SERVICES);
     write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let mut proxy =
         TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[]), BTreeMap::new()).await;
     proxy.until(|h| weights(h).len() == 2).await;
@@ -253,7 +257,7 @@ async fn a_nack_is_recorded_and_the_proxy_keeps_its_version() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "services.yaml", SERVICES);
     write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let mut proxy =
         TestProxy::connect(cp.grpc_addr, workload("frontend", "web-1", "10.0.0.1", &[]), BTreeMap::new()).await;
     proxy.until(|h| weights(h).len() == 2).await;
@@ -286,7 +290,7 @@ async fn a_reconnect_with_current_versions_receives_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "services.yaml", SERVICES);
     write(dir.path(), "route.yaml", &split_route("bookinfo", 90, 10));
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let w = workload("frontend", "web-1", "10.0.0.1", &[]);
     let mut first = TestProxy::connect(cp.grpc_addr, w.clone(), BTreeMap::new()).await;
     first.until(|h| weights(h).len() == 2 && h.contains_key("inbound") && h.contains_key("mesh")).await;
@@ -315,7 +319,7 @@ async fn consumer_routes_win_for_their_namespace_only() {
     write(dir.path(), "services.yaml", SERVICES);
     write(dir.path(), "producer.yaml", &split_route("bookinfo", 90, 10));
     write(dir.path(), "consumer.yaml", &split_route("team-a", 0, 100));
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let mut a = TestProxy::connect(cp.grpc_addr, workload("team-a", "client", "10.0.1.1", &[]), BTreeMap::new()).await;
     let mut b = TestProxy::connect(cp.grpc_addr, workload("team-b", "client", "10.0.2.1", &[]), BTreeMap::new()).await;
     let mut producer_ns =
@@ -352,7 +356,7 @@ async fn endpoints_follow_proxies_connecting_and_leaving() {
         "slice.yaml",
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: reviews-legacy, namespace: bookinfo, labels: {kubernetes.io/service-name: reviews-v1}}\naddressType: IPv4\nports: [{name: http, port: 9999}]\nendpoints: [{addresses: [192.0.2.9]}]\n",
     );
-    let cp = start(dir.path()).await;
+    let (cp, _state) = start(dir.path()).await;
     let mut client =
         TestProxy::connect(cp.grpc_addr, workload("frontend", "web", "10.0.0.1", &[]), BTreeMap::new()).await;
     client.until(|h| endpoint_ips(h, "ep/bookinfo/reviews-v1") == ["192.0.2.9"]).await;

@@ -74,7 +74,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
             std::fs::copy(&path, config.join(path.file_name().unwrap_or_default()))?;
         }
     }
-    let result = run(&args, b, &config, &logs).await;
+    let result = run(&args, b, &config, &logs, &work.join("state")).await;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&work);
     } else {
@@ -83,7 +83,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     result
 }
 
-async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path) -> anyhow::Result<()> {
+async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) -> anyhow::Result<()> {
     let cp_grpc = addr(b, 1, 15010);
     let cp_admin = addr(b, 1, 15000);
     let mut children: Vec<ChildHandle> = Vec::new();
@@ -98,6 +98,8 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path) -> anyhow::Res
             &cp_grpc.to_string(),
             "--admin-addr",
             &cp_admin.to_string(),
+            "--state-dir",
+            &state.to_string_lossy(),
         ],
         &[("RUST_LOG", "warn")],
         &logs.join("weft-cp.log"),

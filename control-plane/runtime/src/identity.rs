@@ -1,0 +1,143 @@
+//! Mesh identities in the control plane: one CA per mesh (kept in the state
+//! directory), the join-token key, and the `Certificates.Sign` service that
+//! turns a proxy's CSR and proof into a workload certificate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use weft_api as api;
+use weft_identity::signer::{DEFAULT_LIFETIME, MeshSigning};
+use weft_identity::{SignError, Signer, store};
+use weft_k8s_api::gateway::GatewayDuration;
+
+use crate::metrics::Metrics;
+
+/// What the control plane needs to know of a mesh to sign for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    pub name: String,
+    pub trust_domain: String,
+    /// Lifetime of workload certificates (Gateway API duration), if set.
+    pub certificate_lifetime: Option<String>,
+}
+
+/// The signer and the state behind it.
+#[derive(Debug)]
+pub struct Identities {
+    state_dir: PathBuf,
+    signer: RwLock<Signer>,
+    /// What each mesh was set up with, so unchanged meshes are not reloaded.
+    known: RwLock<BTreeMap<String, MeshIdentity>>,
+}
+
+impl Identities {
+    /// Opens (creating on first use) the state directory's token key.
+    pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
+        let key = store::token_key(state_dir)?;
+        Ok(Identities {
+            state_dir: state_dir.to_owned(),
+            signer: RwLock::new(Signer::new(Box::new(key))),
+            known: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Makes sure every mesh has a CA (loading or creating it) and returns
+    /// the roots each mesh's proxies must trust. A mesh whose CA cannot be
+    /// loaded is logged and left without roots; the others are unaffected.
+    pub fn sync(&self, meshes: &[MeshIdentity]) -> BTreeMap<String, Vec<String>> {
+        let now = time::OffsetDateTime::now_utc();
+        for mesh in meshes {
+            if self.known.read().get(&mesh.name) == Some(mesh) {
+                continue;
+            }
+            let lifetime = match mesh.certificate_lifetime.as_deref().map(GatewayDuration::from_str) {
+                None => DEFAULT_LIFETIME,
+                Some(Ok(d)) if d.as_secs() >= 10 => time::Duration::seconds(d.as_secs() as i64),
+                Some(Ok(_)) | Some(Err(_)) => {
+                    tracing::warn!(
+                        mesh = %mesh.name,
+                        value = mesh.certificate_lifetime.as_deref().unwrap_or_default(),
+                        "spec.mtls.certificateLifetime must be a Gateway API duration of at least 10s; using 24h"
+                    );
+                    DEFAULT_LIFETIME
+                }
+            };
+            match store::mesh_ca(&self.state_dir, &mesh.name, &mesh.trust_domain, now) {
+                Ok(stored) => {
+                    tracing::info!(mesh = %mesh.name, trust_domain = %mesh.trust_domain, ?lifetime, "mesh CA ready");
+                    self.signer.write().set_mesh(
+                        &mesh.name,
+                        MeshSigning { ca: stored.ca, extra_roots_pem: stored.extra_roots_pem, lifetime },
+                    );
+                    self.known.write().insert(mesh.name.clone(), mesh.clone());
+                }
+                Err(e) => {
+                    tracing::error!(mesh = %mesh.name, error = %e, "mesh CA unavailable; its proxies get no certificates")
+                }
+            }
+        }
+        self.signer.read().meshes().map(|(name, signing)| (name.clone(), signing.roots_pem())).collect()
+    }
+
+    pub fn sign(&self, csr_pem: &str, proof: &str, mesh: &str) -> Result<weft_identity::Issued, SignError> {
+        self.signer.read().sign(csr_pem, proof, mesh, time::OffsetDateTime::now_utc())
+    }
+}
+
+/// The gRPC `Certificates` service.
+#[derive(Debug, Clone)]
+pub struct CertificateService {
+    pub identities: Arc<Identities>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Largest CSR or token accepted (a CSR for one P-256 key is about 500 bytes).
+const MAX_INPUT: usize = 16 * 1024;
+
+#[tonic::async_trait]
+impl api::server::certificates_server::Certificates for CertificateService {
+    async fn sign(
+        &self,
+        request: tonic::Request<api::SignRequest>,
+    ) -> Result<tonic::Response<api::SignResponse>, tonic::Status> {
+        let peer = request.remote_addr();
+        let req = request.into_inner();
+        if req.csr_pem.len() > MAX_INPUT || req.token.len() > MAX_INPUT {
+            return Err(tonic::Status::invalid_argument("the CSR or token is larger than 16 KiB"));
+        }
+        let mesh = if req.mesh.is_empty() { weft_k8s_api::labels::DEFAULT_MESH } else { req.mesh.as_str() };
+        match self.identities.sign(&req.csr_pem, &req.token, mesh) {
+            Ok(issued) => {
+                tracing::info!(?peer, %mesh, identity = %issued.identity, not_after = issued.not_after_unix, "certificate issued");
+                self.metrics.certificates_issued.get_or_create(&vec![("mesh".into(), mesh.to_owned())]).inc();
+                Ok(tonic::Response::new(api::SignResponse {
+                    chain_pem: issued.chain_pem,
+                    not_after_unix: issued.not_after_unix,
+                    roots_pem: issued.roots_pem,
+                }))
+            }
+            Err(e) => {
+                // The token itself is never logged.
+                tracing::warn!(?peer, %mesh, error = %e, "certificate refused");
+                let reason = match &e {
+                    SignError::UnknownMesh(_) => "unknown_mesh",
+                    SignError::Token(_) => "bad_token",
+                    SignError::OtherMesh { .. } => "other_mesh",
+                    SignError::Csr(_) => "bad_csr",
+                    SignError::IdentityMismatch { .. } => "identity_mismatch",
+                    SignError::Signing(_) => "signing_failed",
+                };
+                self.metrics.certificates_refused.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+                Err(match e {
+                    SignError::Signing(_) => tonic::Status::internal(e.to_string()),
+                    SignError::UnknownMesh(_) => tonic::Status::not_found(e.to_string()),
+                    SignError::Csr(_) => tonic::Status::invalid_argument(e.to_string()),
+                    _ => tonic::Status::permission_denied(e.to_string()),
+                })
+            }
+        }
+    }
+}
