@@ -41,10 +41,13 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
-        "/ready" if proxy.is_synced() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/ready" => {
+        "/ready" if !proxy.is_synced() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no config from the control plane yet\n".into())
         }
+        "/ready" if !proxy.tls.ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no workload certificate yet\n".into())
+        }
+        "/ready" => text(StatusCode::OK, "text/plain", "ready\n".into()),
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", proxy.metrics.encode()),
         "/config_dump" => {
             let c = proxy.config.load();
@@ -55,6 +58,12 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "nonce": c.nonce,
                 "versions": c.versions,
                 "mesh": c.mesh.as_deref(),
+                "mtls": proxy.tls.mode(),
+                "certificate": proxy.tls.state().map(|s| json!({
+                    "identity": s.identity.to_string(),
+                    "expires_unix": s.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    "roots": s.roots_pem().len(),
+                })),
                 "inbound": c.inbound.as_deref(),
                 "services": as_map(c.services.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
                 "endpoints": as_map(c.endpoints.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),

@@ -499,7 +499,7 @@ impl Sending<'_> {
             if !retryable || n + 1 == tries {
                 return result.unwrap_or_else(|r| *r);
             }
-            tracing::debug!(endpoint = %upstream.addr, attempt = n + 1, "retrying");
+            tracing::debug!(endpoint = %upstream.addr(), attempt = n + 1, "retrying");
             last = Some(result);
         }
         last.map(|r| r.unwrap_or_else(|r| *r)).unwrap_or_else(|| full(StatusCode::BAD_GATEWAY, "no attempt was made"))
@@ -533,17 +533,17 @@ async fn attempt(
         }
         Ok(Err(e)) => {
             upstream.stats.observe(now - started, false, now);
-            tracing::debug!(endpoint = %upstream.addr, error = %e, "request to endpoint failed");
+            tracing::debug!(endpoint = %upstream.addr(), error = %e, "request to endpoint failed");
             Err(Box::new(full(
                 StatusCode::BAD_GATEWAY,
-                format!("endpoint {} failed: {}", upstream.addr, error_chain(&e)),
+                format!("endpoint {} failed: {}", upstream.addr(), error_chain(&e)),
             )))
         }
         Err(()) => {
             upstream.stats.observe(now - started, false, now);
             Err(Box::new(full(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("endpoint {} did not answer in time", upstream.addr),
+                format!("endpoint {} did not answer in time", upstream.addr()),
             )))
         }
     }
@@ -563,7 +563,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A redirected connection to an address that is not a Service: forwarded
 /// unchanged to where it was going.
 async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAddr, started: Instant) -> Response<Body> {
-    let upstream = proxy.upstreams.get(addr);
+    let upstream = proxy.upstreams.get(addr, "");
     let use_h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
     let authority = authority_of_parts(&parts).unwrap_or_else(|| addr.to_string());

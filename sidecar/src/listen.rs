@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,6 +17,7 @@ use crate::metrics::ConnectionLabels;
 use crate::model::Protocol;
 use crate::orig_dst::original_dst;
 use crate::proxy::Proxy;
+use crate::tls::MtlsMode;
 
 /// Accepts outbound connections until the task is dropped.
 pub async fn serve_outbound(listener: TcpListener, proxy: Arc<Proxy>) {
@@ -85,12 +87,85 @@ pub async fn serve_inbound(listener: TcpListener, proxy: Arc<Proxy>, app_ip: IpA
                 let port = original_dst(&stream).or_else(|| stream.local_addr().ok()).map(|a| a.port());
                 let Some(port) = port else { continue };
                 tracing::trace!(%peer, port, "inbound connection");
-                tokio::spawn(crate::tcp::forward_to(stream, SocketAddr::new(app_ip, port)));
+                tokio::spawn(inbound_connection(proxy.clone(), stream, peer, SocketAddr::new(app_ip, port)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "inbound accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// How long a permissive inbound waits for a client's first bytes before
+/// treating the connection as plaintext (a server-first protocol sends
+/// nothing until the server speaks).
+const PERMISSIVE_PEEK: Duration = Duration::from_millis(200);
+/// How long a TLS client has to send its hello and finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the first byte of a connection says.
+async fn starts_with_tls(stream: &TcpStream, wait: Duration) -> Option<bool> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        // A TLS record of type handshake (ClientHello).
+        Ok(Ok(1)) => Some(first[0] == 0x16),
+        Ok(_) => None,
+        Err(_) => Some(false),
+    }
+}
+
+/// Terminates mTLS (or takes plaintext, as the mesh's mode allows) and
+/// forwards to the application.
+async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, app: SocketAddr) {
+    let tls = &proxy.tls;
+    let mode = tls.mode();
+    if mode == MtlsMode::Off {
+        crate::tcp::forward_to(stream, app).await;
+        return;
+    }
+    let wait = if mode == MtlsMode::Strict { HANDSHAKE_TIMEOUT } else { PERMISSIVE_PEEK };
+    let Some(is_tls) = starts_with_tls(&stream, wait).await else { return };
+    if !is_tls {
+        if mode == MtlsMode::Strict {
+            tls.count("inbound", "plaintext_refused");
+            tracing::info!(%peer, port = app.port(), "plaintext connection refused: the mesh's mTLS mode is strict");
+            return;
+        }
+        tls.count("inbound", "plaintext");
+        crate::tcp::forward_to(stream, app).await;
+        return;
+    }
+    let Some(state) = tls.state() else {
+        tls.count("inbound", "no_certificate");
+        tracing::warn!(%peer, "mTLS connection refused: this proxy has no workload certificate yet");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(state.server_config());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(mut client)) => {
+            tls.count("inbound", "mtls");
+            let peer_identity = client
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| weft_identity::SpiffeId::from_certificate(c).ok());
+            tracing::trace!(%peer, identity = ?peer_identity.map(|i| i.to_string()), "mTLS connection accepted");
+            match crate::upstream::connect(app).await {
+                Ok(mut server) => {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+                Err(e) => tracing::debug!(%app, error = %e, "application connect failed"),
+            }
+        }
+        Ok(Err(e)) => {
+            tls.count("inbound", "handshake_failed");
+            tracing::warn!(%peer, error = %e, "mTLS handshake refused (a peer outside this mesh, or an expired certificate)");
+        }
+        Err(_) => {
+            tls.count("inbound", "handshake_failed");
+            tracing::warn!(%peer, "mTLS handshake timed out");
         }
     }
 }

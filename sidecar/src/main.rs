@@ -62,6 +62,13 @@ struct RunArgs {
     /// Admin port: /ready, /live, /metrics, /config_dump.
     #[arg(long, default_value = "127.0.0.1:15020")]
     admin: SocketAddr,
+    /// A file holding the join token that proves the workload's identity
+    /// (`weftctl token create`); read again at every renewal.
+    #[arg(long, env = "WEFT_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// The join token itself.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -136,6 +143,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tasks.spawn(weft_proxy::listen::serve_outbound(outbound, proxy.clone()));
     tasks.spawn(weft_proxy::admin::serve(admin, proxy.clone()));
     tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));
+    let proof = match (args.token_file, args.token) {
+        (Some(path), _) => Some(weft_proxy::identity::Proof::File(path)),
+        (None, Some(token)) => Some(weft_proxy::identity::Proof::Inline(token)),
+        (None, None) => None,
+    };
+    match proof {
+        Some(proof) => {
+            proxy.tls.require_certificate();
+            let claim = weft_proxy::identity::Claim {
+                namespace: args.namespace.clone(),
+                service_account: args.service_account.clone(),
+                mesh: args.mesh.clone(),
+            };
+            tasks.spawn(weft_proxy::identity::run(proxy.clone(), args.control_plane.clone(), claim, proof));
+        }
+        None => tracing::warn!("no --token-file or --token: no workload certificate, so no mTLS to other proxies"),
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

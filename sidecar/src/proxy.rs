@@ -10,22 +10,33 @@ use weft_api::config as api;
 use crate::metrics::{Metrics, UpdateLabels};
 use crate::model::Backend;
 use crate::state::{Config, Rejected};
+use crate::tls::MeshTls;
 use crate::upstream::{Upstream, Upstreams};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Proxy {
     /// The config requests start with; a request keeps the value it loaded
     /// until it ends, so swapping never disturbs one in flight.
     pub config: ArcSwap<Config>,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
+    /// mTLS mode, certificate and roots, shared with the connectors.
+    pub tls: Arc<MeshTls>,
     /// Set once the first update from the control plane is applied.
     synced: AtomicBool,
 }
 
 impl Proxy {
     pub fn new() -> Arc<Self> {
-        Arc::new(Proxy::default())
+        let metrics = Metrics::default();
+        let tls = Arc::new(MeshTls::new(metrics.tls.clone()));
+        Arc::new(Proxy {
+            config: ArcSwap::default(),
+            upstreams: Upstreams::new(tls.clone()),
+            metrics,
+            tls,
+            synced: AtomicBool::new(false),
+        })
     }
 
     /// Applies an update from the control plane; returns what was rejected.
@@ -34,6 +45,10 @@ impl Proxy {
         let (next, rejected) = current.apply(update);
         let addrs = next.endpoint_addrs();
         let resources = next.versions.len();
+        if let Some(mesh) = &next.mesh {
+            self.tls.set_mode(mesh.mtls);
+            self.tls.set_roots(&mesh.roots_pem);
+        }
         self.config.store(Arc::new(next));
         self.upstreams.retain(|a| addrs.contains(a));
         let result = if rejected.is_empty() { "applied" } else { "rejected" };
@@ -56,8 +71,12 @@ impl Proxy {
     pub fn endpoint_for(&self, backend: &Backend) -> Option<Arc<Upstream>> {
         let config = self.config.load();
         let eps = config.endpoints.get(&backend.endpoints_resource())?;
-        let upstreams: Vec<Arc<Upstream>> =
-            eps.endpoints.iter().filter_map(|e| e.addr(backend.port)).map(|a| self.upstreams.get(a)).collect();
+        let upstreams: Vec<Arc<Upstream>> = eps
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.addr(backend.port)?, e.identity.as_str())))
+            .map(|(addr, identity)| self.upstreams.get(addr, identity))
+            .collect();
         let mut rng = fastrand::Rng::new();
         crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
     }

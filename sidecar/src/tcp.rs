@@ -29,14 +29,14 @@ pub async fn forward_service(proxy: Arc<Proxy>, mut client: TcpStream, port: &Se
     };
     let _in_flight = endpoint.stats.start();
     let started = Instant::now();
-    match connect(endpoint.addr).await {
+    match endpoint.target.connect(crate::tls::ALPN_TCP).await {
         Ok(mut server) => {
             endpoint.stats.observe(started.elapsed(), true, Instant::now());
             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         }
         Err(e) => {
             endpoint.stats.observe(started.elapsed(), false, Instant::now());
-            tracing::debug!(endpoint = %endpoint.addr, error = %e, "TCP connect failed");
+            tracing::debug!(endpoint = %endpoint.addr(), error = %e, "TCP connect failed");
         }
     }
 }

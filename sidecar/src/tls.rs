@@ -8,7 +8,7 @@
 //! the handshake fails both ways.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -272,6 +272,9 @@ impl TlsState {
 #[derive(Debug)]
 pub struct MeshTls {
     mode: AtomicU8,
+    /// Set when the proxy was given a proof of identity: it is not ready
+    /// until it holds a certificate (unless the mesh's mTLS is off).
+    required: AtomicBool,
     state: ArcSwapOption<TlsState>,
     /// Handshake and refusal counts by direction and result.
     pub events: Family<TlsLabels, Counter>,
@@ -279,11 +282,25 @@ pub struct MeshTls {
 
 impl MeshTls {
     pub fn new(events: Family<TlsLabels, Counter>) -> Self {
-        MeshTls { mode: AtomicU8::new(MtlsMode::Permissive.to_u8()), state: ArcSwapOption::empty(), events }
+        MeshTls {
+            mode: AtomicU8::new(MtlsMode::Permissive.to_u8()),
+            required: AtomicBool::new(false),
+            state: ArcSwapOption::empty(),
+            events,
+        }
     }
 
     pub fn mode(&self) -> MtlsMode {
         MtlsMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    pub fn require_certificate(&self) {
+        self.required.store(true, Ordering::Release);
+    }
+
+    /// Whether mTLS is as ready as it needs to be to serve.
+    pub fn ready(&self) -> bool {
+        !self.required.load(Ordering::Acquire) || self.mode() == MtlsMode::Off || self.state.load().is_some()
     }
 
     pub fn set_mode(&self, mode: MtlsMode) {

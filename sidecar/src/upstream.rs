@@ -15,10 +15,14 @@ use bytes::Bytes;
 use http::Uri;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::balance::EndpointStats;
+use crate::tls::{ALPN_H2, ALPN_HTTP1, MeshTls, MtlsMode};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
@@ -26,14 +30,80 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A connection to an endpoint: plaintext, or mTLS to its proxy.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
 /// Dials one fixed address whatever the request's authority says: the
 /// authority is the Service's name (kept for the Host and :authority the
 /// application sees), the address is the endpoint the balancer chose.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedConnector(pub SocketAddr);
+#[derive(Debug, Clone)]
+pub struct FixedConnector {
+    pub target: Arc<Target>,
+    pub alpn: &'static [u8],
+}
 
 impl tower::Service<Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<UpstreamIo>;
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -42,12 +112,12 @@ impl tower::Service<Uri> for FixedConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let addr = self.0;
-        Box::pin(async move { connect(addr).await.map(TokioIo::new) })
+        let (target, alpn) = (self.target.clone(), self.alpn);
+        Box::pin(async move { target.connect(alpn).await.map(TokioIo::new) })
     }
 }
 
-/// Connects to an endpoint, bounded in time, with Nagle off.
+/// Connects to an address, bounded in time, with Nagle off.
 pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
@@ -56,42 +126,115 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// An endpoint address and the identity its proxy must present (empty:
+/// the endpoint has no proxy, so it is reached in plaintext).
+#[derive(Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub identity: String,
+    tls: Arc<MeshTls>,
+}
+
+impl Target {
+    /// Connects, with mTLS when the mesh asks for it and the endpoint has a
+    /// proxy. Without a certificate yet, strict mode fails the connection
+    /// (its peer would refuse plaintext) and permissive mode sends
+    /// plaintext.
+    pub async fn connect(&self, alpn: &'static [u8]) -> std::io::Result<UpstreamIo> {
+        let mode = self.tls.mode();
+        if mode == MtlsMode::Off || self.identity.is_empty() {
+            return Ok(UpstreamIo::Plain(connect(self.addr).await?));
+        }
+        let Some(state) = self.tls.state() else {
+            if mode == MtlsMode::Strict {
+                self.tls.count("outbound", "no_certificate");
+                return Err(std::io::Error::other(format!(
+                    "no workload certificate yet; strict mTLS to {} ({}) is not possible",
+                    self.addr, self.identity
+                )));
+            }
+            self.tls.count("outbound", "plaintext");
+            return Ok(UpstreamIo::Plain(connect(self.addr).await?));
+        };
+        let config = state.client_config(&self.identity, alpn).map_err(std::io::Error::other)?;
+        let stream = connect(self.addr).await?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, stream);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => {
+                self.tls.count("outbound", "mtls");
+                Ok(UpstreamIo::Tls(Box::new(tls)))
+            }
+            Ok(Err(e)) => {
+                self.tls.count("outbound", "handshake_failed");
+                tracing::warn!(endpoint = %self.addr, expected = %self.identity, error = %e, "mTLS handshake failed");
+                Err(e)
+            }
+            Err(_) => {
+                self.tls.count("outbound", "handshake_failed");
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("mTLS handshake with {} timed out", self.addr),
+                ))
+            }
+        }
+    }
+}
+
 /// One endpoint address.
 #[derive(Debug)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    pub target: Arc<Target>,
     pub stats: EndpointStats,
     pub http1: Client<FixedConnector, Body>,
     pub http2: Client<FixedConnector, Body>,
 }
 
 impl Upstream {
-    fn new(addr: SocketAddr) -> Self {
-        let connector = FixedConnector(addr);
-        let http1 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+    fn new(target: Arc<Target>) -> Self {
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(FixedConnector { target: target.clone(), alpn: ALPN_HTTP1 });
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-        Upstream { addr, stats: EndpointStats::new(Instant::now()), http1, http2 }
+            .build(FixedConnector { target: target.clone(), alpn: ALPN_H2 });
+        Upstream { target, stats: EndpointStats::new(Instant::now()), http1, http2 }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.target.addr
     }
 }
 
 /// Every endpoint the proxy talks to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upstreams {
-    by_addr: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
+    /// By address and expected identity: an address that changes hands
+    /// (a pod IP reused by another workload) gets fresh connections.
+    by_addr: Mutex<HashMap<(SocketAddr, String), Arc<Upstream>>>,
+    tls: Arc<MeshTls>,
 }
 
 impl Upstreams {
-    pub fn get(&self, addr: SocketAddr) -> Arc<Upstream> {
+    pub fn new(tls: Arc<MeshTls>) -> Self {
+        Upstreams { by_addr: Mutex::new(HashMap::new()), tls }
+    }
+
+    pub fn get(&self, addr: SocketAddr, identity: &str) -> Arc<Upstream> {
         let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(addr).or_insert_with(|| Arc::new(Upstream::new(addr))).clone()
+        if let Some(u) = map.get(&(addr, identity.to_owned())) {
+            return u.clone();
+        }
+        let target = Arc::new(Target { addr, identity: identity.to_owned(), tls: self.tls.clone() });
+        let upstream = Arc::new(Upstream::new(target));
+        map.insert((addr, identity.to_owned()), upstream.clone());
+        upstream
     }
 
     /// Forgets endpoints no longer in the config (in-flight requests keep
     /// their `Arc`).
     pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).retain(|addr, _| keep(addr));
+        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).retain(|(addr, _), _| keep(addr));
     }
 }
