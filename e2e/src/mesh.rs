@@ -30,11 +30,32 @@ pub struct PodSpec {
     pub labels: Vec<(String, String)>,
     /// Ports the echo application serves on the pod's loopback (named).
     pub ports: Vec<(String, u16)>,
+    pub service_account: String,
+    /// The mesh the pod's join token is for.
+    pub mesh: String,
+    /// Whether the pod gets `weft-proxy init` and a sidecar.
+    pub sidecar: bool,
 }
 
 impl PodSpec {
     pub fn new(name: &str, namespace: &str) -> Self {
-        PodSpec { name: name.into(), namespace: namespace.into(), ..Default::default() }
+        PodSpec {
+            name: name.into(),
+            namespace: namespace.into(),
+            service_account: "default".into(),
+            mesh: "default".into(),
+            sidecar: true,
+            ..Default::default()
+        }
+    }
+    /// A pod outside the mesh: its application only.
+    pub fn without_sidecar(mut self) -> Self {
+        self.sidecar = false;
+        self
+    }
+    pub fn mesh(mut self, mesh: &str) -> Self {
+        self.mesh = mesh.into();
+        self
     }
     pub fn label(mut self, k: &str, v: &str) -> Self {
         self.labels.push((k.into(), v.into()));
@@ -53,6 +74,8 @@ pub struct Mesh {
     processes: Vec<ChildHandle>,
     pub cluster: Cluster,
     pub config_dir: PathBuf,
+    /// The control plane's state directory (CAs, token key).
+    pub state_dir: PathBuf,
     pub pods: Vec<Pod>,
 }
 
@@ -65,6 +88,7 @@ impl Mesh {
         for (file, yaml) in manifests {
             std::fs::write(config_dir.join(file), yaml)?;
         }
+        let state_dir = cluster.log_dir().join("state");
         let grpc = SocketAddr::new(cluster.gateway().into(), CP_GRPC_PORT);
         let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
         let cp = spawn_on_host(
@@ -78,12 +102,12 @@ impl Mesh {
                 "--admin-addr",
                 &admin.to_string(),
                 "--state-dir",
-                &cluster.log_dir().join("state").to_string_lossy(),
+                &state_dir.to_string_lossy(),
             ],
             &[("RUST_LOG", "info")],
             &cluster.log_dir().join("weft-cp.log"),
         )?;
-        let mut mesh = Mesh { processes: vec![cp], cluster, config_dir, pods: Vec::new() };
+        let mut mesh = Mesh { processes: vec![cp], cluster, config_dir, state_dir, pods: Vec::new() };
         wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
         mesh.processes[0].ensure_running()?;
         Ok(mesh)
@@ -117,6 +141,11 @@ impl Mesh {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             self.processes.push(pod.spawn(&echo, &refs, &[], &pod.log_file("echo"))?);
         }
+        if !spec.sidecar {
+            self.pods.push(pod.clone());
+            return Ok(pod);
+        }
+        let token = self.join_token(spec)?;
         pod.exec_ok(&[
             &proxy.to_string_lossy(),
             "init",
@@ -137,6 +166,10 @@ impl Mesh {
             pod.ip().to_string(),
             "--admin".into(),
             PROXY_ADMIN.into(),
+            "--service-account".into(),
+            spec.service_account.clone(),
+            "--mesh".into(),
+            spec.mesh.clone(),
         ];
         for (k, v) in &spec.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
@@ -145,9 +178,49 @@ impl Mesh {
             args.extend(["--port".into(), format!("{name}={port}")]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &[("WEFT_LOG", "info")], &pod.log_file("proxy"))?);
+        let env = [("WEFT_LOG", "info"), ("WEFT_TOKEN", token.as_str())];
+        self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &env, &pod.log_file("proxy"))?);
         self.pods.push(pod.clone());
         Ok(pod)
+    }
+
+    /// A join token for the pod's identity, made with `weftctl token create`
+    /// on the control plane's state directory.
+    fn join_token(&self, spec: &PodSpec) -> anyhow::Result<String> {
+        let mut command = std::process::Command::new(workspace_bin("weftctl")?);
+        command.args(["token", "create", "--state-dir"]).arg(&self.state_dir).args([
+            "--namespace",
+            &spec.namespace,
+            "--service-account",
+            &spec.service_account,
+            "--mesh",
+            &spec.mesh,
+            "--valid-for",
+            "1h",
+        ]);
+        let out = crate::process::run_ok(command, Duration::from_secs(10)).context("weftctl token create")?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// GETs a path of the sidecar's admin port from inside the pod.
+    pub fn admin_get(&self, pod: &Pod, path: &str) -> anyhow::Result<crate::http1::Response> {
+        let addr: SocketAddr = PROXY_ADMIN.parse()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let raw = pod.tcp_exchange(None, addr, request.as_bytes(), Duration::from_secs(5))?;
+        crate::http1::Response::parse(&raw)
+    }
+
+    /// The value of a metric of the pod's sidecar (summed over the label
+    /// sets that contain every `labels` fragment, e.g. `result="issued"`).
+    pub fn metric(&self, pod: &Pod, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
+        let resp = self.admin_get(pod, "/metrics")?;
+        Ok(resp
+            .text()
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// The sidecar's config dump, fetched from inside the pod.
@@ -191,6 +264,11 @@ impl Mesh {
             std::thread::sleep(Duration::from_millis(200));
         }
         bail!("pod {}: {what} not reached within {timeout:?} ({last})", pod.name())
+    }
+
+    /// Waits until the pod's sidecar holds a workload certificate.
+    pub fn wait_for_certificate(&mut self, pod: &Pod, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for_config(pod, "a workload certificate", timeout, |d| d["certificate"]["identity"].is_string())
     }
 
     /// Starts `weft-load` in `pod`.
