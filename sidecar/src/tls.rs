@@ -76,6 +76,13 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
+fn pem_certificate(der: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
 /// The ring provider, the only one the proxy uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -242,6 +249,11 @@ impl TlsState {
 
     pub fn roots_pem(&self) -> &[String] {
         &self.roots_pem
+    }
+
+    /// The certificate chain in force, PEM, leaf first.
+    pub fn chain_pem(&self) -> Vec<String> {
+        self.key.cert.iter().map(|der| pem_certificate(der)).collect()
     }
 
     pub fn server_config(&self) -> Arc<ServerConfig> {
