@@ -61,17 +61,14 @@ fn vip() -> SocketAddr {
 }
 
 /// The default mesh with mTLS required between all its proxies.
-const STRICT_MESH: &str = "apiVersion: weft.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  mtls: {mode: Strict}\n";
+const STRICT_MESH: &str =
+    "apiVersion: weft.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  mtls: {mode: Strict}\n";
 
 #[test]
 fn canary_split_holds_and_moves_under_load_without_errors() -> anyhow::Result<()> {
     let mut mesh = Mesh::start(
         "canary",
-        &[
-            ("mesh.yaml", STRICT_MESH),
-            ("services.yaml", &services()),
-            ("route.yaml", &split_route("bookinfo", 90, 10)),
-        ],
+        &[("mesh.yaml", STRICT_MESH), ("services.yaml", &services()), ("route.yaml", &split_route("bookinfo", 90, 10))],
     )?;
     reviews_pods(&mut mesh)?;
     let client = mesh.add_pod(&PodSpec::new("productpage-a", "bookinfo").label("app", "productpage"))?;
@@ -120,7 +117,9 @@ fn canary_split_holds_and_moves_under_load_without_errors() -> anyhow::Result<()
     let plaintext = mesh.metric(&client, "weft_proxy_tls_connections_total", &["outbound", "plaintext"])?;
     let server = mesh.pods.iter().find(|p| p.name().starts_with("reviews-v1")).unwrap().clone();
     let server_mtls = mesh.metric(&server, "weft_proxy_tls_connections_total", &["inbound", "\"mtls\""])?;
-    println!("strict mTLS: client opened {client_mtls} mTLS connections, 0 plaintext; reviews-v1 accepted {server_mtls}");
+    println!(
+        "strict mTLS: client opened {client_mtls} mTLS connections, 0 plaintext; reviews-v1 accepted {server_mtls}"
+    );
     assert!(client_mtls >= 1.0 && server_mtls >= 1.0 && plaintext == 0.0);
     assert!(after.len() >= 900, "only {} requests after the change", after.len());
     assert!((s[0] - 0.5).abs() <= 0.06, "v1 share {:.3} two seconds after the change is not 50 % ± 6 points", s[0]);

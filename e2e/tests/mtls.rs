@@ -42,8 +42,8 @@ fn get(pod: &Pod, addr: SocketAddr) -> Result<u16, String> {
 fn strict_refuses_plaintext_permissive_accepts_it_and_meshes_are_isolated() -> anyhow::Result<()> {
     let mut mesh = Mesh::start("mtls", &[("all.yaml", &manifests(""))])?;
     let strict = mesh.add_pod(&PodSpec::new("reviews-s", "secure").label("app", "reviews").port("http", 9080))?;
-    let permissive = mesh
-        .add_pod(&PodSpec::new("reviews-p", "legacy").mesh("legacy").label("app", "reviews").port("http", 9080))?;
+    let permissive =
+        mesh.add_pod(&PodSpec::new("reviews-p", "legacy").mesh("legacy").label("app", "reviews").port("http", 9080))?;
     let outsider = mesh.add_pod(&PodSpec::new("outsider", "secure").without_sidecar())?;
     let legacy_client = mesh.add_pod(&PodSpec::new("legacy-client", "legacy").mesh("legacy").label("app", "c"))?;
     for pod in [&strict, &permissive, &legacy_client] {
@@ -52,7 +52,10 @@ fn strict_refuses_plaintext_permissive_accepts_it_and_meshes_are_isolated() -> a
     let strict_dump = mesh.config_dump(&strict)?;
     assert_eq!(strict_dump["mtls"], "strict");
     assert_eq!(strict_dump["certificate"]["identity"], "spiffe://default.weft.local/ns/secure/sa/default");
-    assert_eq!(mesh.config_dump(&permissive)?["certificate"]["identity"], "spiffe://legacy.weft.local/ns/legacy/sa/default");
+    assert_eq!(
+        mesh.config_dump(&permissive)?["certificate"]["identity"],
+        "spiffe://legacy.weft.local/ns/legacy/sa/default"
+    );
 
     // A client without a sidecar: refused by the strict pod, served by the
     // permissive one.
@@ -76,7 +79,11 @@ fn strict_refuses_plaintext_permissive_accepts_it_and_meshes_are_isolated() -> a
     assert!(after > before, "the cross-mesh attempt is not visible in the strict pod's metrics");
     // While the same client reaches its own mesh's service over mTLS.
     let own = mesh.load(&legacy_client, "10.96.110.20:9080".parse()?, "reviews.legacy:9080", 20, 1.0)?;
-    assert!(own.iter().all(|o| o.status == 200), "own-mesh requests failed: {:?}", own.iter().find(|o| o.status != 200));
+    assert!(
+        own.iter().all(|o| o.status == 200),
+        "own-mesh requests failed: {:?}",
+        own.iter().find(|o| o.status != 200)
+    );
     let mtls = mesh.metric(&legacy_client, "weft_proxy_tls_connections_total", &["outbound", "\"mtls\""])?;
     assert!(mtls >= 1.0, "the own-mesh request did not use mTLS");
     Ok(())
@@ -93,9 +100,8 @@ fn thirty_second_certificates_rotate_under_load_without_errors() -> anyhow::Resu
     mesh.wait_for_config(&client, "the reviews endpoint", Duration::from_secs(30), |d| {
         d["endpoints"]["ep/secure/reviews"]["endpoints"].as_array().is_some_and(|a| !a.is_empty())
     })?;
-    let issued = |mesh: &Mesh, pod: &Pod| {
-        mesh.metric(pod, "weft_proxy_certificate_requests_total", &["issued"]).unwrap_or(0.0)
-    };
+    let issued =
+        |mesh: &Mesh, pod: &Pod| mesh.metric(pod, "weft_proxy_certificate_requests_total", &["issued"]).unwrap_or(0.0);
     let (server_before, client_before) = (issued(&mesh, &server), issued(&mesh, &client));
     // Renewal at 65-70 % of 30 s: every 20 s or so; 75 s see at least three.
     let outcomes = mesh.load(&client, SocketAddr::new(REVIEWS_VIP.parse()?, 9080), "reviews.secure:9080", 100, 75.0)?;

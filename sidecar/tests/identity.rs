@@ -55,16 +55,18 @@ async fn the_signing_request_carries_a_csr_and_the_token_but_no_private_key() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(weft_api::server::certificates_server::CertificatesServer::new(Recorder { signer, seen: seen.clone() }))
+            .add_service(weft_api::server::certificates_server::CertificatesServer::new(Recorder {
+                signer,
+                seen: seen.clone(),
+            }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     let mut client = api::certificates_client::CertificatesClient::new(channel);
     let identity = SpiffeId::new("default.weft.local", "shop", "cart");
-    let state = weft_proxy::identity::request_certificate(&mut client, &identity, "default", token.clone(), &[])
-        .await
-        .unwrap();
+    let state =
+        weft_proxy::identity::request_certificate(&mut client, &identity, "default", token.clone(), &[]).await.unwrap();
     server.abort();
 
     assert_eq!(state.identity, identity);

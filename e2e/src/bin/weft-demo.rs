@@ -110,6 +110,21 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
         Workload { name: "reviews-v2-8d41", labels: &["app=reviews", "version=v2"], ip: 12, app: Some(22) },
         Workload { name: "productpage-1", labels: &["app=productpage"], ip: 13, app: None },
     ];
+    // Each proxy proves its identity with a join token signed with the
+    // control plane's key (made when it first starts).
+    let token_key = state.join("token.key");
+    wait_until("the control plane's state directory", Duration::from_secs(20), || {
+        let exists = token_key.exists();
+        async move { exists }
+    })
+    .await?;
+    let token = std::process::Command::new(workspace_bin("weftctl")?)
+        .args(["token", "create", "--state-dir", &state.to_string_lossy(), "--namespace", "bookinfo"])
+        .output()?;
+    if !token.status.success() {
+        bail!("weftctl token create: {}", String::from_utf8_lossy(&token.stderr));
+    }
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
     let proxy_bin = workspace_bin("weft-proxy")?;
     let echo_bin = workspace_bin("weft-echo")?;
     for w in &workloads {
@@ -158,7 +173,7 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
         children.push(spawn_on_host(
             &proxy_bin,
             &refs,
-            &[("WEFT_LOG", "warn")],
+            &[("WEFT_LOG", "warn"), ("WEFT_TOKEN", &token)],
             &logs.join(format!("{}-proxy.log", w.name)),
         )?);
     }
@@ -170,6 +185,7 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
         ["ep/bookinfo/reviews-v1", "ep/bookinfo/reviews-v2"]
             .iter()
             .all(|ep| v["endpoints"][ep]["endpoints"].as_array().is_some_and(|a| !a.is_empty()))
+            && v["certificate"]["identity"].is_string()
     })
     .await
     .inspect_err(|_| {
@@ -179,7 +195,8 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
     })?;
 
     println!("client productpage-1 → reviews.bookinfo:9080 through its sidecar, {} requests/s", args.rate);
-    println!("HTTPRoute reviews-canary: reviews-v1 90, reviews-v2 10\n");
+    println!("HTTPRoute reviews-canary: reviews-v1 90, reviews-v2 10");
+    println!("sidecar to sidecar over mTLS: certificates for spiffe://default.weft.local/ns/bookinfo/sa/default\n");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let target = Target { connect: addr(b, 13, 15001), host: "reviews.bookinfo:9080".into(), path: "/".into() };
     let total = Duration::from_secs(args.before + args.after);
