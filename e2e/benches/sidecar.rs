@@ -8,7 +8,12 @@
 //! - `nginx`: through an nginx pair (HTTP/1.1, upstream keep-alive);
 //! - `weft`: client → weft-proxy (outbound, explicit proxy by Host, L7
 //!   routing by an HTTPRoute) → weft-proxy (inbound) → backend, configured
-//!   by a real `weft-cp` in local mode.
+//!   by a real `weft-cp` in local mode;
+//!
+//! and the same three pairs with mutual TLS between the two proxies
+//! (`floor-tls` with rustls, `nginx-tls` with OpenSSL, `weft-mtls` with the
+//! mesh's certificates from the control plane's CA), compared with each
+//! other.
 //!
 //! The backend is one nginx serving a 1 KiB body. Everything under test runs
 //! on CPU 0; the load generator (this process) on CPU 1. Each round of each
@@ -75,8 +80,17 @@ fn addr(host: u8, port: u16) -> SocketAddr {
 }
 
 /// One way of reaching the backend, with the proxies it passes through.
+/// Peers compare within a group: plaintext between the proxies, or mutual
+/// TLS between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Plain,
+    Tls,
+}
+
 struct Peer {
     name: &'static str,
+    group: Group,
     target: Target,
     /// The two proxies (client side, server side); empty for direct.
     proxies: Vec<u32>,
@@ -124,11 +138,140 @@ fn nginx_conf(dir: &Path, server: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn nginx_proxy(listen: SocketAddr, to: SocketAddr) -> String {
+/// An nginx proxy from `listen` to `to` with upstream keep-alive;
+/// `tls_in` terminates mutual TLS on `listen`, `tls_out` speaks it to `to`.
+fn nginx_proxy(listen: SocketAddr, to: SocketAddr, tls_in: Option<&Pki>, tls_out: Option<&Pki>) -> String {
+    let (scheme, out) = match tls_out {
+        Some(p) => (
+            "https",
+            format!(
+                "      proxy_ssl_certificate {};\n      proxy_ssl_certificate_key {};\n      \
+                 proxy_ssl_trusted_certificate {};\n      proxy_ssl_verify on;\n      proxy_ssl_name {PEER_NAME};\n      \
+                 proxy_ssl_session_reuse on;\n      proxy_ssl_protocols TLSv1.3;\n",
+                p.cert.display(),
+                p.key.display(),
+                p.ca.display()
+            ),
+        ),
+        None => ("http", String::new()),
+    };
+    let (ssl, inbound) = match tls_in {
+        Some(p) => (
+            " ssl",
+            format!(
+                "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_client_certificate {};\n    \
+                 ssl_verify_client on;\n    ssl_protocols TLSv1.3;\n",
+                p.cert.display(),
+                p.key.display(),
+                p.ca.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
-        "  upstream next {{ server {to}; keepalive 64; }}\n  server {{\n    listen {listen};\n    location / {{\n      \
-         proxy_pass http://next;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}"
+        "  upstream next {{ server {to}; keepalive 64; }}\n  keepalive_requests 1000000;\n  server {{\n    listen {listen}{ssl};\n{inbound}    \
+         location / {{\n      proxy_pass {scheme}://next;\n      proxy_http_version 1.1;\n      \
+         proxy_set_header Connection \"\";\n{out}    }}\n  }}"
     )
+}
+
+/// The DNS name in the peers' certificate (nginx checks names, not IPs).
+const PEER_NAME: &str = "peer.bench";
+
+/// A CA and one certificate (client and server, for every peer address)
+/// for the TLS peers, written as PEM files.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn write(dir: &Path, addrs: [SocketAddr; 4]) -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut names = vec![PEER_NAME.to_string()];
+        names.extend(addrs.iter().map(|a| a.ip().to_string()));
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names)?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        let pki = Pki { ca: dir.join("ca.crt"), cert: dir.join("peer.crt"), key: dir.join("peer.key") };
+        std::fs::write(&pki.ca, ca_cert.pem())?;
+        std::fs::write(&pki.cert, cert.pem())?;
+        std::fs::write(&pki.key, key.serialize_pem())?;
+        Ok(pki)
+    }
+}
+
+async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if path.exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{} did not appear within 10 s", path.display())
+}
+
+fn join_token(state: &Path, namespace: &str) -> anyhow::Result<String> {
+    let out = Command::new(workspace_bin("weftctl")?)
+        .args(["token", "create", "--state-dir", &state.to_string_lossy(), "--namespace", namespace])
+        .output()?;
+    if !out.status.success() {
+        bail!("weftctl token create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// A sidecar on 127.X.Y.`host`: a server-side one (inbound on the Service
+/// port, forwarding to `app`) or a client-side one.
+fn weft_proxy(
+    cp: &SocketAddr,
+    name: &str,
+    namespace: &str,
+    host: u8,
+    app: Option<SocketAddr>,
+    token: Option<&str>,
+    logs: &Path,
+) -> anyhow::Result<ChildHandle> {
+    let control_plane = format!("http://{cp}");
+    let ip = addr(host, 0).ip().to_string();
+    let mut args: Vec<String> =
+        vec!["run".into(), "--control-plane".into(), control_plane, "--name".into(), name.into()];
+    args.extend(["--namespace".into(), namespace.into(), "--ip".into(), ip]);
+    args.extend(["--outbound".into(), addr(host, 15001).to_string(), "--admin".into(), addr(host, 15020).to_string()]);
+    match app {
+        Some(app) => args.extend([
+            "--label".into(),
+            "app=backend".into(),
+            "--port".into(),
+            format!("http={BACKEND_PORT}"),
+            "--inbound".into(),
+            addr(host, BACKEND_PORT).to_string(),
+            "--app-ip".into(),
+            app.ip().to_string(),
+        ]),
+        None => args.extend(["--label".into(), "app=client".into(), "--inbound".into(), addr(host, 15006).to_string()]),
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = token.map(|t| ("WEFT_TOKEN", t)).into_iter().collect();
+    pinned(&workspace_bin("weft-proxy")?, &refs, &env, &logs.join(format!("weft-{namespace}-{name}.log")))
+}
+
+/// Status of a GET to a sidecar's admin port, if it answered.
+async fn admin_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await.ok()?.ok()?;
+    weft_e2e::http1::Response::parse(&buf).ok().map(|r| r.status)
 }
 
 fn start_nginx(dir: &Path, server: &str, logs: &Path, name: &str) -> anyhow::Result<ChildHandle> {
@@ -149,6 +292,41 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 const MANIFESTS: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: benchtls
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+  namespace: benchtls
+spec:
+  selector: {app: backend}
+  ports:
+  - name: http
+    port: 9080
+    appProtocol: http
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend
+  namespace: benchtls
+spec:
+  parentRefs:
+  - group: \"\"
+    kind: Service
+    name: backend
+    port: 9080
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /}
+    backendRefs:
+    - name: backend
+      port: 9080
+---
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -207,30 +385,73 @@ impl Topology {
         );
         children.push(start_nginx(dir.path(), &backend, &logs, "backend")?);
 
-        // nginx pair.
-        let (nginx_a, nginx_b) = (addr(31, PEER_PORT), addr(32, PEER_PORT));
-        let proxy_b = format!("{}\n  keepalive_requests 1000000;", nginx_proxy(nginx_b, backend_addr));
-        children.push(start_nginx(dir.path(), &proxy_b, &logs, "nginx-b")?);
-        let proxy_a = format!("{}\n  keepalive_requests 1000000;", nginx_proxy(nginx_a, nginx_b));
-        children.push(start_nginx(dir.path(), &proxy_a, &logs, "nginx-a")?);
+        let pki = Pki::write(
+            &dir.path().join("pki"),
+            [addr(32, PEER_PORT), addr(34, PEER_PORT), addr(42, PEER_PORT), addr(44, PEER_PORT)],
+        )?;
+        let mut peers = vec![Peer {
+            name: "direct",
+            group: Group::Plain,
+            target: Target { connect: backend_addr, host: "backend".into(), path: "/".into() },
+            proxies: vec![],
+        }];
+        let mut via = |name: &'static str, group: Group, a: &ChildHandle, b: &ChildHandle, connect: SocketAddr| {
+            peers.push(Peer {
+                name,
+                group,
+                target: Target { connect, host: "backend".into(), path: "/".into() },
+                proxies: vec![a.pid(), b.pid()],
+            })
+        };
 
-        // Forwarder pair.
+        // Forwarder pairs: plain, and mutual TLS between them.
         let fwd = workspace_bin("weft-fwd")?;
         let (fwd_a, fwd_b) = (addr(41, PEER_PORT), addr(42, PEER_PORT));
-        children.push(pinned(
+        let b = pinned(
             &fwd,
             &["--listen", &fwd_b.to_string(), "--to", &backend_addr.to_string()],
             &[],
             &logs.join("fwd-b.log"),
-        )?);
-        children.push(pinned(
+        )?;
+        let a =
+            pinned(&fwd, &["--listen", &fwd_a.to_string(), "--to", &fwd_b.to_string()], &[], &logs.join("fwd-a.log"))?;
+        via("floor", Group::Plain, &a, &b, fwd_a);
+        children.extend([a, b]);
+        let (tls_a, tls_b) = (addr(43, PEER_PORT), addr(44, PEER_PORT));
+        let (ca, crt, key) = (pki.ca.to_string_lossy(), pki.cert.to_string_lossy(), pki.key.to_string_lossy());
+        let b = pinned(
             &fwd,
-            &["--listen", &fwd_a.to_string(), "--to", &fwd_b.to_string()],
+            &["--listen", &tls_b.to_string(), "--to", &backend_addr.to_string(), "--tls-in", &ca, &crt, &key],
             &[],
-            &logs.join("fwd-a.log"),
-        )?);
+            &logs.join("fwd-tls-b.log"),
+        )?;
+        let a = pinned(
+            &fwd,
+            &["--listen", &tls_a.to_string(), "--to", &tls_b.to_string(), "--tls-out", &ca, &crt, &key],
+            &[],
+            &logs.join("fwd-tls-a.log"),
+        )?;
+        via("floor-tls", Group::Tls, &a, &b, tls_a);
+        children.extend([a, b]);
 
-        // Weft: the control plane and two sidecars.
+        // nginx pairs: plain, and mutual TLS between them.
+        let (nginx_a, nginx_b) = (addr(31, PEER_PORT), addr(32, PEER_PORT));
+        let b = start_nginx(dir.path(), &nginx_proxy(nginx_b, backend_addr, None, None), &logs, "nginx-b")?;
+        let a = start_nginx(dir.path(), &nginx_proxy(nginx_a, nginx_b, None, None), &logs, "nginx-a")?;
+        via("nginx", Group::Plain, &a, &b, nginx_a);
+        children.extend([a, b]);
+        let (nginx_tls_a, nginx_tls_b) = (addr(33, PEER_PORT), addr(34, PEER_PORT));
+        let b =
+            start_nginx(dir.path(), &nginx_proxy(nginx_tls_b, backend_addr, Some(&pki), None), &logs, "nginx-tls-b")?;
+        let a =
+            start_nginx(dir.path(), &nginx_proxy(nginx_tls_a, nginx_tls_b, None, Some(&pki)), &logs, "nginx-tls-a")?;
+        via("nginx-tls", Group::Tls, &a, &b, nginx_tls_a);
+        children.extend([a, b]);
+
+        // Weft: the control plane and two sidecar pairs, one without
+        // certificates (plaintext between them) and one with join tokens
+        // (mTLS between them).
+        let state = dir.path().join("state");
         let (cp_grpc, cp_admin) = (addr(1, 15010), addr(1, 15000));
         children.push(pinned(
             &workspace_bin("weft-cp")?,
@@ -243,92 +464,55 @@ impl Topology {
                 "--admin-addr",
                 &cp_admin.to_string(),
                 "--state-dir",
-                &dir.path().join("state").to_string_lossy(),
+                &state.to_string_lossy(),
             ],
             &[("RUST_LOG", "warn")],
             &logs.join("weft-cp.log"),
         )?);
-        let proxy = workspace_bin("weft-proxy")?;
-        let control_plane = format!("http://{cp_grpc}");
-        let server_ip = addr(11, 0).ip().to_string();
-        children.push(pinned(
-            &proxy,
-            &[
-                "run",
-                "--control-plane",
-                &control_plane,
-                "--name",
-                "backend-1",
-                "--namespace",
-                "bench",
-                "--label",
-                "app=backend",
-                "--ip",
-                &server_ip,
-                "--port",
-                "http=9080",
-                "--inbound",
-                &addr(11, BACKEND_PORT).to_string(),
-                "--app-ip",
-                &backend_addr.ip().to_string(),
-                "--outbound",
-                &addr(11, 15001).to_string(),
-                "--admin",
-                &addr(11, 15020).to_string(),
-            ],
-            &[],
-            &logs.join("weft-b.log"),
-        )?);
-        let client_admin = addr(13, 15020);
-        children.push(pinned(
-            &proxy,
-            &[
-                "run",
-                "--control-plane",
-                &control_plane,
-                "--name",
-                "client-1",
-                "--namespace",
-                "bench",
-                "--label",
-                "app=client",
-                "--ip",
-                &addr(13, 0).ip().to_string(),
-                "--outbound",
-                &addr(13, 15001).to_string(),
-                "--inbound",
-                &addr(13, 15006).to_string(),
-                "--admin",
-                &client_admin.to_string(),
-            ],
-            &[],
-            &logs.join("weft-a.log"),
-        )?);
-        let pid = |i: usize| children[i].pid();
-        let direct = Target { connect: backend_addr, host: "backend".into(), path: "/".into() };
-        let via = |connect: SocketAddr| Target { connect, ..direct.clone() };
-        let peers = vec![
-            Peer { name: "direct", target: direct.clone(), proxies: vec![] },
-            Peer { name: "floor", target: via(fwd_a), proxies: vec![pid(4), pid(3)] },
-            Peer { name: "nginx", target: via(nginx_a), proxies: vec![pid(2), pid(1)] },
-            Peer {
-                name: "weft",
+        wait_for_file(&state.join("token.key")).await?;
+        let mut admins = Vec::new();
+        for (name, namespace, group, server_host, client_host) in
+            [("weft", "bench", Group::Plain, 11, 13), ("weft-mtls", "benchtls", Group::Tls, 12, 14)]
+        {
+            let token = match group {
+                Group::Plain => None,
+                Group::Tls => Some(join_token(&state, namespace)?),
+            };
+            let b =
+                weft_proxy(&cp_grpc, "backend-1", namespace, server_host, Some(backend_addr), token.as_deref(), &logs)?;
+            let a = weft_proxy(&cp_grpc, "client-1", namespace, client_host, None, token.as_deref(), &logs)?;
+            peers.push(Peer {
+                name,
+                group,
                 target: Target {
-                    connect: addr(13, 15001),
-                    host: format!("backend.bench:{BACKEND_PORT}"),
+                    connect: addr(client_host, 15001),
+                    host: format!("backend.{namespace}:{BACKEND_PORT}"),
                     path: "/".into(),
                 },
-                proxies: vec![pid(7), pid(6)],
-            },
-        ];
-        let topology = Topology { backend: pid(0), _dir: dir, children, peers };
-        topology.wait_ready(client_admin).await?;
+                proxies: vec![a.pid(), b.pid()],
+            });
+            admins.extend([addr(client_host, 15020), addr(server_host, 15020)]);
+            children.extend([a, b]);
+        }
+        let topology = Topology { backend: children[0].pid(), _dir: dir, children, peers };
+        topology.wait_ready(&admins).await?;
         Ok(topology)
     }
 
     /// Every peer answers 200; on failure, the logs say why.
-    async fn wait_ready(&self, client_admin: SocketAddr) -> anyhow::Result<()> {
+    async fn wait_ready(&self, admins: &[SocketAddr]) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        // Sidecars first: ready means synced and, with a token, certified.
+        for admin in admins {
+            while admin_get(*admin, "/ready").await != Some(200) {
+                if Instant::now() > deadline {
+                    let logs: Vec<String> =
+                        self.children.iter().map(|c| format!("--- {}\n{}", c.log_path().display(), c.log())).collect();
+                    bail!("sidecar with admin {admin} not ready within 30 s\n{}", logs.join("\n"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let mut pending: Vec<&Peer> = self.peers.iter().collect();
         while !pending.is_empty() {
             let mut still = Vec::new();
@@ -343,11 +527,7 @@ impl Topology {
                 let names: Vec<&str> = pending.iter().map(|p| p.name).collect();
                 let logs: Vec<String> =
                     self.children.iter().map(|c| format!("--- {}\n{}", c.log_path().display(), c.log())).collect();
-                bail!(
-                    "not answering 200 within 30 s: {} (client sidecar admin {client_admin})\n{}",
-                    names.join(", "),
-                    logs.join("\n")
-                );
+                bail!("not answering 200 within 30 s: {}\n{}", names.join(", "), logs.join("\n"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -512,24 +692,31 @@ async fn run() -> anyhow::Result<()> {
             range(&r.foreign).1
         );
     }
+    let index = |name: &str| topology.peers.iter().position(|p| p.name == name).unwrap_or(0);
     let added_p50 = |i: usize| median(&latency[i].p50) - median(&direct.p50);
-    let (floor, nginx, weft) = (1, 2, 3);
-    println!(
-        "\nweft's added p50 is {:.2}× the nginx pair's and {:.2}× the forwarder floor's.",
-        added_p50(weft) / added_p50(nginx).max(1e-6),
-        added_p50(weft) / added_p50(floor).max(1e-6)
-    );
+    for (weft, nginx, floor) in [("weft", "nginx", "floor"), ("weft-mtls", "nginx-tls", "floor-tls")] {
+        println!(
+            "\n{weft}'s added p50 is {:.3} ms: {:.2}× {nginx}'s and {:.2}× {floor}'s.",
+            added_p50(index(weft)),
+            added_p50(index(weft)) / added_p50(index(nginx)).max(1e-6),
+            added_p50(index(weft)) / added_p50(index(floor)).max(1e-6)
+        );
+    }
 
     println!(
         "\n### Maximum throughput ({CONNECTIONS_AT_SATURATION} connections, {}s, median of {rounds} rounds)\n",
         SATURATION.as_secs()
     );
     println!(
-        "| path | req/s (min–max) | vs nginx pair | vs floor | CPU µs/request client-side proxy | server-side proxy | errors | foreign CPU (max) |"
+        "| path | req/s (min–max) | vs nginx pair of its group | vs floor of its group | CPU µs/request client-side proxy | server-side proxy | errors | foreign CPU (max) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let rps = |i: usize| median(&throughput[i].rps);
     for (i, (peer, r)) in topology.peers.iter().zip(&throughput).enumerate() {
+        let (nginx, floor) = match peer.group {
+            Group::Plain => (index("nginx"), index("floor")),
+            Group::Tls => (index("nginx-tls"), index("floor-tls")),
+        };
         let (lo, hi) = range(&r.rps);
         let cpu =
             |p: usize| if peer.proxies.is_empty() { "—".to_string() } else { format!("{:.1}", median(&r.cpu_us[p])) };

@@ -90,7 +90,7 @@ fn strict_refuses_plaintext_permissive_accepts_it_and_meshes_are_isolated() -> a
 }
 
 #[test]
-fn thirty_second_certificates_rotate_under_load_without_errors() -> anyhow::Result<()> {
+fn thirty_second_certificates_and_the_mesh_ca_rotate_under_load_without_errors() -> anyhow::Result<()> {
     let mut mesh = Mesh::start("rotate", &[("all.yaml", &manifests(", certificateLifetime: 30s"))])?;
     let server = mesh.add_pod(&PodSpec::new("reviews-s", "secure").label("app", "reviews").port("http", 9080))?;
     let client = mesh.add_pod(&PodSpec::new("client", "secure").label("app", "client"))?;
@@ -104,7 +104,17 @@ fn thirty_second_certificates_rotate_under_load_without_errors() -> anyhow::Resu
         |mesh: &Mesh, pod: &Pod| mesh.metric(pod, "weft_proxy_certificate_requests_total", &["issued"]).unwrap_or(0.0);
     let (server_before, client_before) = (issued(&mesh, &server), issued(&mesh, &client));
     // Renewal at 65-70 % of 30 s: every 20 s or so; 75 s see at least three.
-    let outcomes = mesh.load(&client, SocketAddr::new(REVIEWS_VIP.parse()?, 9080), "reviews.secure:9080", 100, 75.0)?;
+    // 15 s in, the mesh's CA is rotated: both roots are trusted, and the
+    // next certificates come from the new CA.
+    let load =
+        mesh.start_load(&client, SocketAddr::new(REVIEWS_VIP.parse()?, 9080), "reviews.secure:9080", 100, 75.0)?;
+    std::thread::sleep(Duration::from_secs(15));
+    let mut rotate = std::process::Command::new(weft_e2e::workspace_bin("weftctl")?);
+    rotate.args(["ca", "rotate", "--mesh", "default", "--overlap", "10m", "--state-dir"]).arg(&mesh.state_dir);
+    let rotated = rotate.output()?;
+    assert!(rotated.status.success(), "weftctl ca rotate: {}", String::from_utf8_lossy(&rotated.stderr));
+    println!("{}", String::from_utf8_lossy(&rotated.stdout).trim());
+    let outcomes = load.finish()?;
     let renewed = (issued(&mesh, &server) - server_before, issued(&mesh, &client) - client_before);
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status != 200).collect();
     println!(
@@ -117,5 +127,16 @@ fn thirty_second_certificates_rotate_under_load_without_errors() -> anyhow::Resu
     assert!(outcomes.len() >= 7_400, "only {} requests were sent", outcomes.len());
     assert!(failed.is_empty(), "requests failed: {:?}", &failed[..failed.len().min(5)]);
     assert!(renewed.0 >= 3.0 && renewed.1 >= 3.0, "certificates renewed only {renewed:?} times");
+    for pod in [&server, &client] {
+        let cert = &mesh.config_dump(pod)?["certificate"];
+        println!(
+            "{}: {} roots trusted, certificate signed by root {}",
+            pod.name(),
+            cert["roots"],
+            cert["signed_by_root"]
+        );
+        assert_eq!(cert["roots"], 2, "{}: both roots must be trusted during the overlap", pod.name());
+        assert_eq!(cert["signed_by_root"], 0, "{}: the certificate is not from the new CA yet", pod.name());
+    }
     Ok(())
 }

@@ -84,6 +84,18 @@ pub fn existing_token_key(state: &Path) -> Result<TokenKey, StoreError> {
 pub struct StoredCa {
     pub ca: MeshCa,
     pub extra_roots_pem: Vec<String>,
+    /// When the previous root stops being trusted, during an overlap.
+    pub previous_until_unix: Option<i64>,
+}
+
+/// The latest modification time of a mesh's CA files: a change means the
+/// CA was rotated (or replaced by the user) and must be loaded again.
+pub fn mesh_ca_modified(state: &Path, mesh: &str) -> Option<std::time::SystemTime> {
+    let dir = mesh_dir(state, mesh);
+    ["ca.crt", "ca.key", "previous.crt", "previous.until"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+        .max()
 }
 
 fn mesh_dir(state: &Path, mesh: &str) -> PathBuf {
@@ -108,6 +120,7 @@ pub fn mesh_ca(state: &Path, mesh: &str, trust_domain: &str, now: OffsetDateTime
         (None, Some(_)) => return Err(StoreError::Invalid { path: cert_path, what: "missing (ca.key exists)".into() }),
     };
     let mut extra_roots_pem = Vec::new();
+    let mut previous_until_unix = None;
     if let Some(previous) = read_optional(&dir.join("previous.crt"))? {
         let until_path = dir.join("previous.until");
         let until: i64 = read_optional(&until_path)?
@@ -115,9 +128,10 @@ pub fn mesh_ca(state: &Path, mesh: &str, trust_domain: &str, now: OffsetDateTime
             .ok_or_else(|| StoreError::Invalid { path: until_path, what: "missing or not a number".into() })?;
         if until > now.unix_timestamp() {
             extra_roots_pem.push(previous);
+            previous_until_unix = Some(until);
         }
     }
-    Ok(StoredCa { ca, extra_roots_pem })
+    Ok(StoredCa { ca, extra_roots_pem, previous_until_unix })
 }
 
 /// Replaces a mesh's CA with a new one. The old root stays trusted for

@@ -63,6 +63,7 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "identity": s.identity.to_string(),
                     "expires_unix": s.not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                     "roots": s.roots_pem().len(),
+                    "signed_by_root": s.signed_by_root,
                 })),
                 "inbound": c.inbound.as_deref(),
                 "services": as_map(c.services.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the sidecar.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write (or with --remove, delete) the iptables rules that redirect
     /// the pod's TCP traffic through the sidecar, as an init container does.
     Init(weft_proxy::init::InitArgs),
@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(workers)
                 .enable_all()
                 .build()?
-                .block_on(run(args))
+                .block_on(run(*args))
         }
     }
 }

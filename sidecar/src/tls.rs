@@ -92,10 +92,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn root_store(roots_pem: &[String]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for pem in roots_pem {
-        for der in <CertificateDer<'static> as rustls::pki_types::pem::PemObject>::pem_slice_iter(pem.as_bytes()) {
-            if let Ok(der) = der {
-                let _ = store.add(der);
-            }
+        for der in
+            <CertificateDer<'static> as rustls::pki_types::pem::PemObject>::pem_slice_iter(pem.as_bytes()).flatten()
+        {
+            let _ = store.add(der);
         }
     }
     if store.is_empty() {
@@ -171,6 +171,24 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
+/// Whether the certificate of `key` chains to the one root in `root_pem`.
+fn chains_to(key: &CertifiedKey, root_pem: &str, provider: &CryptoProvider) -> bool {
+    let Ok(store) = root_store(std::slice::from_ref(&root_pem.to_owned())) else { return false };
+    let Some(leaf) = key.cert.first() else { return false };
+    let Ok(parsed) = ParsedCertificate::try_from(leaf) else { return false };
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &store,
+        &key.cert[1..],
+        UnixTime::now(),
+        provider.signature_verification_algorithms.all,
+    )
+    .is_ok()
+}
+
+/// Client configs by (expected peer identity, ALPN).
+type ClientConfigs = HashMap<(String, &'static [u8]), Arc<ClientConfig>>;
+
 /// The proxy's certificate and everything built from it.
 #[derive(Debug)]
 pub struct TlsState {
@@ -181,11 +199,15 @@ pub struct TlsState {
     key: Arc<CertifiedKey>,
     roots: Arc<RootCertStore>,
     roots_pem: Vec<String>,
+    /// Which of the roots signed the certificate (the control plane lists
+    /// its current CA first, so after a rotation this shows whether the
+    /// certificate is already from the new CA).
+    pub signed_by_root: Option<usize>,
     provider: Arc<CryptoProvider>,
     server: Arc<ServerConfig>,
     /// Client configs by expected peer identity (they share the key and
     /// roots; only the verifier differs).
-    clients: Mutex<HashMap<(String, &'static [u8]), Arc<ClientConfig>>>,
+    clients: Mutex<ClientConfigs>,
 }
 
 impl TlsState {
@@ -225,7 +247,9 @@ impl TlsState {
             .with_client_cert_verifier(client_verifier)
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())));
         server.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec(), ALPN_TCP.to_vec()];
+        let signed_by_root = roots_pem.iter().position(|root| chains_to(&key, root, &provider));
         Ok(TlsState {
+            signed_by_root,
             identity,
             not_after,
             installed: SystemTime::now(),
@@ -487,6 +511,13 @@ mod tests {
         let after = tls.state().unwrap();
         assert_eq!(after.roots_pem(), both.as_slice());
         assert_eq!(after.identity, before.identity);
+        assert_eq!(before.signed_by_root, Some(0));
+        assert_eq!(after.signed_by_root, Some(0));
+        // Listed after another mesh's root, the signing root is found second.
+        let mut reversed = pki.roots("b");
+        reversed.extend(pki.roots("a"));
+        tls.set_roots(&reversed);
+        assert_eq!(tls.state().unwrap().signed_by_root, Some(1));
         // Unreadable roots leave the state alone.
         tls.set_roots(&["not a certificate".to_owned()]);
         assert_eq!(tls.state().unwrap().roots_pem(), both.as_slice());

@@ -46,6 +46,15 @@ enum Command {
     /// Join tokens: a proxy presents one to get its mesh certificate.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Mesh certificate authorities (local mode's state directory).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Replace a mesh's CA, trusting the old root for an overlap period.
+    Rotate(cmd::ca::RotateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +77,7 @@ fn main() -> ExitCode {
         Command::Status { object, target } => block_on(cmd::admin::status(&target, &object)),
         Command::ConfigDump { proxy, target } => block_on(cmd::admin::config_dump(&target, &proxy)),
         Command::Token(TokenCommand::Create(args)) => cmd::token::create(args),
+        Command::Ca(CaCommand::Rotate(args)) => cmd::ca::rotate(args),
     };
     match result {
         Ok(code) => code,

@@ -69,6 +69,8 @@ pub enum Input {
     WorkloadUp { id: String, workload: Box<api::Workload>, done: oneshot::Sender<u64> },
     /// A proxy disconnected.
     WorkloadDown { id: String },
+    /// A mesh CA changed in the state directory (rotation).
+    IdentitiesChanged,
 }
 
 /// Handle to send inputs to the control loop.
@@ -138,6 +140,7 @@ impl ControlLoop {
                 }
             }
             let mut retranslate = false;
+            let mut resync_identities = false;
             let mut waiting = Vec::new();
             for input in batch {
                 match input {
@@ -160,6 +163,7 @@ impl ControlLoop {
                         self.workloads.insert(id, *workload);
                         waiting.push(done);
                     }
+                    Input::IdentitiesChanged => resync_identities = true,
                     Input::WorkloadDown { id } => {
                         if let Some(w) = self.workloads.remove(&id) {
                             retranslate |= w.role == api::Role::Gateway as i32;
@@ -173,6 +177,8 @@ impl ControlLoop {
                 let now = Time(Timestamp::now());
                 self.output = Arc::new(weft_translate::translate(&input, &now));
                 self.metrics.translate_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            if retranslate || resync_identities {
                 self.compiler.set_mesh_roots(self.identities.sync(&mesh_identities(&self.snapshot)));
             }
             let started = Instant::now();

@@ -30,7 +30,17 @@ pub struct Identities {
     state_dir: PathBuf,
     signer: RwLock<Signer>,
     /// What each mesh was set up with, so unchanged meshes are not reloaded.
-    known: RwLock<BTreeMap<String, MeshIdentity>>,
+    known: RwLock<BTreeMap<String, Loaded>>,
+}
+
+/// A mesh as last loaded.
+#[derive(Debug, Clone, PartialEq)]
+struct Loaded {
+    mesh: MeshIdentity,
+    /// Modification time of its CA files then.
+    modified: Option<std::time::SystemTime>,
+    /// When its previous root (during a rotation) stops being trusted.
+    previous_until_unix: Option<i64>,
 }
 
 impl Identities {
@@ -50,7 +60,13 @@ impl Identities {
     pub fn sync(&self, meshes: &[MeshIdentity]) -> BTreeMap<String, Vec<String>> {
         let now = time::OffsetDateTime::now_utc();
         for mesh in meshes {
-            if self.known.read().get(&mesh.name) == Some(mesh) {
+            let modified = store::mesh_ca_modified(&self.state_dir, &mesh.name);
+            let unchanged = self.known.read().get(&mesh.name).is_some_and(|k| {
+                k.mesh == *mesh
+                    && k.modified == modified
+                    && k.previous_until_unix.is_none_or(|until| until > now.unix_timestamp())
+            });
+            if unchanged {
                 continue;
             }
             let lifetime = match mesh.certificate_lifetime.as_deref().map(GatewayDuration::from_str) {
@@ -67,12 +83,24 @@ impl Identities {
             };
             match store::mesh_ca(&self.state_dir, &mesh.name, &mesh.trust_domain, now) {
                 Ok(stored) => {
-                    tracing::info!(mesh = %mesh.name, trust_domain = %mesh.trust_domain, ?lifetime, "mesh CA ready");
+                    tracing::info!(
+                        mesh = %mesh.name,
+                        trust_domain = %mesh.trust_domain,
+                        ?lifetime,
+                        roots = 1 + stored.extra_roots_pem.len(),
+                        "mesh CA loaded"
+                    );
+                    let loaded = Loaded {
+                        mesh: mesh.clone(),
+                        // Read after writing a new CA, so creating one is not a change.
+                        modified: store::mesh_ca_modified(&self.state_dir, &mesh.name),
+                        previous_until_unix: stored.previous_until_unix,
+                    };
                     self.signer.write().set_mesh(
                         &mesh.name,
                         MeshSigning { ca: stored.ca, extra_roots_pem: stored.extra_roots_pem, lifetime },
                     );
-                    self.known.write().insert(mesh.name.clone(), mesh.clone());
+                    self.known.write().insert(mesh.name.clone(), loaded);
                 }
                 Err(e) => {
                     tracing::error!(mesh = %mesh.name, error = %e, "mesh CA unavailable; its proxies get no certificates")
@@ -80,6 +108,21 @@ impl Identities {
             }
         }
         self.signer.read().meshes().map(|(name, signing)| (name.clone(), signing.roots_pem())).collect()
+    }
+
+    /// Whether a loaded mesh's CA changed on disk (rotated with `weftctl ca
+    /// rotate`, or replaced) or its previous root's overlap ended.
+    pub fn changed_on_disk(&self) -> bool {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.known.read().iter().any(|(name, k)| {
+            store::mesh_ca_modified(&self.state_dir, name) != k.modified
+                || k.previous_until_unix.is_some_and(|until| until <= now)
+        })
+    }
+
+    /// Every mesh as last loaded (to sync again after a change on disk).
+    pub fn meshes(&self) -> Vec<MeshIdentity> {
+        self.known.read().values().map(|k| k.mesh.clone()).collect()
     }
 
     pub fn sign(&self, csr_pem: &str, proof: &str, mesh: &str) -> Result<weft_identity::Issued, SignError> {

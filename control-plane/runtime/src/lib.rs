@@ -102,6 +102,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
 
     let mut tasks = Vec::new();
+    // Mesh CAs rotated in the state directory reach proxies within seconds.
+    let (watched, rotation_control) = (identities.clone(), control.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if watched.changed_on_disk() && rotation_control.send(control::Input::IdentitiesChanged).await.is_err() {
+                return Ok(());
+            }
+        }
+    }));
     let dir = config.local_dir.clone();
     let source_control = control.clone();
     tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
