@@ -193,12 +193,18 @@ impl Pki {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct subjects: OpenSSL takes a leaf named like its issuer for
+        // a self-signed certificate.
+        ca_params.distinguished_name = rcgen::DistinguishedName::new();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "bench CA");
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
         let mut names = vec![PEER_NAME.to_string()];
         names.extend(addrs.iter().map(|a| a.ip().to_string()));
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names)?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, PEER_NAME);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &issuer)?;
         let pki = Pki { ca: dir.join("ca.crt"), cert: dir.join("peer.crt"), key: dir.join("peer.key") };
