@@ -83,9 +83,8 @@ pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destinati
             }
         };
     };
-    let service = service.clone();
-    let service_port = service_port.clone();
-    route_request(proxy, req, &service, &service_port, &host, started).await
+    // Borrowed from `config`, which this request holds until it ends.
+    route_request(proxy, req, service, service_port, &host, started).await
 }
 
 /// With an explicit host but no port, a Service with a single port serves

@@ -210,9 +210,10 @@ impl Upstream {
 /// Every endpoint the proxy talks to.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// By address and expected identity: an address that changes hands
-    /// (a pod IP reused by another workload) gets fresh connections.
-    by_addr: Mutex<HashMap<(SocketAddr, String), Arc<Upstream>>>,
+    /// By address, then expected identity: an address that changes hands
+    /// (a pod IP reused by another workload) gets fresh connections. Two
+    /// levels so a lookup borrows the identity instead of allocating.
+    by_addr: Mutex<HashMap<SocketAddr, HashMap<String, Arc<Upstream>>>>,
     tls: Arc<MeshTls>,
 }
 
@@ -223,18 +224,19 @@ impl Upstreams {
 
     pub fn get(&self, addr: SocketAddr, identity: &str) -> Arc<Upstream> {
         let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(u) = map.get(&(addr, identity.to_owned())) {
+        let by_identity = map.entry(addr).or_default();
+        if let Some(u) = by_identity.get(identity) {
             return u.clone();
         }
         let target = Arc::new(Target { addr, identity: identity.to_owned(), tls: self.tls.clone() });
         let upstream = Arc::new(Upstream::new(target));
-        map.insert((addr, identity.to_owned()), upstream.clone());
+        by_identity.insert(identity.to_owned(), upstream.clone());
         upstream
     }
 
     /// Forgets endpoints no longer in the config (in-flight requests keep
     /// their `Arc`).
     pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).retain(|(addr, _), _| keep(addr));
+        self.by_addr.lock().unwrap_or_else(|e| e.into_inner()).retain(|addr, _| keep(addr));
     }
 }
