@@ -97,9 +97,9 @@ pub async fn serve_inbound(listener: TcpListener, proxy: Arc<Proxy>, app_ip: IpA
     }
 }
 
-/// How long a permissive inbound waits for a client's first bytes before
-/// treating the connection as plaintext (a server-first protocol sends
-/// nothing until the server speaks).
+/// How long a permissive inbound waits on a declared opaque port for a
+/// client's first bytes before treating the connection as plaintext (a
+/// server-first protocol sends nothing until the server speaks).
 const PERMISSIVE_PEEK: Duration = Duration::from_millis(200);
 /// How long a TLS client has to send its hello and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,7 +124,15 @@ async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAd
         crate::tcp::forward_to(stream, app).await;
         return;
     }
-    let wait = if mode == MtlsMode::Strict { HANDSHAKE_TIMEOUT } else { PERMISSIVE_PEEK };
+    // A client-first port (HTTP, or undeclared and so sniffed anyway) can
+    // wait for the client's first bytes as long as a handshake may take; a
+    // declared opaque port might carry a server-first protocol, so a
+    // permissive inbound treats a silent client as plaintext.
+    let opaque =
+        proxy.config.load().inbound.as_ref().is_some_and(|i| {
+            i.ports.iter().any(|(p, proto)| *p == app.port() && *proto == crate::model::Protocol::Opaque)
+        });
+    let wait = if mode == MtlsMode::Strict || !opaque { HANDSHAKE_TIMEOUT } else { PERMISSIVE_PEEK };
     let Some(is_tls) = starts_with_tls(&stream, wait).await else { return };
     if !is_tls {
         if mode == MtlsMode::Strict {

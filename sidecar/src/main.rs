@@ -118,6 +118,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         gateway: String::new(),
     };
     let proxy = Proxy::new();
+    proxy.tls.set_local_ips(args.ips.clone());
     let outbound = TcpListener::bind(args.outbound)
         .await
         .with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;

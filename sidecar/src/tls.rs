@@ -312,6 +312,10 @@ pub struct MeshTls {
     /// until it holds a certificate (unless the mesh's mTLS is off).
     required: AtomicBool,
     state: ArcSwapOption<TlsState>,
+    /// The pod's own addresses: a connection to one of them never leaves
+    /// the pod (and the proxy's own traffic skips the inbound redirect), so
+    /// it goes to the application in plaintext.
+    local_ips: std::sync::OnceLock<Vec<std::net::IpAddr>>,
     /// Handshake and refusal counts by direction and result.
     pub events: Family<TlsLabels, Counter>,
 }
@@ -322,12 +326,22 @@ impl MeshTls {
             mode: AtomicU8::new(MtlsMode::Permissive.to_u8()),
             required: AtomicBool::new(false),
             state: ArcSwapOption::empty(),
+            local_ips: std::sync::OnceLock::new(),
             events,
         }
     }
 
     pub fn mode(&self) -> MtlsMode {
         MtlsMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Records the pod's own addresses (once, at start).
+    pub fn set_local_ips(&self, ips: Vec<std::net::IpAddr>) {
+        let _ = self.local_ips.set(ips);
+    }
+
+    pub fn is_local(&self, ip: std::net::IpAddr) -> bool {
+        self.local_ips.get().is_some_and(|ips| ips.contains(&ip))
     }
 
     pub fn require_certificate(&self) {

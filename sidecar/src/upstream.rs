@@ -137,12 +137,13 @@ pub struct Target {
 
 impl Target {
     /// Connects, with mTLS when the mesh asks for it and the endpoint has a
-    /// proxy. Without a certificate yet, strict mode fails the connection
+    /// proxy in another pod (a pod calling a Service that selects itself
+    /// reaches its own application directly). Without a certificate yet, strict mode fails the connection
     /// (its peer would refuse plaintext) and permissive mode sends
     /// plaintext.
     pub async fn connect(&self, alpn: &'static [u8]) -> std::io::Result<UpstreamIo> {
         let mode = self.tls.mode();
-        if mode == MtlsMode::Off || self.identity.is_empty() {
+        if mode == MtlsMode::Off || self.identity.is_empty() || self.tls.is_local(self.addr.ip()) {
             return Ok(UpstreamIo::Plain(connect(self.addr).await?));
         }
         let Some(state) = self.tls.state() else {
