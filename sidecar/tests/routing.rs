@@ -2,7 +2,7 @@
 //! as the control plane would send it, the outbound listener used as an
 //! explicit proxy, and real backend servers on loopback. Covers what the
 //! conformance cases do not: retries, timeouts, mirrors, host rewrites,
-//! unresolved backends and unmatched requests.
+//! unresolved backends, unmatched requests, and h2c clients.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -220,4 +220,53 @@ async fn retries_timeouts_mirrors_rewrites_and_failures() {
     assert_eq!(status, 500);
     assert!(body.contains("Service ns/missing not found"), "{body}");
     assert_eq!(get(proxy, "/nothing-here").await.0, 404);
+}
+
+/// A backend speaking HTTP/1.1 and h2c (prior knowledge) that answers with
+/// the protocol version the request came in.
+async fn version_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_routed_and_forwarded_as_h2() {
+    let backend = version_backend().await;
+    let proxy = start(backend, backend).await;
+
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Several streams on the one connection, as a gRPC client sends them.
+    for _ in 0..3 {
+        let req = http::Request::get("http://web.ns/flaky/0").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "HTTP/2.0", "the backend did not receive HTTP/2");
+    }
+    // An unmatched path gets the proxy's 404 over h2 too.
+    let req = http::Request::get("http://web.ns/nowhere").body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 404);
+    // And HTTP/1.1 clients still reach it as HTTP/1.1.
+    let (status, body) = get(proxy, "/flaky/0").await;
+    assert_eq!((status, body.as_str()), (200, "HTTP/1.1"));
 }
