@@ -225,16 +225,6 @@ async fn wait_for_file(path: &Path) -> anyhow::Result<()> {
     bail!("{} did not appear within 10 s", path.display())
 }
 
-fn join_token(state: &Path, namespace: &str) -> anyhow::Result<String> {
-    let out = Command::new(workspace_bin("weftctl")?)
-        .args(["token", "create", "--state-dir", &state.to_string_lossy(), "--namespace", namespace])
-        .output()?;
-    if !out.status.success() {
-        bail!("weftctl token create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 /// A sidecar on 127.X.Y.`host`: a server-side one (inbound on the Service
 /// port, forwarding to `app`) or a client-side one.
 fn weft_proxy(
@@ -297,79 +287,19 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-const MANIFESTS: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: benchtls
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend
-  namespace: benchtls
-spec:
-  selector: {app: backend}
-  ports:
-  - name: http
-    port: 9080
-    appProtocol: http
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: backend
-  namespace: benchtls
-spec:
-  parentRefs:
-  - group: \"\"
-    kind: Service
-    name: backend
-    port: 9080
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /}
-    backendRefs:
-    - name: backend
-      port: 9080
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: bench
-  labels:
-    weft.io/sidecar-injection: enabled
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend
-  namespace: bench
-spec:
-  selector: {app: backend}
-  ports:
-  - name: http
-    port: 9080
-    appProtocol: http
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: backend
-  namespace: bench
-spec:
-  parentRefs:
-  - group: \"\"
-    kind: Service
-    name: backend
-    port: 9080
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /}
-    backendRefs:
-    - name: backend
-      port: 9080
-";
+/// A Service `backend` in `namespace` selecting `app: backend`, and an
+/// HTTPRoute that sends everything to it (so the client-side sidecar does
+/// L7 route matching, as in a real mesh).
+fn manifests(namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: backend, namespace: {namespace}}}\nspec:\n  \
+         selector: {{app: backend}}\n  ports: [{{name: http, port: 9080, appProtocol: http}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: backend, namespace: {namespace}}}\n\
+         spec:\n  parentRefs: [{{group: \"\", kind: Service, name: backend, port: 9080}}]\n  rules:\n  \
+         - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n    backendRefs: [{{name: backend, port: 9080}}]\n"
+    )
+}
 
 impl Topology {
     async fn start() -> anyhow::Result<Self> {
@@ -380,7 +310,9 @@ impl Topology {
         let config = dir.path().join("config");
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&config)?;
-        std::fs::write(config.join("bench.yaml"), MANIFESTS)?;
+        for namespace in ["bench", "benchtls"] {
+            std::fs::write(config.join(format!("{namespace}.yaml")), manifests(namespace))?;
+        }
         let mut children = Vec::new();
 
         let body = "x".repeat(1024);
@@ -459,19 +391,11 @@ impl Topology {
         // (mTLS between them).
         let state = dir.path().join("state");
         let (cp_grpc, cp_admin) = (addr(1, 15010), addr(1, 15000));
+        let cp_args = weft_e2e::control_plane_args(&config, cp_grpc, cp_admin, &state);
+        let cp_refs: Vec<&str> = cp_args.iter().map(String::as_str).collect();
         children.push(pinned(
             &workspace_bin("weft-cp")?,
-            &[
-                "run",
-                "--local",
-                &config.to_string_lossy(),
-                "--grpc-addr",
-                &cp_grpc.to_string(),
-                "--admin-addr",
-                &cp_admin.to_string(),
-                "--state-dir",
-                &state.to_string_lossy(),
-            ],
+            &cp_refs,
             &[("RUST_LOG", "warn")],
             &logs.join("weft-cp.log"),
         )?);
@@ -482,7 +406,7 @@ impl Topology {
         {
             let token = match group {
                 Group::Plain => None,
-                Group::Tls => Some(join_token(&state, namespace)?),
+                Group::Tls => Some(weft_e2e::join_token(&state, namespace, "default", "default")?),
             };
             let b =
                 weft_proxy(&cp_grpc, "backend-1", namespace, server_host, Some(backend_addr), token.as_deref(), &logs)?;

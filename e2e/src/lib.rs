@@ -14,7 +14,9 @@ pub mod mesh;
 pub mod netns;
 pub mod process;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -45,4 +47,40 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
         bail!("{name} not found at {}; run `cargo build --workspace` before the e2e tests", path.display());
     }
     Ok(path)
+}
+
+/// Arguments of `weft-cp run` in local mode on `config`, keeping its CAs and
+/// token key in `state`.
+pub fn control_plane_args(config: &Path, grpc: SocketAddr, admin: SocketAddr, state: &Path) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--local".into(),
+        config.to_string_lossy().into_owned(),
+        "--grpc-addr".into(),
+        grpc.to_string(),
+        "--admin-addr".into(),
+        admin.to_string(),
+        "--state-dir".into(),
+        state.to_string_lossy().into_owned(),
+    ]
+}
+
+/// A join token for `namespace`'s `service_account` in `mesh`, made with
+/// `weftctl token create` on the control plane's state directory (which
+/// must already hold the token key the control plane made).
+pub fn join_token(state: &Path, namespace: &str, service_account: &str, mesh: &str) -> anyhow::Result<String> {
+    let mut command = std::process::Command::new(workspace_bin("weftctl")?);
+    command.args(["token", "create", "--state-dir"]).arg(state).args([
+        "--namespace",
+        namespace,
+        "--service-account",
+        service_account,
+        "--mesh",
+        mesh,
+        "--valid-for",
+        "24h",
+    ]);
+    let out = process::run_ok(command, Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("weftctl token create: {e:#}"))?;
+    Ok(out.trim().to_owned())
 }

@@ -91,19 +91,11 @@ impl Mesh {
         let state_dir = cluster.log_dir().join("state");
         let grpc = SocketAddr::new(cluster.gateway().into(), CP_GRPC_PORT);
         let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
+        let args = crate::control_plane_args(&config_dir, grpc, admin, &state_dir);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let cp = spawn_on_host(
             &workspace_bin("weft-cp")?,
-            &[
-                "run",
-                "--local",
-                &config_dir.to_string_lossy(),
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-                "--state-dir",
-                &state_dir.to_string_lossy(),
-            ],
+            &refs,
             &[("RUST_LOG", "info")],
             &cluster.log_dir().join("weft-cp.log"),
         )?;
@@ -145,7 +137,7 @@ impl Mesh {
             self.pods.push(pod.clone());
             return Ok(pod);
         }
-        let token = self.join_token(spec)?;
+        let token = crate::join_token(&self.state_dir, &spec.namespace, &spec.service_account, &spec.mesh)?;
         pod.exec_ok(&[
             &proxy.to_string_lossy(),
             "init",
@@ -184,24 +176,6 @@ impl Mesh {
         Ok(pod)
     }
 
-    /// A join token for the pod's identity, made with `weftctl token create`
-    /// on the control plane's state directory.
-    fn join_token(&self, spec: &PodSpec) -> anyhow::Result<String> {
-        let mut command = std::process::Command::new(workspace_bin("weftctl")?);
-        command.args(["token", "create", "--state-dir"]).arg(&self.state_dir).args([
-            "--namespace",
-            &spec.namespace,
-            "--service-account",
-            &spec.service_account,
-            "--mesh",
-            &spec.mesh,
-            "--valid-for",
-            "1h",
-        ]);
-        let out = crate::process::run_ok(command, Duration::from_secs(10)).context("weftctl token create")?;
-        Ok(out.trim().to_owned())
-    }
-
     /// GETs a path of the sidecar's admin port from inside the pod.
     pub fn admin_get(&self, pod: &Pod, path: &str) -> anyhow::Result<crate::http1::Response> {
         let addr: SocketAddr = PROXY_ADMIN.parse()?;
@@ -225,14 +199,7 @@ impl Mesh {
 
     /// The sidecar's config dump, fetched from inside the pod.
     pub fn config_dump(&self, pod: &Pod) -> anyhow::Result<serde_json::Value> {
-        let addr: SocketAddr = PROXY_ADMIN.parse()?;
-        let raw = pod.tcp_exchange(
-            None,
-            addr,
-            b"GET /config_dump HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(5),
-        )?;
-        let resp = crate::http1::Response::parse(&raw)?;
+        let resp = self.admin_get(pod, "/config_dump")?;
         if resp.status != 200 {
             bail!("config dump of {}: status {}", pod.name(), resp.status);
         }

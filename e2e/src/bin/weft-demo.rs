@@ -88,19 +88,11 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
     let cp_admin = addr(b, 1, 15000);
     let mut children: Vec<ChildHandle> = Vec::new();
     println!("weft demo: control plane in local mode on {}, proxies on {}.{}.{}.*", config.display(), b[0], b[1], b[2]);
+    let cp_args = weft_e2e::control_plane_args(config, cp_grpc, cp_admin, state);
+    let cp_refs: Vec<&str> = cp_args.iter().map(String::as_str).collect();
     children.push(spawn_on_host(
         &workspace_bin("weft-cp")?,
-        &[
-            "run",
-            "--local",
-            &config.to_string_lossy(),
-            "--grpc-addr",
-            &cp_grpc.to_string(),
-            "--admin-addr",
-            &cp_admin.to_string(),
-            "--state-dir",
-            &state.to_string_lossy(),
-        ],
+        &cp_refs,
         &[("RUST_LOG", "warn")],
         &logs.join("weft-cp.log"),
     )?);
@@ -118,13 +110,7 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
         async move { exists }
     })
     .await?;
-    let token = std::process::Command::new(workspace_bin("weftctl")?)
-        .args(["token", "create", "--state-dir", &state.to_string_lossy(), "--namespace", "bookinfo"])
-        .output()?;
-    if !token.status.success() {
-        bail!("weftctl token create: {}", String::from_utf8_lossy(&token.stderr));
-    }
-    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let token = weft_e2e::join_token(state, "bookinfo", "default", "default")?;
     let proxy_bin = workspace_bin("weft-proxy")?;
     let echo_bin = workspace_bin("weft-echo")?;
     for w in &workloads {
