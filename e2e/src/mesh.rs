@@ -230,7 +230,20 @@ impl Mesh {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("pod {}: {what} not reached within {timeout:?} ({last})", pod.name())
+        bail!("pod {}: {what} not reached within {timeout:?} ({last})\n{}", pod.name(), self.log_tails(pod))
+    }
+
+    /// The last lines of the pod's sidecar log and of the control plane's,
+    /// for failure messages: CI keeps no log files.
+    pub fn log_tails(&self, pod: &Pod) -> String {
+        let proxy_log = pod.log_file("proxy");
+        let mut out = String::new();
+        for process in &self.processes {
+            if process.log_path() == proxy_log || process.log_path() == self.cluster.log_dir().join("weft-cp.log") {
+                out += &format!("--- last lines of {} ---\n{}\n", process.log_path().display(), process.log_tail());
+            }
+        }
+        out
     }
 
     /// Waits until the pod's sidecar holds a workload certificate.

@@ -172,7 +172,8 @@ impl ChildHandle {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")

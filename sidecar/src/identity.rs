@@ -89,7 +89,18 @@ pub fn renewal_due(installed: SystemTime, not_after: SystemTime, jitter: f64) ->
 }
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait between attempts while a valid certificate is still held.
 const LAST_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait while the proxy holds no valid certificate: it is not ready
+/// (strict inbound refuses everything), so a control plane that comes back
+/// must be found quickly.
+const LAST_RETRY_WITHOUT_CERTIFICATE: Duration = Duration::from_secs(5);
+
+/// The wait after the next failed attempt: doubled, and capped lower while
+/// the proxy has no valid certificate to keep serving with.
+fn next_retry(retry: Duration, holds_valid_certificate: bool) -> Duration {
+    (retry * 2).min(if holds_valid_certificate { LAST_RETRY } else { LAST_RETRY_WITHOUT_CERTIFICATE })
+}
 
 /// Keeps the proxy's certificate current until the task is dropped.
 pub async fn run(proxy: Arc<Proxy>, control_plane: String, claim: Claim, proof: Proof) {
@@ -141,7 +152,7 @@ pub async fn run(proxy: Arc<Proxy>, control_plane: String, claim: Claim, proof: 
                 );
                 let jittered = retry.mul_f64(0.5 + fastrand::f64() / 2.0);
                 tokio::time::sleep(jittered).await;
-                retry = (retry * 2).min(LAST_RETRY);
+                retry = next_retry(retry, still_valid);
             }
         }
     }
@@ -163,6 +174,19 @@ mod tests {
         assert_eq!(renewal_due(start, end, 1.0), start + Duration::from_secs(65));
         // An already expired or inverted window renews at once.
         assert_eq!(renewal_due(end, start, 0.5), end);
+    }
+
+    #[test]
+    fn retries_back_off_less_while_no_valid_certificate_is_held() {
+        let mut without = FIRST_RETRY;
+        let mut with = FIRST_RETRY;
+        for _ in 0..10 {
+            without = next_retry(without, false);
+            with = next_retry(with, true);
+        }
+        assert_eq!(without, Duration::from_secs(5));
+        assert_eq!(with, Duration::from_secs(30));
+        assert_eq!(next_retry(FIRST_RETRY, false), Duration::from_secs(2));
     }
 
     #[test]

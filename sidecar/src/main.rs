@@ -85,6 +85,8 @@ fn main() -> anyhow::Result<()> {
                     tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
+                // Colour codes only for a person at a terminal, not in `kubectl logs` or files.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .init();
             // A sidecar shares its pod's CPU allowance: two workers at most.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));

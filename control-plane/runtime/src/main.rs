@@ -75,7 +75,9 @@ async fn main() -> anyhow::Result<()> {
     if args.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour codes only for a person at a terminal, not in `kubectl logs` or files.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
     let state_dir = match args.state_dir {
         Some(dir) => dir,
