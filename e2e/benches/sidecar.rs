@@ -26,7 +26,9 @@
 //! `cargo bench --workspace --bench sidecar`). Needs nginx
 //! (`apt-get install -y nginx-light`) and taskset (util-linux).
 //! `WEFT_BENCH_ROUNDS` (3), `WEFT_BENCH_RATE` (1000), `WEFT_BENCH_SECONDS`
-//! (15, the fixed-rate run; the throughput run takes 10 s) change the run.
+//! (15, the fixed-rate run; the throughput run takes 10 s) change the run;
+//! `WEFT_BENCH_PEERS` (e.g. `weft,nginx`) measures only those peers besides
+//! `direct`, for quick iterations — recorded figures come from full runs.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -550,7 +552,11 @@ async fn run() -> anyhow::Result<()> {
     let rounds = env_u64("WEFT_BENCH_ROUNDS", 3) as usize;
     let rate = env_u64("WEFT_BENCH_RATE", 1000) as u32;
     let seconds = Duration::from_secs(env_u64("WEFT_BENCH_SECONDS", 15));
-    let topology = Topology::start().await?;
+    let mut topology = Topology::start().await?;
+    if let Ok(wanted) = std::env::var("WEFT_BENCH_PEERS") {
+        let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+        topology.peers.retain(|p| p.name == "direct" || wanted.contains(&p.name));
+    }
     let idle: Vec<[u64; 2]> = topology.peers.iter().map(|p| [p.rss_kib(0), p.rss_kib(1)]).collect();
     println!(
         "sidecar benchmark: {rounds} rounds, peers interleaved; SUT on CPU 0, generator on CPU 1; 1 KiB responses"
@@ -622,9 +628,21 @@ async fn run() -> anyhow::Result<()> {
             range(&r.foreign).1
         );
     }
-    let index = |name: &str| topology.peers.iter().position(|p| p.name == name).unwrap_or(0);
+    let index = |name: &str| topology.peers.iter().position(|p| p.name == name);
     let added_p50 = |i: usize| median(&latency[i].p50) - median(&direct.p50);
     for (weft, nginx, floor) in [("weft", "nginx", "floor"), ("weft-mtls", "nginx-tls", "floor-tls")] {
+        let (Some(weft_i), Some(nginx_i), Some(floor_i)) = (index(weft), index(nginx), index(floor)) else {
+            continue;
+        };
+        let index = |name: &str| {
+            if name == weft {
+                weft_i
+            } else if name == nginx {
+                nginx_i
+            } else {
+                floor_i
+            }
+        };
         println!(
             "\n{weft}'s added p50 is {:.3} ms: {:.2}× {nginx}'s and {:.2}× {floor}'s.",
             added_p50(index(weft)),
@@ -647,17 +665,19 @@ async fn run() -> anyhow::Result<()> {
             Group::Plain => (index("nginx"), index("floor")),
             Group::Tls => (index("nginx-tls"), index("floor-tls")),
         };
+        // A peer left out by `WEFT_BENCH_PEERS` has no ratio.
+        let ratio = |to: Option<usize>| to.map_or("—".to_string(), |j| format!("{:.2}×", rps(i) / rps(j).max(1e-6)));
         let (lo, hi) = range(&r.rps);
         let cpu =
             |p: usize| if peer.proxies.is_empty() { "—".to_string() } else { format!("{:.1}", median(&r.cpu_us[p])) };
         println!(
-            "| {} | {:.0} ({:.0}–{:.0}) | {:.2}× | {:.2}× | {} | {} | {} | {:.1} % |",
+            "| {} | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} | {} | {:.1} % |",
             peer.name,
             rps(i),
             lo,
             hi,
-            rps(i) / rps(nginx).max(1e-6),
-            rps(i) / rps(floor).max(1e-6),
+            ratio(nginx),
+            ratio(floor),
             cpu(0),
             cpu(1),
             r.errors,

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::filters::{self, RedirectFrom};
-use crate::metrics::{RequestLabels, RouteLabels};
+use crate::metrics::{LabelValue, NO_LABEL, RequestLabels, RouteLabels};
 use crate::model::{Backend, Filter, HttpRule, PathMatch, Service, ServicePort};
 use crate::proxy::Proxy;
 use crate::route::{self, RequestInfo};
@@ -74,11 +74,11 @@ pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destinati
             // Not a Service: pass it on to where it was going.
             Destination::Original(addr) => passthrough(&proxy, req, addr, started).await,
             Destination::Explicit if config.knows_host(&host) => {
-                count(&proxy, "", "", StatusCode::BAD_GATEWAY, started);
+                count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::BAD_GATEWAY, started);
                 full(StatusCode::BAD_GATEWAY, format!("Service {host:?} has no port {}", port.unwrap_or(80)))
             }
             Destination::Explicit => {
-                count(&proxy, "", "", StatusCode::BAD_GATEWAY, started);
+                count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::BAD_GATEWAY, started);
                 full(StatusCode::BAD_GATEWAY, format!("no Service is named {host:?}"))
             }
         };
@@ -121,17 +121,13 @@ fn split_authority(authority: &str) -> (String, Option<u16>) {
     (host.trim_end_matches('.').to_ascii_lowercase(), port)
 }
 
-fn count(proxy: &Proxy, route: &str, backend: &str, status: StatusCode, started: Instant) {
+fn count(proxy: &Proxy, route: &LabelValue, backend: &LabelValue, status: StatusCode, started: Instant) {
     proxy
         .metrics
         .requests
-        .get_or_create(&RequestLabels { route: route.to_owned(), backend: backend.to_owned(), status: status.as_u16() })
+        .get_or_create(&RequestLabels { route: route.clone(), backend: backend.clone(), status: status.as_u16() })
         .inc();
-    proxy
-        .metrics
-        .latency
-        .get_or_create(&RouteLabels { route: route.to_owned() })
-        .observe(started.elapsed().as_secs_f64());
+    proxy.metrics.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
 }
 
 async fn route_request(
@@ -146,20 +142,20 @@ async fn route_request(
     let query = req.uri().query().map(str::to_owned);
     let info = RequestInfo { host, method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
     let Some(selected) = route::select(&service_port.http_routes, &info) else {
-        count(&proxy, "", "", StatusCode::NOT_FOUND, started);
+        count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::NOT_FOUND, started);
         return full(
             StatusCode::NOT_FOUND,
             format!("no route of {}/{} matches {path}", service.namespace, service.name),
         );
     };
-    let route_label = selected.route.source.to_string();
+    let route_label = &selected.route.label;
     let rule = selected.rule;
     let matched_prefix = match &selected.matched.path {
         PathMatch::Prefix(p) => Some(p.as_str()),
         _ => None,
     };
     if let Some(failure) = &rule.failure {
-        count(&proxy, &route_label, "", StatusCode::INTERNAL_SERVER_ERROR, started);
+        count(&proxy, route_label, &NO_LABEL, StatusCode::INTERNAL_SERVER_ERROR, started);
         return full(StatusCode::INTERNAL_SERVER_ERROR, failure.clone());
     }
 
@@ -171,7 +167,7 @@ async fn route_request(
         let mut resp = Response::new(empty_body());
         resp.headers_mut().extend(filters::cors_headers(c, req.headers(), true));
         respond_filters(&rule.filters, &mut resp);
-        count(&proxy, &route_label, "", resp.status(), started);
+        count(&proxy, route_label, &NO_LABEL, resp.status(), started);
         return resp;
     }
     let cors_out = cors.map(|c| filters::cors_headers(c, req.headers(), false));
@@ -192,7 +188,7 @@ async fn route_request(
             resp.headers_mut().insert(header::LOCATION, v);
         }
         respond_filters(&rule.filters, &mut resp);
-        count(&proxy, &route_label, "", resp.status(), started);
+        count(&proxy, route_label, &NO_LABEL, resp.status(), started);
         return resp;
     }
 
@@ -212,12 +208,12 @@ async fn route_request(
     );
 
     let Some(backend) = pick_backend(&rule.backends) else {
-        count(&proxy, &route_label, "", StatusCode::INTERNAL_SERVER_ERROR, started);
+        count(&proxy, route_label, &NO_LABEL, StatusCode::INTERNAL_SERVER_ERROR, started);
         return full(StatusCode::INTERNAL_SERVER_ERROR, "the rule has no backend with a weight above zero");
     };
-    let backend_label = backend_name(backend);
+    let backend_label = &backend.label;
     if let Some(why) = &backend.unresolved {
-        count(&proxy, &route_label, &backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
+        count(&proxy, route_label, backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
         return full(StatusCode::INTERNAL_SERVER_ERROR, format!("backend {backend_label} is unresolved: {why}"));
     }
     apply_request_filters(
@@ -238,7 +234,7 @@ async fn route_request(
     let uri =
         Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query.as_str()).build();
     let Ok(uri) = uri else {
-        count(&proxy, &route_label, &backend_label, StatusCode::BAD_REQUEST, started);
+        count(&proxy, route_label, backend_label, StatusCode::BAD_REQUEST, started);
         return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
     };
     parts.uri = uri;
@@ -260,13 +256,13 @@ async fn route_request(
     let replayable = upgrade.is_none() && (retry.is_some() || !mirrors.is_empty());
     let body = if replayable { buffer(body, &parts.headers).await } else { Err(body) };
 
-    let send = Sending { proxy: &proxy, parts: &parts, backend, use_h2 };
+    let send = Sending { proxy: &proxy, backend, use_h2 };
     let mut resp = match body {
         Ok(bytes) => {
             for m in &mirrors {
                 mirror(&proxy, m, &parts, &bytes, use_h2);
             }
-            let attempt = send.with_retries(rule, bytes);
+            let attempt = send.with_retries(rule, &parts, bytes);
             match rule.timeouts.request {
                 Some(t) => tokio::time::timeout(t, attempt)
                     .await
@@ -278,7 +274,7 @@ async fn route_request(
             let body = body.map_err(BoxError::from).boxed();
             // An upgraded connection outlives any request timeout.
             let per_try = if upgrade.is_some() { None } else { rule.timeouts.backend_request };
-            let attempt = send.once(body, per_try);
+            let attempt = send.once(parts, body, per_try);
             let resp = match rule.timeouts.request.filter(|_| upgrade.is_none()) {
                 Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| Err(Box::new(timeout_response()))),
                 None => attempt.await,
@@ -297,7 +293,7 @@ async fn route_request(
     }
     respond_filters(&rule.filters, &mut resp);
     respond_filters(&backend.filters, &mut resp);
-    count(&proxy, &route_label, &backend_label, resp.status(), started);
+    count(&proxy, route_label, backend_label, resp.status(), started);
     resp
 }
 
@@ -330,10 +326,6 @@ fn host_header(h: &HeaderMap) -> Option<String> {
 
 fn authority_of_parts(parts: &http::request::Parts) -> Option<String> {
     parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| host_header(&parts.headers))
-}
-
-fn backend_name(b: &Backend) -> String {
-    b.service.strip_prefix("svc/").unwrap_or(&b.service).to_owned()
 }
 
 /// Request-side filters: header modifiers and URL rewrites, in order.
@@ -460,23 +452,31 @@ fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::P
 
 struct Sending<'a> {
     proxy: &'a Arc<Proxy>,
-    parts: &'a http::request::Parts,
     backend: &'a Backend,
     use_h2: bool,
 }
 
 impl Sending<'_> {
-    /// One attempt with a streamed body. Errors are already responses.
-    async fn once(&self, body: Body, per_try: Option<Duration>) -> Result<Response<Body>, Failed> {
+    /// One attempt with a streamed body; the request head is moved, not
+    /// copied. Errors are already responses.
+    async fn once(
+        &self,
+        mut parts: http::request::Parts,
+        body: Body,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Body>, Failed> {
         let Some(upstream) = self.proxy.endpoint_for(self.backend) else {
             return Err(Box::new(no_endpoints(self.backend)));
         };
-        let req = request_from(self.parts, body, self.use_h2);
-        attempt(&upstream, req, self.use_h2, per_try).await
+        parts.version = if self.use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        // What the server side attached to the request stays on this side.
+        parts.extensions.clear();
+        attempt(&upstream, Request::from_parts(parts, body), self.use_h2, per_try).await
     }
 
-    /// Attempts with a replayable body, retrying as the rule allows.
-    async fn with_retries(&self, rule: &HttpRule, body: Bytes) -> Response<Body> {
+    /// Attempts with a replayable body, retrying as the rule allows; each
+    /// attempt sends a copy of the request head.
+    async fn with_retries(&self, rule: &HttpRule, parts: &http::request::Parts, body: Bytes) -> Response<Body> {
         let retry = rule.retry.as_ref();
         let tries = 1 + retry.map_or(0, |r| r.attempts);
         let mut last = None;
@@ -489,7 +489,7 @@ impl Sending<'_> {
             let Some(upstream) = self.proxy.endpoint_for(self.backend) else {
                 return no_endpoints(self.backend);
             };
-            let req = request_from(self.parts, full_body(body.clone()), self.use_h2);
+            let req = request_from(parts, full_body(body.clone()), self.use_h2);
             let result = attempt(&upstream, req, self.use_h2, rule.timeouts.backend_request).await;
             let retryable = match &result {
                 Ok(resp) => retry.is_some_and(|r| r.codes.contains(&resp.status().as_u16())),
@@ -506,7 +506,7 @@ impl Sending<'_> {
 }
 
 fn no_endpoints(backend: &Backend) -> Response<Body> {
-    full(StatusCode::SERVICE_UNAVAILABLE, format!("backend {} has no endpoints", backend_name(backend)))
+    full(StatusCode::SERVICE_UNAVAILABLE, format!("backend {} has no endpoints", backend.label))
 }
 
 /// One request to one endpoint, with its statistics updated. A connection
@@ -574,7 +574,7 @@ async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAdd
     }
     let req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
     let resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| *r);
-    count(proxy, "", &addr.to_string(), resp.status(), started);
+    count(proxy, &NO_LABEL, &LabelValue::from(addr.to_string()), resp.status(), started);
     resp
 }
 
@@ -584,14 +584,7 @@ mod tests {
     use crate::model::Source;
 
     fn backend(name: &str, weight: u32) -> Backend {
-        Backend {
-            source: Source::default(),
-            service: format!("svc/ns/{name}"),
-            port: 80,
-            weight,
-            filters: vec![],
-            unresolved: None,
-        }
+        Backend::new(Source::default(), format!("svc/ns/{name}"), 80, weight)
     }
 
     #[test]

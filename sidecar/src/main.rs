@@ -89,12 +89,17 @@ fn main() -> anyhow::Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .init();
             // A sidecar shares its pod's CPU allowance: two workers at most.
+            // With one CPU, a single-threaded scheduler does the same work
+            // without cross-thread wake-ups or work-stealing bookkeeping.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()?
-                .block_on(run(*args))
+            let mut runtime = if workers == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers);
+                builder
+            };
+            runtime.enable_all().build()?.block_on(run(*args))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the proxy.
 
+use std::sync::{Arc, LazyLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -7,18 +9,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Label values are shared strings made once per config update, so that
+/// counting a request copies pointers instead of allocating.
+pub type LabelValue = Arc<str>;
+
+/// The empty label value: no route matched, or no backend was picked.
+pub static NO_LABEL: LazyLock<LabelValue> = LazyLock::new(|| Arc::from(""));
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `namespace/name` of the route (empty when none matched).
-    pub route: String,
+    pub route: LabelValue,
     /// `namespace/name` of the backend Service (empty when none was picked).
-    pub backend: String,
+    pub backend: LabelValue,
     pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: LabelValue,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -14,6 +14,8 @@ use regex::Regex;
 use serde::Serialize;
 use weft_api::config as api;
 
+use crate::metrics::LabelValue;
+
 /// Why a resource could not be applied; the text goes back to the control
 /// plane in the NACK.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +116,9 @@ pub struct ServicePort {
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpRoute {
     pub source: Source,
+    /// `namespace/name` of the source, the route's metrics label.
+    #[serde(skip)]
+    pub label: LabelValue,
     pub hostnames: Vec<String>,
     pub rules: Vec<HttpRule>,
 }
@@ -255,6 +260,12 @@ pub struct Backend {
     pub source: Source,
     /// The Service resource (`svc/<ns>/<name>`) whose endpoints serve it.
     pub service: String,
+    /// The endpoints resource that serves it (`ep/<ns>/<name>`).
+    #[serde(skip)]
+    pub endpoints: String,
+    /// `<ns>/<name>` of the Service, the backend's metrics label.
+    #[serde(skip)]
+    pub label: LabelValue,
     pub port: u16,
     pub weight: u32,
     pub filters: Vec<Filter>,
@@ -263,12 +274,14 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// The endpoints resource that serves this backend.
-    pub fn endpoints_resource(&self) -> String {
-        match self.service.strip_prefix("svc/") {
-            Some(rest) => format!("ep/{rest}"),
-            None => self.service.clone(),
-        }
+    /// A backend on the Service resource `service` (`svc/<ns>/<name>`), with
+    /// the names derived from it filled in.
+    pub fn new(source: Source, service: String, port: u16, weight: u32) -> Self {
+        let (endpoints, label) = match service.strip_prefix("svc/") {
+            Some(rest) => (format!("ep/{rest}"), rest.into()),
+            None => (service.clone(), service.as_str().into()),
+        };
+        Backend { source, service, endpoints, label, port, weight, filters: Vec::new(), unresolved: None }
     }
 }
 
@@ -405,8 +418,10 @@ fn service(s: &api::Service) -> Result<Service, ConfigError> {
 }
 
 pub(crate) fn http_route(r: &api::HttpRoute) -> Result<HttpRoute, ConfigError> {
+    let source = Source::from_api(r.source.as_ref());
     Ok(HttpRoute {
-        source: Source::from_api(r.source.as_ref()),
+        label: source.to_string().into(),
+        source,
         hostnames: r.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
         rules: r.rules.iter().map(http_rule).collect::<Result<_, _>>()?,
     })
@@ -608,14 +623,12 @@ fn filter(f: &api::Filter) -> Result<Option<Filter>, ConfigError> {
 
 fn backend(b: &api::Backend) -> Result<Backend, ConfigError> {
     let unresolved = non_empty(&b.unresolved);
+    // An unresolved backend may carry no port; it is never dialled.
+    let port = if unresolved.is_some() { u16::try_from(b.port).unwrap_or(0) } else { port("backend.port", b.port)? };
     Ok(Backend {
-        source: Source::from_api(b.source.as_ref()),
-        service: b.service.clone(),
-        // An unresolved backend may carry no port; it is never dialled.
-        port: if unresolved.is_some() { u16::try_from(b.port).unwrap_or(0) } else { port("backend.port", b.port)? },
-        weight: b.weight,
         filters: b.filters.iter().filter_map(|f| filter(f).transpose()).collect::<Result<_, _>>()?,
         unresolved,
+        ..Backend::new(Source::from_api(b.source.as_ref()), b.service.clone(), port, b.weight)
     })
 }
 

@@ -70,7 +70,7 @@ impl Proxy {
     /// backend has no endpoint serving its port.
     pub fn endpoint_for(&self, backend: &Backend) -> Option<Arc<Upstream>> {
         let config = self.config.load();
-        let eps = config.endpoints.get(&backend.endpoints_resource())?;
+        let eps = config.endpoints.get(&backend.endpoints)?;
         let upstreams: Vec<Arc<Upstream>> = eps
             .endpoints
             .iter()
