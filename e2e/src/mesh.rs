@@ -35,6 +35,8 @@ pub struct PodSpec {
     pub mesh: String,
     /// Whether the pod gets `weft-proxy init` and a sidecar.
     pub sidecar: bool,
+    /// The sidecar's scheduler threads (`--workers`); its default when unset.
+    pub workers: Option<u16>,
 }
 
 impl PodSpec {
@@ -55,6 +57,11 @@ impl PodSpec {
     }
     pub fn mesh(mut self, mesh: &str) -> Self {
         self.mesh = mesh.into();
+        self
+    }
+    /// Runs the sidecar with `n` scheduler threads (1: single-threaded).
+    pub fn workers(mut self, n: u16) -> Self {
+        self.workers = Some(n);
         self
     }
     pub fn label(mut self, k: &str, v: &str) -> Self {
@@ -168,6 +175,9 @@ impl Mesh {
         }
         for (name, port) in &spec.ports {
             args.extend(["--port".into(), format!("{name}={port}")]);
+        }
+        if let Some(n) = spec.workers {
+            args.extend(["--workers".into(), n.to_string()]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = [("WEFT_LOG", "info"), ("WEFT_TOKEN", token.as_str())];

@@ -41,13 +41,22 @@ fn get(pod: &Pod, addr: SocketAddr) -> Result<u16, String> {
 #[test]
 fn strict_refuses_plaintext_permissive_accepts_it_and_meshes_are_isolated() -> anyhow::Result<()> {
     let mut mesh = Mesh::start("mtls", &[("all.yaml", &manifests(""))])?;
-    let strict = mesh.add_pod(&PodSpec::new("reviews-s", "secure").label("app", "reviews").port("http", 9080))?;
-    let permissive =
-        mesh.add_pod(&PodSpec::new("reviews-p", "legacy").mesh("legacy").label("app", "reviews").port("http", 9080))?;
+    // The sidecars here run single-threaded, as on a pod with one CPU;
+    // the other e2e tests take the multi-threaded path.
+    let strict =
+        mesh.add_pod(&PodSpec::new("reviews-s", "secure").label("app", "reviews").port("http", 9080).workers(1))?;
+    let permissive = mesh.add_pod(
+        &PodSpec::new("reviews-p", "legacy").mesh("legacy").label("app", "reviews").port("http", 9080).workers(1),
+    )?;
     let outsider = mesh.add_pod(&PodSpec::new("outsider", "secure").without_sidecar())?;
-    let legacy_client = mesh.add_pod(&PodSpec::new("legacy-client", "legacy").mesh("legacy").label("app", "c"))?;
+    let legacy_client =
+        mesh.add_pod(&PodSpec::new("legacy-client", "legacy").mesh("legacy").label("app", "c").workers(1))?;
     for pod in [&strict, &permissive, &legacy_client] {
         mesh.wait_for_certificate(pod, Duration::from_secs(30))?;
+    }
+    for pod in [&strict, &permissive, &legacy_client] {
+        let log = std::fs::read_to_string(pod.log_file("proxy"))?;
+        assert!(log.contains("single_threaded=true"), "{}: the sidecar is not single-threaded:\n{log}", pod.name());
     }
     let strict_dump = mesh.config_dump(&strict)?;
     assert_eq!(strict_dump["mtls"], "strict");

@@ -69,6 +69,11 @@ struct RunArgs {
     /// The join token itself.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Scheduler threads; 1 runs a single-threaded scheduler. Default: the
+    /// CPUs the pod may use (its CPU limit counts), at most 2, since a
+    /// sidecar shares the pod's allowance with the application.
+    #[arg(long, env = "WEFT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -88,10 +93,13 @@ fn main() -> anyhow::Result<()> {
                 // Colour codes only for a person at a terminal, not in `kubectl logs` or files.
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .init();
-            // A sidecar shares its pod's CPU allowance: two workers at most.
             // With one CPU, a single-threaded scheduler does the same work
             // without cross-thread wake-ups or work-stealing bookkeeping.
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            let workers = args
+                .workers
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)));
+            tracing::info!(workers, single_threaded = workers == 1, "scheduler");
             let mut runtime = if workers == 1 {
                 tokio::runtime::Builder::new_current_thread()
             } else {
