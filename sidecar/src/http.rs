@@ -3,6 +3,7 @@
 //! rule says, one response out. Every failure is an HTTP response with a
 //! body that says what went wrong.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +62,12 @@ pub enum Destination {
 pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destination) -> Response<Body> {
     let started = Instant::now();
     let config = proxy.config.load_full();
-    let authority = authority_of(&req);
-    let (host, port) = split_authority(authority.as_deref().unwrap_or(""));
+    // Shared-buffer copies (no bytes copied), so the host name can be
+    // borrowed while the request moves on.
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let authority = authority_str(&uri, host_header.as_ref());
+    let (host, port) = split_authority(authority.unwrap_or(""));
     let found = match dest {
         Destination::Original(addr) => config.service_by_addr(addr),
         Destination::Explicit => {
@@ -104,21 +109,26 @@ fn sole_port<'a>(
     }
 }
 
-fn authority_of<B>(req: &Request<B>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+/// The request's authority: its URI's, else its Host header's.
+fn authority_str<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
+    uri.authority().map(|a| a.as_str()).or_else(|| host_header.and_then(|h| h.to_str().ok()))
 }
 
-/// Host (lower case, without port) and port of an authority.
-fn split_authority(authority: &str) -> (String, Option<u16>) {
+/// Host (lower case, without port or trailing dot) and port of an
+/// authority; the host is copied only when it has upper-case letters.
+fn split_authority(authority: &str) -> (Cow<'_, str>, Option<u16>) {
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None), // bare IPv6
         Some((h, p)) => (h, p.parse().ok()),
         None => (authority, None),
     };
-    (host.trim_end_matches('.').to_ascii_lowercase(), port)
+    let host = host.trim_end_matches('.');
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    (host, port)
 }
 
 fn count(proxy: &Proxy, route: &LabelValue, backend: &LabelValue, status: StatusCode, started: Instant) {
@@ -138,9 +148,12 @@ async fn route_request(
     host: &str,
     started: Instant,
 ) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let info = RequestInfo { host, method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
+    // A shared-buffer copy, so path and query stay borrowed while the
+    // request's parts move.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let query = uri.query();
+    let info = RequestInfo { host, method: req.method(), path, query, headers: req.headers() };
     let Some(selected) = route::select(&service_port.http_routes, &info) else {
         count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::NOT_FOUND, started);
         return full(
@@ -173,14 +186,7 @@ async fn route_request(
     let cors_out = cors.map(|c| filters::cors_headers(c, req.headers(), false));
 
     if let Some(r) = rule.filters.iter().find_map(|f| if let Filter::Redirect(r) = f { Some(r) } else { None }) {
-        let from = RedirectFrom {
-            scheme: "http",
-            host,
-            listener_port: service_port.port,
-            path: &path,
-            query: query.as_deref(),
-            matched_prefix,
-        };
+        let from = RedirectFrom { scheme: "http", host, listener_port: service_port.port, path, query, matched_prefix };
         let location = filters::redirect_location(r, &from);
         let mut resp = Response::new(empty_body());
         *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
@@ -196,16 +202,8 @@ async fn route_request(
     let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let mut authority = authority_of_parts(&parts).unwrap_or_else(|| format!("{host}:{}", service_port.port));
-    let mut path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-    apply_request_filters(
-        &rule.filters,
-        &mut parts.headers,
-        &mut authority,
-        &mut path_and_query,
-        &path,
-        matched_prefix,
-    );
+    let mut rewritten = Rewritten::default();
+    apply_request_filters(&rule.filters, &mut parts.headers, &mut rewritten, path, query, matched_prefix);
 
     let Some(backend) = pick_backend(&rule.backends) else {
         count(&proxy, route_label, &NO_LABEL, StatusCode::INTERNAL_SERVER_ERROR, started);
@@ -216,14 +214,7 @@ async fn route_request(
         count(&proxy, route_label, backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
         return full(StatusCode::INTERNAL_SERVER_ERROR, format!("backend {backend_label} is unresolved: {why}"));
     }
-    apply_request_filters(
-        &backend.filters,
-        &mut parts.headers,
-        &mut authority,
-        &mut path_and_query,
-        &path,
-        matched_prefix,
-    );
+    apply_request_filters(&backend.filters, &mut parts.headers, &mut rewritten, path, query, matched_prefix);
 
     let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
     strip_hop_by_hop(&mut parts.headers);
@@ -231,17 +222,27 @@ async fn route_request(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
     }
-    let uri =
-        Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(path_and_query.as_str()).build();
-    let Ok(uri) = uri else {
-        count(&proxy, route_label, backend_label, StatusCode::BAD_REQUEST, started);
-        return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
-    };
-    parts.uri = uri;
     let use_h2 = parts.version == Version::HTTP_2 || service_port.protocol == crate::model::Protocol::Http2;
+    let host_header = parts.headers.get(header::HOST).cloned();
+    let fallback_authority;
+    let authority = match rewritten.authority.as_deref().or_else(|| authority_str(&uri, host_header.as_ref())) {
+        Some(a) => a,
+        None => {
+            fallback_authority = format!("{host}:{}", service_port.port);
+            &fallback_authority
+        }
+    };
+    let target = match upstream_uri(&uri, rewritten.path_and_query, authority, use_h2) {
+        Ok(t) => t,
+        Err(()) => {
+            count(&proxy, route_label, backend_label, StatusCode::BAD_REQUEST, started);
+            return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
+        }
+    };
+    parts.uri = target;
     if !use_h2
-        && authority != host_header(&parts.headers).unwrap_or_default()
-        && let Ok(v) = HeaderValue::from_str(&authority)
+        && host_header.as_ref().and_then(|h| h.to_str().ok()) != Some(authority)
+        && let Ok(v) = HeaderValue::from_str(authority)
     {
         parts.headers.insert(header::HOST, v);
     }
@@ -320,21 +321,22 @@ fn timeout_response() -> Response<Body> {
     full(StatusCode::GATEWAY_TIMEOUT, "request timeout")
 }
 
-fn host_header(h: &HeaderMap) -> Option<String> {
-    h.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// What the URL rewrite filters replaced; `None` keeps the request's own.
+#[derive(Debug, Default)]
+struct Rewritten {
+    authority: Option<String>,
+    path_and_query: Option<String>,
 }
 
-fn authority_of_parts(parts: &http::request::Parts) -> Option<String> {
-    parts.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| host_header(&parts.headers))
-}
-
-/// Request-side filters: header modifiers and URL rewrites, in order.
+/// Request-side filters: header modifiers and URL rewrites, in order. A
+/// path rewrite always starts from the path the client sent, and the
+/// query string is kept.
 fn apply_request_filters(
     fs: &[Filter],
     headers: &mut HeaderMap,
-    authority: &mut String,
-    path_and_query: &mut String,
+    rewritten: &mut Rewritten,
     original_path: &str,
+    query: Option<&str>,
     matched_prefix: Option<&str>,
 ) {
     for f in fs {
@@ -342,23 +344,43 @@ fn apply_request_filters(
             Filter::RequestHeaders(m) => filters::modify_headers(m, headers),
             Filter::Rewrite(r) => {
                 if let Some(h) = &r.hostname {
-                    *authority = h.clone();
+                    rewritten.authority = Some(h.clone());
                     if let Ok(v) = HeaderValue::from_str(h) {
                         headers.insert(header::HOST, v);
                     }
                 }
                 if let Some(p) = &r.path {
-                    let query = path_and_query.split_once('?').map(|(_, q)| q.to_owned());
                     let new_path = filters::modify_path(p, original_path, matched_prefix);
-                    *path_and_query = match query {
+                    rewritten.path_and_query = Some(match query {
                         Some(q) => format!("{new_path}?{q}"),
                         None => new_path,
-                    };
+                    });
                 }
             }
             _ => {}
         }
     }
+}
+
+/// The URI sent to the endpoint: origin-form for HTTP/1.1 (the Host
+/// header carries the authority), absolute for HTTP/2 (`:authority`).
+/// The request's own path is reused, not copied, unless rewritten.
+fn upstream_uri(uri: &Uri, rewritten_path: Option<String>, authority: &str, use_h2: bool) -> Result<Uri, ()> {
+    let path_and_query = match rewritten_path {
+        Some(p) => http::uri::PathAndQuery::try_from(p).map_err(|_| ())?,
+        None => match uri.path_and_query() {
+            Some(pq) => pq.clone(),
+            None => http::uri::PathAndQuery::from_static("/"),
+        },
+    };
+    if !use_h2 {
+        return Ok(Uri::from(path_and_query));
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(http::uri::Authority::try_from(authority).map_err(|_| ())?);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| ())
 }
 
 fn respond_filters(fs: &[Filter], resp: &mut Response<Body>) {
@@ -439,9 +461,8 @@ fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::P
     }
     let Some(upstream) = proxy.endpoint_for(&m.backend) else { return };
     let req = request_from(parts, full_body(body.clone()), use_h2);
-    let client = if use_h2 { upstream.http2.clone() } else { upstream.http1.clone() };
     tokio::spawn(async move {
-        if let Ok(resp) = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await
+        if let Ok(resp) = tokio::time::timeout(Duration::from_secs(10), upstream.pool.send(req, use_h2)).await
             && let Ok(resp) = resp
         {
             // Drain so the connection can be reused.
@@ -519,7 +540,7 @@ async fn attempt(
 ) -> Result<Response<Body>, Failed> {
     let _in_flight = upstream.stats.start();
     let started = Instant::now();
-    let call = if use_h2 { upstream.http2.request(req) } else { upstream.http1.request(req) };
+    let call = upstream.pool.send(req, use_h2);
     let outcome = match per_try {
         Some(t) => tokio::time::timeout(t, call).await.map_err(|_| ()),
         None => Ok(call.await),
@@ -528,7 +549,7 @@ async fn attempt(
     match outcome {
         Ok(Ok(resp)) => {
             upstream.stats.observe(now - started, !resp.status().is_server_error(), now);
-            Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+            Ok(resp)
         }
         Ok(Err(e)) => {
             upstream.stats.observe(now - started, false, now);
@@ -565,12 +586,21 @@ async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAdd
     let upstream = proxy.upstreams.get(addr, "");
     let use_h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
-    let authority = authority_of_parts(&parts).unwrap_or_else(|| addr.to_string());
     strip_hop_by_hop(&mut parts.headers);
-    let pq = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-    match Uri::builder().scheme("http").authority(authority.as_str()).path_and_query(pq).build() {
-        Ok(uri) => parts.uri = uri,
-        Err(_) => return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}")),
+    let host_header = parts.headers.get(header::HOST).cloned();
+    let fallback = addr.to_string();
+    let authority = authority_str(&parts.uri, host_header.as_ref()).unwrap_or(&fallback);
+    match upstream_uri(&parts.uri, None, authority, use_h2) {
+        Ok(uri) => {
+            if !use_h2
+                && host_header.is_none()
+                && let Ok(v) = HeaderValue::from_str(authority)
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+            parts.uri = uri;
+        }
+        Err(()) => return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}")),
     }
     let req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
     let resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| *r);

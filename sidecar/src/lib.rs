@@ -17,6 +17,7 @@ pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod orig_dst;
+pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod state;

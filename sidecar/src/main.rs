@@ -158,6 +158,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     tasks.spawn(weft_proxy::listen::serve_outbound(outbound, proxy.clone()));
     tasks.spawn(weft_proxy::admin::serve(admin, proxy.clone()));
+    tasks.spawn(weft_proxy::proxy::close_idle_connections(proxy.clone()));
     tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));
     let proof = match (args.token_file, args.token) {
         (Some(path), _) => Some(weft_proxy::identity::Proof::File(path)),

@@ -86,3 +86,14 @@ impl Proxy {
         self.synced.load(Ordering::Acquire)
     }
 }
+
+/// Closes pooled connections that have been idle past their timeout,
+/// checking a few times per timeout. Runs until the proxy stops.
+pub async fn close_idle_connections(proxy: Arc<Proxy>) {
+    let mut every = tokio::time::interval(crate::pool::IDLE_TIMEOUT / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        proxy.upstreams.sweep(Instant::now());
+    }
+}

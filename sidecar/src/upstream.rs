@@ -1,10 +1,8 @@
-//! Connections to endpoints. Each endpoint address has its own pooled
-//! HTTP/1 and HTTP/2 clients and its balancer statistics; they are kept
-//! across config updates and dropped when no endpoint set names the
-//! address any more.
+//! Endpoints. Each endpoint address has its own connection pool and its
+//! balancer statistics; they are kept across config updates and dropped
+//! when no endpoint set names the address any more.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,17 +10,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Uri;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::balance::EndpointStats;
-use crate::tls::{ALPN_H2, ALPN_HTTP1, MeshTls, MtlsMode};
+use crate::pool::Pool;
+use crate::tls::{MeshTls, MtlsMode};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
@@ -84,36 +79,6 @@ impl AsyncWrite for UpstreamIo {
             UpstreamIo::Plain(s) => s.is_write_vectored(),
             UpstreamIo::Tls(s) => s.is_write_vectored(),
         }
-    }
-}
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-/// Dials one fixed address whatever the request's authority says: the
-/// authority is the Service's name (kept for the Host and :authority the
-/// application sees), the address is the endpoint the balancer chose.
-#[derive(Debug, Clone)]
-pub struct FixedConnector {
-    pub target: Arc<Target>,
-    pub alpn: &'static [u8],
-}
-
-impl tower::Service<Uri> for FixedConnector {
-    type Response = TokioIo<UpstreamIo>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (target, alpn) = (self.target.clone(), self.alpn);
-        Box::pin(async move { target.connect(alpn).await.map(TokioIo::new) })
     }
 }
 
@@ -182,25 +147,17 @@ impl Target {
     }
 }
 
-/// One endpoint address.
+/// One endpoint address: its connections and its balancer statistics.
 #[derive(Debug)]
 pub struct Upstream {
     pub target: Arc<Target>,
     pub stats: EndpointStats,
-    pub http1: Client<FixedConnector, Body>,
-    pub http2: Client<FixedConnector, Body>,
+    pub pool: Pool,
 }
 
 impl Upstream {
     fn new(target: Arc<Target>) -> Self {
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(FixedConnector { target: target.clone(), alpn: ALPN_HTTP1 });
-        let http2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(FixedConnector { target: target.clone(), alpn: ALPN_H2 });
-        Upstream { target, stats: EndpointStats::new(Instant::now()), http1, http2 }
+        Upstream { pool: Pool::new(target.clone()), target, stats: EndpointStats::new(Instant::now()) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -233,6 +190,14 @@ impl Upstreams {
         let upstream = Arc::new(Upstream::new(target));
         by_identity.insert(identity.to_owned(), upstream.clone());
         upstream
+    }
+
+    /// Closes idle connections past their timeout, on every endpoint.
+    pub fn sweep(&self, now: Instant) {
+        let map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        for u in map.values().flat_map(|by_identity| by_identity.values()) {
+            u.pool.sweep(now);
+        }
     }
 
     /// Forgets endpoints no longer in the config (in-flight requests keep

@@ -2,11 +2,13 @@
 //! as the control plane would send it, the outbound listener used as an
 //! explicit proxy, and real backend servers on loopback. Covers what the
 //! conformance cases do not: retries, timeouts, mirrors, host rewrites,
-//! unresolved backends, unmatched requests, and h2c clients.
+//! unresolved backends, unmatched requests, h2c clients, connection reuse
+//! and protocol upgrades.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_api::config as api;
 use weft_proxy::proxy::Proxy;
@@ -134,6 +137,7 @@ async fn start(primary: SocketAddr, mirror: SocketAddr) -> SocketAddr {
         ..rule("/old", backend_ref("primary", ""))
     };
     let unresolved = rule("/unresolved", backend_ref("missing", "Service ns/missing not found"));
+    let plain = rule("/plain", backend_ref("primary", ""));
     let service = api::Resource {
         name: "svc/ns/web".into(),
         version: "1".into(),
@@ -149,7 +153,7 @@ async fn start(primary: SocketAddr, mirror: SocketAddr) -> SocketAddr {
                 http_routes: vec![api::HttpRoute {
                     source: None,
                     hostnames: vec![],
-                    rules: vec![retry, slow, mirrored, rewritten, unresolved],
+                    rules: vec![retry, slow, mirrored, rewritten, unresolved, plain],
                 }],
                 tcp_routes: vec![],
             }],
@@ -269,4 +273,139 @@ async fn h2c_with_prior_knowledge_is_routed_and_forwarded_as_h2() {
     // And HTTP/1.1 clients still reach it as HTTP/1.1.
     let (status, body) = get(proxy, "/flaky/0").await;
     assert_eq!((status, body.as_str()), (200, "HTTP/1.1"));
+}
+
+/// A backend that counts the connections it accepts. `/plain/close-soon`
+/// answers, then closes its connection 50 ms later without saying so (as a
+/// server's idle timeout does); `/plain/ws` switches to a protocol that
+/// echoes what it receives; anything else gets 1 KiB.
+async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let close = Arc::new(tokio::sync::Notify::new());
+                let closer = close.clone();
+                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    let closer = closer.clone();
+                    async move {
+                        let resp = match req.uri().path() {
+                            "/plain/close-soon" => {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    closer.notify_one();
+                                });
+                                http::Response::new(Full::new(Bytes::from("closing soon")))
+                            }
+                            "/plain/ws" => {
+                                let upgraded = hyper::upgrade::on(&mut req);
+                                tokio::spawn(async move {
+                                    let Ok(io) = upgraded.await else { return };
+                                    let mut io = TokioIo::new(io);
+                                    let mut buf = [0u8; 64];
+                                    while let Ok(n) = io.read(&mut buf).await {
+                                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
+                                http::Response::builder()
+                                    .status(101)
+                                    .header("connection", "upgrade")
+                                    .header("upgrade", "echo")
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap()
+                            }
+                            _ => http::Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = close.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn connections_to_an_endpoint_are_reused_and_replaced_when_closed() {
+    let (backend, accepted) = counting_backend().await;
+    let proxy = start(backend, backend).await;
+
+    // Each `get` is a new client connection; the proxy's connection to the
+    // endpoint is the same one throughout.
+    for _ in 0..50 {
+        let (status, body) = get(proxy, "/plain/a").await;
+        assert_eq!((status, body.len()), (200, 1024));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "sequential requests should share one endpoint connection");
+
+    // Concurrent requests need more connections; afterwards they are idle
+    // and reused again.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    assert_eq!(get(proxy, "/plain/b").await.0, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let after_concurrency = accepted.load(Ordering::SeqCst);
+    assert!((1..=9).contains(&after_concurrency), "{after_concurrency} connections for 8 concurrent clients");
+    for _ in 0..20 {
+        assert_eq!(get(proxy, "/plain/c").await.0, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), after_concurrency, "idle connections should be reused");
+
+    // The endpoint closes its connection while it sits in the pool: the next
+    // request goes out on a new one and succeeds.
+    assert_eq!(get(proxy, "/plain/close-soon").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..10 {
+        assert_eq!(get(proxy, "/plain/d").await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_carries_bytes_both_ways() {
+    let (backend, _) = counting_backend().await;
+    let proxy = start(backend, backend).await;
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(b"GET /plain/ws HTTP/1.1\r\nHost: web.ns\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the proxy closed before the response head ended");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for word in ["ping", "pong", "and more"] {
+        stream.write_all(word.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; word.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(buf, word.as_bytes());
+    }
 }
