@@ -122,19 +122,28 @@ pub fn pick<'a, T>(
     now: Instant,
     rng: &mut fastrand::Rng,
 ) -> Option<&'a T> {
-    let healthy: Vec<&T> = candidates.iter().filter(|c| !stats(c).is_ejected(now)).collect();
-    let pool: Vec<&T> = if healthy.is_empty() { candidates.iter().collect() } else { healthy };
-    match pool.len() {
+    // Ejected endpoints are skipped unless every endpoint is ejected.
+    let healthy = candidates.iter().filter(|c| !stats(c).is_ejected(now)).count();
+    // The n-th eligible endpoint, without collecting them.
+    let nth = |n: usize| -> &'a T {
+        if healthy == 0 || healthy == candidates.len() {
+            &candidates[n]
+        } else {
+            candidates.iter().filter(|c| !stats(c).is_ejected(now)).nth(n).unwrap_or(&candidates[0])
+        }
+    };
+    let n = if healthy == 0 { candidates.len() } else { healthy };
+    match n {
         0 => None,
-        1 => Some(pool[0]),
+        1 => Some(nth(0)),
         n => {
             let a = rng.usize(..n);
             let mut b = rng.usize(..n - 1);
             if b >= a {
                 b += 1;
             }
-            let (la, lb) = (stats(pool[a]).load(now), stats(pool[b]).load(now));
-            Some(if la <= lb { pool[a] } else { pool[b] })
+            let (pa, pb) = (nth(a), nth(b));
+            Some(if stats(pa).load(now) <= stats(pb).load(now) { pa } else { pb })
         }
     }
 }

@@ -392,6 +392,11 @@ fn respond_filters(fs: &[Filter], resp: &mut Response<Body>) {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none of them: one pass over the names decides.
+    let any = headers.keys().any(|k| k == header::CONNECTION || k == header::UPGRADE || HOP_BY_HOP.contains(k));
+    if !any {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

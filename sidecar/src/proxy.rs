@@ -1,14 +1,15 @@
 //! What every connection of a proxy shares.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use weft_api::config as api;
 
 use crate::metrics::{Metrics, UpdateLabels};
-use crate::model::Backend;
+use crate::model::{Backend, Endpoints};
 use crate::state::{Config, Rejected};
 use crate::tls::MeshTls;
 use crate::upstream::{Upstream, Upstreams};
@@ -22,6 +23,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// mTLS mode, certificate and roots, shared with the connectors.
     pub tls: Arc<MeshTls>,
+    /// The upstreams of each endpoint set and port, resolved on first use.
+    resolved: ResolvedEndpoints,
     /// Set once the first update from the control plane is applied.
     synced: AtomicBool,
 }
@@ -35,6 +38,7 @@ impl Proxy {
             upstreams: Upstreams::new(tls.clone()),
             metrics,
             tls,
+            resolved: ResolvedEndpoints::default(),
             synced: AtomicBool::new(false),
         })
     }
@@ -51,6 +55,7 @@ impl Proxy {
         }
         self.config.store(Arc::new(next));
         self.upstreams.retain(|a| addrs.contains(a));
+        self.resolved.clear();
         let result = if rejected.is_empty() { "applied" } else { "rejected" };
         self.metrics.config_updates.get_or_create(&UpdateLabels { result }).inc();
         self.metrics.config_nonce.set(i64::try_from(update.nonce).unwrap_or(i64::MAX));
@@ -71,14 +76,8 @@ impl Proxy {
     pub fn endpoint_for(&self, backend: &Backend) -> Option<Arc<Upstream>> {
         let config = self.config.load();
         let eps = config.endpoints.get(&backend.endpoints)?;
-        let upstreams: Vec<Arc<Upstream>> = eps
-            .endpoints
-            .iter()
-            .filter_map(|e| Some((e.addr(backend.port)?, e.identity.as_str())))
-            .map(|(addr, identity)| self.upstreams.get(addr, identity))
-            .collect();
-        let mut rng = fastrand::Rng::new();
-        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
+        let upstreams = self.resolved.get(&backend.endpoints, eps, backend.port, &self.upstreams);
+        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut fastrand::Rng::new()).cloned()
     }
 
     /// Whether the proxy has config to serve with.
@@ -95,5 +94,46 @@ pub async fn close_idle_connections(proxy: Arc<Proxy>) {
     loop {
         every.tick().await;
         proxy.upstreams.sweep(Instant::now());
+    }
+}
+
+/// The upstreams serving one port of one endpoint set, looked up once per
+/// endpoint set version instead of once per request. An entry remembers
+/// the endpoint set it was made from, so a request still holding an older
+/// config never gets (or leaves behind) upstreams of another version.
+#[derive(Debug, Default)]
+struct ResolvedEndpoints {
+    by_set: Mutex<FxHashMap<String, Vec<ResolvedPort>>>,
+}
+
+#[derive(Debug)]
+struct ResolvedPort {
+    port: u16,
+    from: Arc<Endpoints>,
+    upstreams: Arc<[Arc<Upstream>]>,
+}
+
+impl ResolvedEndpoints {
+    fn get(&self, name: &str, set: &Arc<Endpoints>, port: u16, upstreams: &Upstreams) -> Arc<[Arc<Upstream>]> {
+        let mut by_set = self.by_set.lock().unwrap_or_else(|e| e.into_inner());
+        let found =
+            by_set.get(name).and_then(|ports| ports.iter().find(|r| r.port == port && Arc::ptr_eq(&r.from, set)));
+        if let Some(r) = found {
+            return r.upstreams.clone();
+        }
+        let resolved: Arc<[Arc<Upstream>]> = set
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.addr(port)?, e.identity.as_str())))
+            .map(|(addr, identity)| upstreams.get(addr, identity))
+            .collect();
+        let ports = by_set.entry(name.to_owned()).or_default();
+        ports.retain(|r| r.port != port);
+        ports.push(ResolvedPort { port, from: set.clone(), upstreams: resolved.clone() });
+        resolved
+    }
+
+    fn clear(&self) {
+        self.by_set.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }

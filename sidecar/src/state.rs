@@ -3,7 +3,10 @@
 //! host name). Updates build a new value from the old one; the old one
 //! stays valid for requests already using it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,14 +19,14 @@ pub struct Config {
     pub mesh: Option<Arc<MeshSettings>>,
     pub inbound: Option<Arc<Inbound>>,
     /// By resource name (`svc/<ns>/<name>`).
-    pub services: HashMap<String, Arc<Service>>,
+    pub services: FxHashMap<String, Arc<Service>>,
     /// By resource name (`ep/<ns>/<name>`).
-    pub endpoints: HashMap<String, Arc<Endpoints>>,
+    pub endpoints: FxHashMap<String, Arc<Endpoints>>,
     pub gateways: HashMap<String, Arc<api::GatewayListeners>>,
     /// Cluster IP and port → Service resource name.
-    by_vip: HashMap<SocketAddr, String>,
+    by_vip: FxHashMap<SocketAddr, String>,
     /// Host name → Service resource name.
-    by_host: HashMap<String, String>,
+    by_host: FxHashMap<String, String>,
     /// Versions of the resources held, as reported on reconnect.
     pub versions: BTreeMap<String, String>,
     /// Nonce of the last update applied.
@@ -127,21 +130,20 @@ impl Config {
 
     /// The Service a host name (without port) addresses, and the port.
     pub fn service_by_host(&self, host: &str, port: u16) -> Option<(&Arc<Service>, &ServicePort)> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let name = self.by_host.get(&host)?;
+        let name = self.by_host.get(normal_host(host).as_ref())?;
         let s = self.services.get(name)?;
         Some((s, s.port(port)?))
     }
 
     /// The Service a host name addresses, whatever the port.
     pub fn service_named(&self, host: &str) -> Option<&Arc<Service>> {
-        self.services.get(self.by_host.get(&host.trim_end_matches('.').to_ascii_lowercase())?)
+        self.services.get(self.by_host.get(normal_host(host).as_ref())?)
     }
 
     /// Whether `host` names any Service (to tell "unknown host" from
     /// "unknown port" in errors).
     pub fn knows_host(&self, host: &str) -> bool {
-        self.by_host.contains_key(&host.trim_end_matches('.').to_ascii_lowercase())
+        self.by_host.contains_key(normal_host(host).as_ref())
     }
 
     /// Every endpoint address of every endpoint set, to keep their
@@ -152,6 +154,17 @@ impl Config {
             .flat_map(|e| e.endpoints.iter())
             .flat_map(|ep| ep.ports.values().map(move |p| SocketAddr::new(ep.ip, *p)))
             .collect()
+    }
+}
+
+/// A host name as the index holds it: lower case, without a trailing dot
+/// (copied only when it has upper-case letters).
+fn normal_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
