@@ -294,7 +294,8 @@ async fn route_request(
     }
     respond_filters(&rule.filters, &mut resp);
     respond_filters(&backend.filters, &mut resp);
-    count(&proxy, route_label, backend_label, resp.status(), started);
+    backend.counters.inc(&proxy.metrics.requests, route_label, backend_label, resp.status().as_u16());
+    selected.route.latency.observe(&proxy.metrics.latency, route_label, started.elapsed().as_secs_f64());
     resp
 }
 

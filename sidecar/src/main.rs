@@ -9,6 +9,12 @@ use tokio::net::TcpListener;
 use weft_api::config as api;
 use weft_proxy::proxy::Proxy;
 
+/// mimalloc: hyper's read buffers and rustls's records are a few KiB each
+/// and change hands on every request, which glibc's malloc serves from its
+/// slow path (docs/benchmarks.md, allocator trial).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "weft-proxy", version, about = "Weft's sidecar proxy")]
 struct Cli {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the proxy.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -124,5 +124,62 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The request counters of one route's backend, by status, taken from the
+/// registry's family once: counting a forwarded request then needs no
+/// label hashing. The handles share their values with the family, so what
+/// is exported does not change.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    by_status: Mutex<Vec<(u16, Counter)>>,
+}
+
+impl BackendCounters {
+    pub fn inc(&self, family: &Family<RequestLabels, Counter>, route: &LabelValue, backend: &LabelValue, status: u16) {
+        let mut by_status = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = by_status.iter().find(|(s, _)| *s == status) {
+            c.inc();
+            return;
+        }
+        let c = family.get_or_create(&RequestLabels { route: route.clone(), backend: backend.clone(), status }).clone();
+        c.inc();
+        by_status.push((status, c));
+    }
+}
+
+/// A route's latency histogram, taken from the registry's family once.
+#[derive(Debug, Default)]
+pub struct RouteLatency(OnceLock<Histogram>);
+
+impl RouteLatency {
+    pub fn observe(&self, family: &Family<RouteLabels, Histogram>, route: &LabelValue, seconds: f64) {
+        self.0.get_or_init(|| family.get_or_create(&RouteLabels { route: route.clone() }).clone()).observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_exported_families() {
+        let metrics = Metrics::default();
+        let (route, backend): (LabelValue, LabelValue) = (Arc::from("ns/r"), Arc::from("ns/b"));
+        let counters = BackendCounters::default();
+        counters.inc(&metrics.requests, &route, &backend, 200);
+        counters.inc(&metrics.requests, &route, &backend, 200);
+        counters.inc(&metrics.requests, &route, &backend, 503);
+        // A second cache for the same labels (a config update rebuilt the
+        // route) adds to the same series.
+        BackendCounters::default().inc(&metrics.requests, &route, &backend, 200);
+        let latency = RouteLatency::default();
+        latency.observe(&metrics.latency, &route, 0.002);
+        latency.observe(&metrics.latency, &route, 0.2);
+        let text = metrics.encode();
+        assert!(text.contains(r#"weft_proxy_requests_total{route="ns/r",backend="ns/b",status="200"} 3"#), "{text}");
+        assert!(text.contains(r#"weft_proxy_requests_total{route="ns/r",backend="ns/b",status="503"} 1"#), "{text}");
+        assert!(text.contains(r#"weft_proxy_request_duration_seconds_count{route="ns/r"} 2"#), "{text}");
     }
 }

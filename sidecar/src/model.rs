@@ -14,7 +14,7 @@ use regex::Regex;
 use serde::Serialize;
 use weft_api::config as api;
 
-use crate::metrics::LabelValue;
+use crate::metrics::{BackendCounters, LabelValue, RouteLatency};
 
 /// Why a resource could not be applied; the text goes back to the control
 /// plane in the NACK.
@@ -119,6 +119,9 @@ pub struct HttpRoute {
     /// `namespace/name` of the source, the route's metrics label.
     #[serde(skip)]
     pub label: LabelValue,
+    /// The route's latency histogram (shared by clones of the route).
+    #[serde(skip)]
+    pub latency: Arc<RouteLatency>,
     pub hostnames: Vec<String>,
     pub rules: Vec<HttpRule>,
 }
@@ -266,6 +269,9 @@ pub struct Backend {
     /// `<ns>/<name>` of the Service, the backend's metrics label.
     #[serde(skip)]
     pub label: LabelValue,
+    /// Its request counters under its route (shared by clones).
+    #[serde(skip)]
+    pub counters: Arc<BackendCounters>,
     pub port: u16,
     pub weight: u32,
     pub filters: Vec<Filter>,
@@ -281,7 +287,17 @@ impl Backend {
             Some(rest) => (format!("ep/{rest}"), rest.into()),
             None => (service.clone(), service.as_str().into()),
         };
-        Backend { source, service, endpoints, label, port, weight, filters: Vec::new(), unresolved: None }
+        Backend {
+            source,
+            service,
+            endpoints,
+            label,
+            counters: Arc::default(),
+            port,
+            weight,
+            filters: Vec::new(),
+            unresolved: None,
+        }
     }
 }
 
@@ -421,6 +437,7 @@ pub(crate) fn http_route(r: &api::HttpRoute) -> Result<HttpRoute, ConfigError> {
     let source = Source::from_api(r.source.as_ref());
     Ok(HttpRoute {
         label: source.to_string().into(),
+        latency: Arc::default(),
         source,
         hostnames: r.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
         rules: r.rules.iter().map(http_rule).collect::<Result<_, _>>()?,

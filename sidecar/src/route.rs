@@ -209,6 +209,7 @@ mod tests {
     fn route(name: &str, hostnames: &[&str], rules: Vec<HttpRule>) -> HttpRoute {
         HttpRoute {
             label: format!("ns/{name}").into(),
+            latency: Default::default(),
             source: Source { kind: "HTTPRoute".into(), namespace: "ns".into(), name: name.into() },
             hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
             rules,
