@@ -216,8 +216,14 @@ pub(crate) fn translate(
     for (key, route) in &ctx.snapshot.mesh_http_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
         let placement = check_placement(ctx, index, key, mesh, Flavor::Http, &route.spec.target_ref, &route.spec.to);
-        let from =
-            Referrer { group: labels::GROUP, kind: "MeshHTTPRoute", namespace: &key.namespace, mesh, http: true };
+        let from = Referrer {
+            group: labels::GROUP,
+            kind: "MeshHTTPRoute",
+            namespace: &key.namespace,
+            mesh,
+            http: true,
+            needs_grant: true,
+        };
         let mut problems = Vec::new();
         let mut invalid = None;
         for rule in &route.spec.rules {
@@ -249,8 +255,14 @@ pub(crate) fn translate(
     for (key, route) in &ctx.snapshot.mesh_tcp_routes {
         let mesh = ctx.mesh_of(&route.metadata, &key.namespace);
         let placement = check_placement(ctx, index, key, mesh, Flavor::Tcp, &route.spec.target_ref, &route.spec.to);
-        let from =
-            Referrer { group: labels::GROUP, kind: "MeshTCPRoute", namespace: &key.namespace, mesh, http: false };
+        let from = Referrer {
+            group: labels::GROUP,
+            kind: "MeshTCPRoute",
+            namespace: &key.namespace,
+            mesh,
+            http: false,
+            needs_grant: true,
+        };
         let problems = route
             .spec
             .rules

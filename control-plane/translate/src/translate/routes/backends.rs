@@ -72,6 +72,8 @@ pub(crate) struct Referrer<'a> {
     pub mesh: &'a str,
     /// The referrer sends HTTP, so the backend port must take HTTP.
     pub http: bool,
+    /// A backend in another namespace needs a ReferenceGrant there.
+    pub needs_grant: bool,
 }
 
 impl<'a> Referrer<'a> {
@@ -82,8 +84,22 @@ impl<'a> Referrer<'a> {
             namespace: &route.key.namespace,
             mesh: route.mesh,
             http: route.kind.is_http(),
+            needs_grant: route.backend_grants == BackendGrants::Required,
         }
     }
+}
+
+/// Whether a route's cross-namespace backends need ReferenceGrants. Rules
+/// are converted for Gateway parents with them and for Service parents
+/// without: GEP-1426 ("Namespace boundaries") lets mesh routes send
+/// traffic to backends in any namespace without a ReferenceGrant, because
+/// a mesh route only changes where traffic a client could already send
+/// goes; a Gateway route exposes a backend to the Gateway's clients, so
+/// the backend's namespace must agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackendGrants {
+    Required,
+    NotRequired,
 }
 
 /// Resolves a backend of `route`.
@@ -112,7 +128,8 @@ pub(crate) fn resolve_for(ctx: &Ctx<'_>, from: Referrer<'_>, b: BackendRefView) 
 fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str) -> Result<(), Problem> {
     let kind = b.kind.as_deref().unwrap_or("Service");
     let group = b.group.as_deref().unwrap_or("");
-    if namespace != from.namespace
+    if from.needs_grant
+        && namespace != from.namespace
         && !ctx.reference_granted((from.group, from.kind, from.namespace), group, kind, namespace, &b.name)
     {
         return Err(Problem {

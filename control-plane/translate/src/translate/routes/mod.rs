@@ -31,20 +31,20 @@ use weft_k8s_api::gateway::{
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use weft_k8s_api::labels::GATEWAY_CONTROLLER_NAME;
 
-use super::context::{AgeKey, Ctx, age_key};
+use super::context::{AgeKey, Ctx, age_key, core_group};
 use super::gateway::GatewayIndex;
 use super::kinds::RouteKind;
 use super::meta::{ObjectRef, generated_meta};
 use super::names;
 use crate::snapshot::ObjectKey;
 use attach::Attachment;
-use backends::{BackendRefView, backend_view};
+use backends::{BackendGrants, BackendRefView, backend_view};
 use parents::{PreviousParent, RulesSummary, SettledParent};
 use rayon::prelude::*;
 use rules::RulesOutcome;
 
 /// A route of any kind, as the attachment logic sees it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RouteView<'a> {
     pub kind: RouteKind,
     pub key: &'a ObjectKey,
@@ -52,6 +52,9 @@ pub(crate) struct RouteView<'a> {
     pub mesh: &'a str,
     pub hostnames: Vec<String>,
     pub parent_refs: Vec<ParentRefView>,
+    /// Whether the rules being converted are for Gateway parents (backends
+    /// in other namespaces need ReferenceGrants) or Service parents.
+    pub backend_grants: BackendGrants,
 }
 
 /// A parentRef with the API server's defaults (group and kind).
@@ -66,6 +69,12 @@ pub(crate) struct ParentRefView {
 }
 
 impl ParentRefView {
+    /// A Service parent (GAMMA); every other parent Weft serves is a
+    /// Gateway or ListenerSet.
+    pub fn is_service(&self) -> bool {
+        core_group(Some(&self.group)) && self.kind == "Service"
+    }
+
     fn namespace_or<'a>(&'a self, route_namespace: &'a str) -> &'a str {
         self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(route_namespace)
     }
@@ -260,7 +269,12 @@ impl Rules {
 struct Prepared<'a> {
     route: AnyRoute<'a>,
     view: RouteView<'a>,
+    /// The rules for the route's Gateway parents, or for its Service
+    /// parents when it has no others.
     rules: Rules,
+    /// The rules for the Service parents of a route that also has Gateway
+    /// parents: converted again without ReferenceGrant checks.
+    mesh_rules: Option<Rules>,
     parents: Vec<(ParentRefView, Attachment)>,
 }
 
@@ -304,36 +318,62 @@ fn view_of<'a>(ctx: &Ctx<'a>, route: AnyRoute<'a>) -> RouteView<'a> {
             r.spec.parent_refs.iter().flatten().map(|p| parent_view!(p)).collect(),
         ),
     };
-    RouteView { kind, key, meta, mesh: ctx.mesh_of(meta, &key.namespace), hostnames: unique(hostnames), parent_refs }
+    // Rules are converted for the Gateway parents if there are any; a route
+    // with Service parents only is a mesh route throughout.
+    let backend_grants = if parent_refs.iter().all(ParentRefView::is_service) {
+        BackendGrants::NotRequired
+    } else {
+        BackendGrants::Required
+    };
+    RouteView {
+        kind,
+        key,
+        meta,
+        mesh: ctx.mesh_of(meta, &key.namespace),
+        hostnames: unique(hostnames),
+        parent_refs,
+        backend_grants,
+    }
+}
+
+/// Converts the rules of a route for one kind of parent.
+fn convert_rules(ctx: &Ctx<'_>, view: &RouteView<'_>, route: AnyRoute<'_>) -> Rules {
+    let l4_rules = |rules: &mut dyn Iterator<Item = (Option<String>, Vec<BackendRefView>)>| rules.collect::<Vec<_>>();
+    match route {
+        AnyRoute::Http(_, r) => Rules::Http(http::convert(ctx, view, r)),
+        AnyRoute::Grpc(_, r) => Rules::Http(grpc::convert(ctx, view, r)),
+        AnyRoute::Tls(_, r) => Rules::Tcp(l4::convert(
+            ctx,
+            view,
+            l4_rules(
+                &mut r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())),
+            ),
+        )),
+        AnyRoute::Tcp(_, r) => Rules::Tcp(l4::convert(
+            ctx,
+            view,
+            l4_rules(
+                &mut r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())),
+            ),
+        )),
+    }
 }
 
 /// The parallel phase: converts the rules and attaches every parent.
 fn prepare<'a>(ctx: &Ctx<'a>, index: &GatewayIndex<'_>, route: AnyRoute<'a>) -> Prepared<'a> {
     let view = view_of(ctx, route);
-    let l4_rules = |rules: &mut dyn Iterator<Item = (Option<String>, Vec<BackendRefView>)>| rules.collect::<Vec<_>>();
-    let rules =
-        match route {
-            AnyRoute::Http(_, r) => Rules::Http(http::convert(ctx, &view, r)),
-            AnyRoute::Grpc(_, r) => Rules::Http(grpc::convert(ctx, &view, r)),
-            AnyRoute::Tls(_, r) => {
-                Rules::Tcp(l4::convert(
-                    ctx,
-                    &view,
-                    l4_rules(&mut r.spec.rules.iter().map(|r| {
-                        (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())
-                    })),
-                ))
-            }
-            AnyRoute::Tcp(_, r) => {
-                Rules::Tcp(l4::convert(
-                    ctx,
-                    &view,
-                    l4_rules(&mut r.spec.rules.iter().map(|r| {
-                        (r.name.clone(), r.backend_refs.iter().map(|b| backend_view!(b, weighted)).collect())
-                    })),
-                ))
-            }
-        };
+    let rules = convert_rules(ctx, &view, route);
+    let mesh_rules = (view.backend_grants == BackendGrants::Required
+        && view.parent_refs.iter().any(ParentRefView::is_service))
+    .then(|| convert_rules(ctx, &RouteView { backend_grants: BackendGrants::NotRequired, ..view.clone() }, route));
     let mut parents: Vec<(ParentRefView, Attachment)> = Vec::with_capacity(view.parent_refs.len());
     for parent in &view.parent_refs {
         if parents.iter().any(|(p, _)| p == parent) {
@@ -344,17 +384,36 @@ fn prepare<'a>(ctx: &Ctx<'a>, index: &GatewayIndex<'_>, route: AnyRoute<'a>) -> 
             parents.push((parent.clone(), attachment));
         }
     }
-    Prepared { route, view, rules, parents }
+    Prepared { route, view, rules, mesh_rules, parents }
 }
 
-/// The parallel output phase: generated objects and the typed status.
-fn emit_route(prepared: Prepared<'_>, settled: Vec<SettledParent>) -> Emitted {
-    let Prepared { route, view, rules, .. } = prepared;
-    let mut http_out = Vec::new();
-    let mut tcp_out = Vec::new();
-    let ours = match rules {
+/// Applies `f` to the items of Gateway parents (`false`), then to those of
+/// Service parents (`true`), each in order, and returns the results in the
+/// items' order (`f` maps one item to one result).
+fn by_parent_kind<T, U>(
+    items: Vec<T>,
+    is_service: impl Fn(&T) -> bool,
+    mut f: impl FnMut(bool, Vec<T>) -> Vec<U>,
+) -> Vec<U> {
+    let kinds: Vec<bool> = items.iter().map(&is_service).collect();
+    let (services, gateways): (Vec<T>, Vec<T>) = items.into_iter().partition(|i| is_service(i));
+    let mut from_gateways = f(false, gateways).into_iter();
+    let mut from_services = f(true, services).into_iter();
+    kinds.into_iter().filter_map(|s| if s { from_services.next() } else { from_gateways.next() }).collect()
+}
+
+/// Generated objects for `settled` parents from one conversion of the
+/// rules; returns the parents' conditions.
+fn emit_rules(
+    view: &RouteView<'_>,
+    settled: Vec<SettledParent>,
+    rules: Rules,
+    http_out: &mut Vec<MeshHTTPRoute>,
+    tcp_out: &mut Vec<MeshTCPRoute>,
+) -> Vec<(ParentRefView, Vec<Condition>)> {
+    match rules {
         Rules::Http(o) => emit(
-            &view,
+            view,
             settled,
             o.rules,
             |metadata, target_ref, to, rules| MeshHTTPRoute {
@@ -362,10 +421,10 @@ fn emit_route(prepared: Prepared<'_>, settled: Vec<SettledParent>) -> Emitted {
                 spec: MeshHTTPRouteSpec { target_ref, to, rules },
                 status: None,
             },
-            &mut http_out,
+            http_out,
         ),
         Rules::Tcp(o) => emit(
-            &view,
+            view,
             settled,
             o.rules,
             |metadata, target_ref, to, rules| MeshTCPRoute {
@@ -373,8 +432,29 @@ fn emit_route(prepared: Prepared<'_>, settled: Vec<SettledParent>) -> Emitted {
                 spec: MeshTCPRouteSpec { target_ref, to, rules },
                 status: None,
             },
-            &mut tcp_out,
+            tcp_out,
         ),
+    }
+}
+
+/// The parallel output phase: generated objects and the typed status.
+fn emit_route(prepared: Prepared<'_>, settled: Vec<SettledParent>) -> Emitted {
+    let Prepared { route, view, rules, mesh_rules, .. } = prepared;
+    let mut http_out = Vec::new();
+    let mut tcp_out = Vec::new();
+    let ours = match mesh_rules {
+        None => emit_rules(&view, settled, rules, &mut http_out, &mut tcp_out),
+        Some(mesh_rules) => {
+            let mut by_kind = [Some(rules), Some(mesh_rules)];
+            by_parent_kind(
+                settled,
+                |(p, _, _)| p.is_service(),
+                |service, parents| match by_kind[usize::from(service)].take() {
+                    Some(rules) => emit_rules(&view, parents, rules, &mut http_out, &mut tcp_out),
+                    None => Vec::new(),
+                },
+            )
+        }
     };
     match route {
         AnyRoute::Http(k, r) => Emitted::Http(
@@ -434,7 +514,17 @@ pub(crate) fn translate<'a>(ctx: &Ctx<'a>, index: &mut GatewayIndex<'_>, out: &m
                 AnyRoute::Tcp(_, r) => previous_parents!(r.status),
             };
             let parents = std::mem::take(&mut p.parents);
-            let settled = parents::settle(ctx, index, &p.view, &previous, &p.rules.summary(), parents);
+            let settled = match &p.mesh_rules {
+                None => parents::settle(ctx, index, &p.view, &previous, &p.rules.summary(), parents),
+                Some(mesh_rules) => by_parent_kind(
+                    parents,
+                    |(parent, _)| parent.is_service(),
+                    |service, these| {
+                        let summary = if service { mesh_rules.summary() } else { p.rules.summary() };
+                        parents::settle(ctx, index, &p.view, &previous, &summary, these)
+                    },
+                ),
+            };
             (p, settled)
         })
         .collect();
