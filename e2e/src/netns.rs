@@ -125,7 +125,12 @@ impl Cluster {
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         // From here on, Drop cleans up whatever was created.
         let mut cluster = Self { pid, seq, bridge, subnet: None, pods: Vec::new(), log_dir };
-        ip(&["link", "add", &cluster.bridge, "type", "bridge"])?;
+        // A fixed MAC: a bridge left to choose takes the lowest MAC of its
+        // ports, so adding a pod could change it under the pods that already
+        // resolved the gateway, cutting their connections to the control
+        // plane until their ARP entries went stale (seen as resets and
+        // connect timeouts of the next request).
+        ip(&["link", "add", &cluster.bridge, "address", &bridge_mac(pid, seq), "type", "bridge"])?;
         ip(&["link", "set", &cluster.bridge, "up"])?;
         cluster.assign_subnet()?;
         drop(lock);
@@ -599,6 +604,15 @@ fn lock_harness() -> anyhow::Result<File> {
         }
     }
     bail!("{} stayed locked for {HARNESS_COMMAND_TIMEOUT:?}", path.display())
+}
+
+/// A locally administered unicast MAC for the bridge of cluster `seq` of
+/// process `pid`, unique among concurrent runs (Linux pids fit in 22 bits,
+/// and `seq` stays below `MAX_SEQ`).
+fn bridge_mac(pid: u32, seq: u32) -> String {
+    let [high, b, c, d] = pid.to_be_bytes();
+    let [.., s1, s2] = seq.to_be_bytes();
+    format!("02:{:02x}:{c:02x}:{d:02x}:{s1:02x}:{s2:02x}", b ^ high)
 }
 
 /// IPv4 prefixes this machine already uses: interface addresses (any overlap with them would

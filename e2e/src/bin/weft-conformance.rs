@@ -158,6 +158,14 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Vec
     for spec in &pods {
         started.push((spec.clone(), mesh.add_pod(spec)?));
     }
+    // As the upstream suite waits for Deployments to be ready: a sidecar is
+    // ready once it holds its workload certificate, so the cases' own
+    // retry budget covers only config convergence.
+    for (spec, pod) in &started {
+        if spec.sidecar {
+            mesh.wait_for_certificate(pod, Duration::from_secs(30))?;
+        }
+    }
     let mut results = Vec::new();
     for step in test["steps"].as_array().into_iter().flatten() {
         if step.get("actions").is_some_and(|a| a.as_array().is_some_and(|a| !a.is_empty())) {
