@@ -68,6 +68,7 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "inbound": c.inbound.as_deref(),
                 "services": as_map(c.services.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
                 "endpoints": as_map(c.endpoints.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
+                "gateways": as_map(c.gateways.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
             });
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&full).unwrap_or_default())
         }

@@ -89,7 +89,44 @@ pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destinati
         };
     };
     // Borrowed from `config`, which this request holds until it ends.
-    route_request(proxy, req, service, service_port, &host, started).await
+    let table = RouteTable {
+        routes: &service_port.http_routes,
+        port: service_port.port,
+        scheme: "http",
+        backend_h2: service_port.protocol == crate::model::Protocol::Http2,
+        owner: Owner::Service(service),
+    };
+    route_request(proxy, req, table, &host, started).await
+}
+
+/// The routes a request is matched against, and where they came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTable<'a> {
+    pub routes: &'a [crate::model::HttpRoute],
+    /// The port the client addressed: the Service port, or the gateway
+    /// listener's (redirects keep it).
+    pub port: u16,
+    /// The scheme the client used, for redirects.
+    pub scheme: &'static str,
+    /// The backends take HTTP/2 whatever the client speaks.
+    pub backend_h2: bool,
+    pub owner: Owner<'a>,
+}
+
+/// Who owns a route table, for the text of a 404.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    Service(&'a Service),
+    Listener { gateway: &'a str, listener: &'a str },
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Service(s) => write!(f, "Service {}/{}", s.namespace, s.name),
+            Owner::Listener { gateway, listener } => write!(f, "listener {listener} of gateway {gateway}"),
+        }
+    }
 }
 
 /// With an explicit host but no port, a Service with a single port serves
@@ -110,13 +147,13 @@ fn sole_port<'a>(
 }
 
 /// The request's authority: its URI's, else its Host header's.
-fn authority_str<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
+pub(crate) fn authority_str<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<&'a str> {
     uri.authority().map(|a| a.as_str()).or_else(|| host_header.and_then(|h| h.to_str().ok()))
 }
 
 /// Host (lower case, without port or trailing dot) and port of an
 /// authority; the host is copied only when it has upper-case letters.
-fn split_authority(authority: &str) -> (Cow<'_, str>, Option<u16>) {
+pub(crate) fn split_authority(authority: &str) -> (Cow<'_, str>, Option<u16>) {
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None), // bare IPv6
         Some((h, p)) => (h, p.parse().ok()),
@@ -140,11 +177,12 @@ fn count(proxy: &Proxy, route: &LabelValue, backend: &LabelValue, status: Status
     proxy.metrics.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(started.elapsed().as_secs_f64());
 }
 
-async fn route_request(
+/// Routes one request by `table`: match, filters, backend choice, and the
+/// exchange with an endpoint (sidecar and gateway alike).
+pub async fn route_request(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
-    service: &Service,
-    service_port: &ServicePort,
+    table: RouteTable<'_>,
     host: &str,
     started: Instant,
 ) -> Response<Body> {
@@ -154,11 +192,11 @@ async fn route_request(
     let path = uri.path();
     let query = uri.query();
     let info = RequestInfo { host, method: req.method(), path, query, headers: req.headers() };
-    let Some(selected) = route::select(&service_port.http_routes, &info) else {
+    let Some(selected) = route::select(table.routes, &info) else {
         count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::NOT_FOUND, started);
         return full(
             StatusCode::NOT_FOUND,
-            format!("no route of {}/{} matches {path}", service.namespace, service.name),
+            format!("no route of {} matches {path}", table.owner),
         );
     };
     let route_label = &selected.route.label;
@@ -186,7 +224,7 @@ async fn route_request(
     let cors_out = cors.map(|c| filters::cors_headers(c, req.headers(), false));
 
     if let Some(r) = rule.filters.iter().find_map(|f| if let Filter::Redirect(r) = f { Some(r) } else { None }) {
-        let from = RedirectFrom { scheme: "http", host, listener_port: service_port.port, path, query, matched_prefix };
+        let from = RedirectFrom { scheme: table.scheme, host, listener_port: table.port, path, query, matched_prefix };
         let location = filters::redirect_location(r, &from);
         let mut resp = Response::new(empty_body());
         *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
@@ -222,13 +260,13 @@ async fn route_request(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
     }
-    let use_h2 = parts.version == Version::HTTP_2 || service_port.protocol == crate::model::Protocol::Http2;
+    let use_h2 = parts.version == Version::HTTP_2 || table.backend_h2;
     let host_header = parts.headers.get(header::HOST).cloned();
     let fallback_authority;
     let authority = match rewritten.authority.as_deref().or_else(|| authority_str(&uri, host_header.as_ref())) {
         Some(a) => a,
         None => {
-            fallback_authority = format!("{host}:{}", service_port.port);
+            fallback_authority = format!("{host}:{}", table.port);
             &fallback_authority
         }
     };

@@ -10,6 +10,7 @@ pub mod balance;
 pub mod client;
 pub mod detect;
 pub mod filters;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod init;

@@ -75,6 +75,11 @@ struct RunArgs {
     /// The join token itself.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Serve as a gateway proxy for this MeshGatewayInstance (in
+    /// --namespace): its MeshGateway's listeners are bound on the first
+    /// --ip, and no traffic is intercepted.
+    #[arg(long, env = "WEFT_GATEWAY")]
+    gateway: Option<String>,
     /// Scheduler threads; 1 runs a single-threaded scheduler. Default: the
     /// CPUs the pod may use (its CPU limit counts), at most 2, since a
     /// sidecar shares the pod's allowance with the application.
@@ -135,34 +140,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ips: args.ips.iter().map(|ip| ip.to_string()).collect(),
         ports,
         mesh: args.mesh.clone(),
-        role: api::Role::Sidecar as i32,
-        gateway: String::new(),
+        role: if args.gateway.is_some() { api::Role::Gateway } else { api::Role::Sidecar } as i32,
+        gateway: args.gateway.clone().unwrap_or_default(),
     };
     let proxy = Proxy::new();
     proxy.tls.set_local_ips(args.ips.clone());
-    let outbound = TcpListener::bind(args.outbound)
-        .await
-        .with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;
     let admin =
         TcpListener::bind(args.admin).await.with_context(|| format!("--admin {}: cannot listen", args.admin))?;
-    let inbound_addrs: Vec<SocketAddr> = if args.inbound.is_empty() {
-        args.ips.iter().map(|ip| SocketAddr::new(*ip, 15006)).collect()
-    } else {
-        args.inbound.clone()
-    };
     let mut tasks = tokio::task::JoinSet::new();
-    for addr in inbound_addrs {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("--inbound {addr}: cannot listen"))?;
-        tasks.spawn(weft_proxy::listen::serve_inbound(l, proxy.clone(), args.app_ip));
+    match &args.gateway {
+        Some(gateway) => {
+            let ip = *args.ips.first().context("--gateway needs --ip: the address its listeners are bound on")?;
+            tracing::info!(
+                workload = %format!("{}/{}", args.namespace, args.name),
+                %gateway,
+                %ip,
+                admin = %args.admin,
+                control_plane = %args.control_plane,
+                "weft-proxy starting in gateway mode"
+            );
+            tasks.spawn(weft_proxy::gateway::serve(proxy.clone(), ip));
+        }
+        None => {
+            let outbound = TcpListener::bind(args.outbound)
+                .await
+                .with_context(|| format!("--outbound {}: cannot listen", args.outbound))?;
+            let inbound_addrs: Vec<SocketAddr> = if args.inbound.is_empty() {
+                args.ips.iter().map(|ip| SocketAddr::new(*ip, 15006)).collect()
+            } else {
+                args.inbound.clone()
+            };
+            for addr in inbound_addrs {
+                let l = TcpListener::bind(addr).await.with_context(|| format!("--inbound {addr}: cannot listen"))?;
+                tasks.spawn(weft_proxy::listen::serve_inbound(l, proxy.clone(), args.app_ip));
+            }
+            tracing::info!(
+                workload = %format!("{}/{}", args.namespace, args.name),
+                outbound = %args.outbound,
+                admin = %args.admin,
+                control_plane = %args.control_plane,
+                "weft-proxy starting"
+            );
+            tasks.spawn(weft_proxy::listen::serve_outbound(outbound, proxy.clone()));
+        }
     }
-    tracing::info!(
-        workload = %format!("{}/{}", args.namespace, args.name),
-        outbound = %args.outbound,
-        admin = %args.admin,
-        control_plane = %args.control_plane,
-        "weft-proxy starting"
-    );
-    tasks.spawn(weft_proxy::listen::serve_outbound(outbound, proxy.clone()));
     tasks.spawn(weft_proxy::admin::serve(admin, proxy.clone()));
     tasks.spawn(weft_proxy::proxy::close_idle_connections(proxy.clone()));
     tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));

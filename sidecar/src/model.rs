@@ -44,6 +44,8 @@ pub enum ConfigError {
     WrongKind { name: String, kind: &'static str },
     #[error("mesh.mtls: unknown mode {0}")]
     MtlsMode(i32),
+    #[error("gateway.listeners.protocol: unknown protocol {0}")]
+    ListenerProtocol(i32),
 }
 
 /// Names an object a route or backend came from (metrics labels, errors).
@@ -356,9 +358,81 @@ pub enum Resource {
     Inbound(Arc<Inbound>),
     Service(Arc<Service>),
     Endpoints(Arc<Endpoints>),
-    /// Gateway listeners are served by gateway mode; a sidecar keeps them
-    /// only to acknowledge them.
-    Gateway(Arc<api::GatewayListeners>),
+    /// Listeners of a MeshGateway, served in gateway mode (a sidecar is
+    /// never sent one).
+    Gateway(Arc<Gateway>),
+}
+
+/// A MeshGateway's listeners with their routes, as a gateway proxy serves
+/// them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateway {
+    pub name: String,
+    pub cross_mesh: bool,
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    Tls,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    /// Lower case; empty: any host.
+    pub hostname: String,
+    /// Whether a TLS listener passes TLS through (else it terminates).
+    pub tls_passthrough: bool,
+    /// `namespace/name` of the certificate Secrets of a terminating
+    /// listener.
+    pub certificates: Vec<String>,
+    /// Routes attached to the listener, their host names already
+    /// intersected with the listener's.
+    pub http_routes: Vec<HttpRoute>,
+    pub tcp_routes: Vec<TcpRoute>,
+}
+
+impl Gateway {
+    /// The listeners on `port`, most specific host name first: an exact
+    /// name, then longer wildcards, then the listener for any host (the
+    /// order in which the Gateway API lets a request pick one).
+    pub fn listeners_on(&self, port: u16) -> Vec<&Listener> {
+        let mut on: Vec<&Listener> = self.listeners.iter().filter(|l| l.port == port).collect();
+        on.sort_by_key(|l| std::cmp::Reverse(hostname_specificity(&l.hostname)));
+        on
+    }
+
+    /// The listener of `port` a request for `host` belongs to.
+    pub fn listener_for(&self, port: u16, host: &str) -> Option<&Listener> {
+        self.listeners_on(port).into_iter().find(|l| hostname_matches(&l.hostname, host))
+    }
+}
+
+/// Orders listener host names: exact beats wildcard, a longer wildcard
+/// beats a shorter one, and any name beats none.
+fn hostname_specificity(hostname: &str) -> (u8, usize) {
+    match hostname {
+        "" => (0, 0),
+        h if h.starts_with("*.") => (1, h.len()),
+        h => (2, h.len()),
+    }
+}
+
+/// Whether a listener's host name admits a request's host: empty admits
+/// every host; `*.example.com` admits names with at least one more label.
+pub fn hostname_matches(listener: &str, host: &str) -> bool {
+    match listener.strip_prefix('*') {
+        _ if listener.is_empty() => true,
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        None => listener == host,
+    }
 }
 
 impl Resource {
@@ -398,7 +472,7 @@ impl Resource {
             })),
             api::resource::Kind::Service(s) => Resource::Service(Arc::new(service(s)?)),
             api::resource::Kind::Endpoints(e) => Resource::Endpoints(Arc::new(endpoints(e)?)),
-            api::resource::Kind::Gateway(g) => Resource::Gateway(Arc::new(g.clone())),
+            api::resource::Kind::Gateway(g) => Resource::Gateway(Arc::new(gateway(g)?)),
         })
     }
 }
@@ -427,6 +501,35 @@ fn service(s: &api::Service) -> Result<Service, ConfigError> {
                     protocol: Protocol::from_api(p.protocol),
                     http_routes: p.http_routes.iter().map(http_route).collect::<Result<_, _>>()?,
                     tcp_routes: p.tcp_routes.iter().map(tcp_route).collect::<Result<_, _>>()?,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?,
+    })
+}
+
+fn gateway(g: &api::GatewayListeners) -> Result<Gateway, ConfigError> {
+    Ok(Gateway {
+        name: g.name.clone(),
+        cross_mesh: g.cross_mesh,
+        listeners: g
+            .listeners
+            .iter()
+            .map(|l| {
+                Ok(Listener {
+                    name: l.name.clone(),
+                    port: port("gateway.listeners.port", l.port)?,
+                    protocol: match api::listener::Protocol::try_from(l.protocol) {
+                        Ok(api::listener::Protocol::Http) => ListenerProtocol::Http,
+                        Ok(api::listener::Protocol::Https) => ListenerProtocol::Https,
+                        Ok(api::listener::Protocol::Tls) => ListenerProtocol::Tls,
+                        Ok(api::listener::Protocol::Tcp) => ListenerProtocol::Tcp,
+                        Err(_) => return Err(ConfigError::ListenerProtocol(l.protocol)),
+                    },
+                    hostname: l.hostname.to_ascii_lowercase(),
+                    tls_passthrough: l.tls.as_ref().is_some_and(|t| t.passthrough),
+                    certificates: l.tls.as_ref().map(|t| t.certificates.clone()).unwrap_or_default(),
+                    http_routes: l.http_routes.iter().map(http_route).collect::<Result<_, _>>()?,
+                    tcp_routes: l.tcp_routes.iter().map(tcp_route).collect::<Result<_, _>>()?,
                 })
             })
             .collect::<Result<_, ConfigError>>()?,

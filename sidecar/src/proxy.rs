@@ -27,6 +27,9 @@ pub struct Proxy {
     resolved: ResolvedEndpoints,
     /// Set once the first update from the control plane is applied.
     synced: AtomicBool,
+    /// The nonce of the last update applied, for tasks that follow the
+    /// config (gateway listeners).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -40,6 +43,7 @@ impl Proxy {
             tls,
             resolved: ResolvedEndpoints::default(),
             synced: AtomicBool::new(false),
+            applied: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -61,6 +65,7 @@ impl Proxy {
         self.metrics.config_nonce.set(i64::try_from(update.nonce).unwrap_or(i64::MAX));
         self.metrics.config_resources.set(i64::try_from(resources).unwrap_or(i64::MAX));
         self.synced.store(true, Ordering::Release);
+        self.applied.send_replace(update.nonce);
         tracing::debug!(
             nonce = update.nonce,
             changed = update.resources.len(),
@@ -78,6 +83,11 @@ impl Proxy {
         let eps = config.endpoints.get(&backend.endpoints)?;
         let upstreams = self.resolved.get(&backend.endpoints, eps, backend.port, &self.upstreams);
         crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut fastrand::Rng::new()).cloned()
+    }
+
+    /// Wakes at every config update applied.
+    pub fn updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Whether the proxy has config to serve with.

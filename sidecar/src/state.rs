@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use weft_api::config as api;
 
-use crate::model::{Endpoints, Inbound, MeshSettings, Resource, Service, ServicePort};
+use crate::model::{Endpoints, Gateway, Inbound, MeshSettings, Resource, Service, ServicePort};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -22,7 +22,8 @@ pub struct Config {
     pub services: FxHashMap<String, Arc<Service>>,
     /// By resource name (`ep/<ns>/<name>`).
     pub endpoints: FxHashMap<String, Arc<Endpoints>>,
-    pub gateways: HashMap<String, Arc<api::GatewayListeners>>,
+    /// By resource name (`gw/<name>`); a gateway proxy holds its one.
+    pub gateways: HashMap<String, Arc<Gateway>>,
     /// Cluster IP and port → Service resource name.
     by_vip: FxHashMap<SocketAddr, String>,
     /// Host name → Service resource name.

@@ -7,15 +7,21 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use crate::model::ServicePort;
+use crate::model::{ServicePort, TcpRoute};
 use crate::proxy::Proxy;
 use crate::upstream::connect;
 
 /// Forwards a connection for a Service port.
-pub async fn forward_service(proxy: Arc<Proxy>, mut client: TcpStream, port: &ServicePort) {
+pub async fn forward_service(proxy: Arc<Proxy>, client: TcpStream, port: &ServicePort) {
+    forward_routes(proxy, client, &port.tcp_routes, port.port).await;
+}
+
+/// Forwards a connection by the TCP routes of a Service port or a gateway
+/// listener (`port` names it in logs).
+pub async fn forward_routes(proxy: Arc<Proxy>, mut client: TcpStream, routes: &[TcpRoute], port: u16) {
     // TCP routes carry no matches: the first route serves the port.
-    let Some(route) = port.tcp_routes.first() else {
-        tracing::debug!(port = port.port, "no TCP route for the port; closing");
+    let Some(route) = routes.first() else {
+        tracing::debug!(port, "no TCP route for the port; closing");
         return;
     };
     let Some(backend) = crate::http::pick_backend(&route.backends) else { return };

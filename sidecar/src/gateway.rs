@@ -1,0 +1,253 @@
+//! Gateway mode: the listeners of one MeshGateway, served on the gateway's
+//! own address instead of intercepted pod traffic.
+//!
+//! Listeners follow the config: a port that appears is bound, one that
+//! disappears (or changes protocol) is closed, while connections already
+//! accepted run on. Routes change without rebinding: every request and
+//! connection looks its listener up in the config in force when it
+//! arrives. Backends are reached like a sidecar reaches them: balanced
+//! over endpoints, over mTLS to meshed ones.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::http::{Owner, RouteTable, authority_str, full, route_request, split_authority};
+use crate::metrics::ConnectionLabels;
+use crate::model::{Gateway, ListenerProtocol};
+use crate::proxy::Proxy;
+use crate::upstream::Body;
+
+/// How a port is served, from the protocol of its listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortKind {
+    Http,
+    Tcp,
+    /// TLS passed through to the backend chosen by the SNI server name.
+    TlsPassthrough,
+}
+
+/// The gateway this proxy serves (a gateway proxy holds exactly one).
+fn current_gateway(proxy: &Proxy) -> Option<Arc<Gateway>> {
+    proxy.config.load().gateways.values().next().cloned()
+}
+
+/// What each port should run, and why a listener is not served.
+fn desired_ports(gateway: &Gateway) -> (HashMap<u16, PortKind>, Vec<String>) {
+    let mut ports = HashMap::new();
+    let mut unserved = Vec::new();
+    for l in &gateway.listeners {
+        let kind = match (l.protocol, l.tls_passthrough) {
+            (ListenerProtocol::Http, _) => PortKind::Http,
+            (ListenerProtocol::Tcp, _) => PortKind::Tcp,
+            (ListenerProtocol::Tls, true) => PortKind::TlsPassthrough,
+            (ListenerProtocol::Https | ListenerProtocol::Tls, _) => {
+                unserved.push(format!(
+                    "listener {} ({:?} on port {}) terminates TLS, and gateway mode has no source for its certificate's key yet",
+                    l.name, l.protocol, l.port
+                ));
+                continue;
+            }
+        };
+        // The translator keeps listeners that share a port compatible; the
+        // first one's protocol decides.
+        ports.entry(l.port).or_insert(kind);
+    }
+    (ports, unserved)
+}
+
+/// Serves the gateway's listeners on `ip` until the task is dropped.
+pub async fn serve(proxy: Arc<Proxy>, ip: IpAddr) {
+    let mut updates = proxy.updates();
+    let mut running: HashMap<u16, (PortKind, JoinHandle<()>)> = HashMap::new();
+    let mut reported: Vec<String> = Vec::new();
+    loop {
+        let (desired, unserved) = current_gateway(&proxy).map(|g| desired_ports(&g)).unwrap_or_default();
+        if unserved != reported {
+            for why in &unserved {
+                tracing::warn!(reason = %why, "gateway listener not served");
+            }
+            reported = unserved;
+        }
+        running.retain(|port, (kind, task)| {
+            let keep = desired.get(port) == Some(kind) && !task.is_finished();
+            if !keep {
+                task.abort();
+                tracing::info!(port, "gateway listener closed");
+            }
+            keep
+        });
+        let mut failed = false;
+        for (&port, &kind) in &desired {
+            if running.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddr::new(ip, port);
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    tracing::info!(%addr, ?kind, "gateway listener open");
+                    running.insert(port, (kind, tokio::spawn(accept(proxy.clone(), listener, port, kind))));
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "gateway listener cannot bind; retrying");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            // A port still held by a closing listener or another process.
+            tokio::select! {
+                r = updates.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        } else if updates.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept(proxy: Arc<Proxy>, listener: TcpListener, port: u16, kind: PortKind) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(port, error = %e, "gateway accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        proxy.metrics.connections.get_or_create(&ConnectionLabels { kind: "gateway" }).inc();
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            match kind {
+                PortKind::Http => serve_http(proxy, stream, port).await,
+                PortKind::Tcp => serve_tcp(proxy, stream, port).await,
+                PortKind::TlsPassthrough => serve_tls_passthrough(proxy, stream, port).await,
+            }
+        });
+    }
+}
+
+async fn serve_http(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(gateway_request(proxy, req, port).await) }
+    });
+    if let Err(e) =
+        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
+    {
+        tracing::debug!(port, error = %e, "gateway HTTP connection ended with an error");
+    }
+}
+
+/// One request on an HTTP listener port: the listener whose host name
+/// admits the request's host, then its routes.
+async fn gateway_request(proxy: Arc<Proxy>, req: Request<Incoming>, port: u16) -> Response<Body> {
+    let started = Instant::now();
+    let Some(gateway) = current_gateway(&proxy) else {
+        return full(StatusCode::SERVICE_UNAVAILABLE, "this gateway has no listeners yet");
+    };
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let (host, _) = split_authority(authority_str(&uri, host_header.as_ref()).unwrap_or(""));
+    let Some(listener) = gateway.listener_for(port, &host) else {
+        return full(
+            StatusCode::NOT_FOUND,
+            format!("no listener of gateway {} on port {port} serves host {host:?}", gateway.name),
+        );
+    };
+    let table = RouteTable {
+        routes: &listener.http_routes,
+        port,
+        scheme: "http",
+        backend_h2: false,
+        owner: Owner::Listener { gateway: &gateway.name, listener: &listener.name },
+    };
+    route_request(proxy.clone(), req, table, &host, started).await
+}
+
+async fn serve_tcp(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
+    let Some(gateway) = current_gateway(&proxy) else { return };
+    let Some(listener) = gateway.listeners_on(port).into_iter().next() else { return };
+    crate::tcp::forward_routes(proxy.clone(), stream, &listener.tcp_routes, port).await;
+}
+
+/// Most a ClientHello may take before the gateway gives up on reading its
+/// server name.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// How long a client has to send its ClientHello.
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS passthrough: the server name of the ClientHello (read without
+/// consuming it) picks the listener and its TLS route; the bytes, the
+/// ClientHello included, then go to the backend unchanged.
+async fn serve_tls_passthrough(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
+    let sni = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, peek_server_name(&stream)).await {
+        Ok(Ok(Some(name))) => name,
+        Ok(Ok(None)) => {
+            tracing::debug!(port, "TLS passthrough: the ClientHello names no server; closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(port, error = %e, "TLS passthrough: no ClientHello; closing");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(port, "TLS passthrough: no ClientHello in time; closing");
+            return;
+        }
+    };
+    let Some(gateway) = current_gateway(&proxy) else { return };
+    let Some(listener) = gateway.listener_for(port, &sni) else {
+        tracing::debug!(port, server_name = %sni, "TLS passthrough: no listener serves the server name; closing");
+        return;
+    };
+    let routes: Vec<_> = listener
+        .tcp_routes
+        .iter()
+        .filter(|r| r.hostnames.is_empty() || r.hostnames.iter().any(|h| crate::model::hostname_matches(h, &sni)))
+        .cloned()
+        .collect();
+    crate::tcp::forward_routes(proxy.clone(), stream, &routes, port).await;
+}
+
+/// The SNI server name of the ClientHello at the start of `stream`, read
+/// with `peek` so the bytes stay for the backend.
+async fn peek_server_name(stream: &TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = vec![0u8; 1024];
+    let mut seen = 0;
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a ClientHello"));
+        }
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut reader: &[u8] = &buf[..n];
+        acceptor.read_tls(&mut reader)?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase())),
+            Ok(None) if n < buf.len() => {
+                // More of the ClientHello is on its way; peek reports the
+                // socket readable while unread bytes wait, so poll gently.
+                if n == seen {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = n;
+            }
+            Ok(None) if buf.len() < MAX_CLIENT_HELLO => buf.resize(buf.len() * 2, 0),
+            Ok(None) => return Ok(None),
+            Err((e, _)) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        }
+    }
+}
