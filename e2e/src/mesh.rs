@@ -35,6 +35,9 @@ pub struct PodSpec {
     pub mesh: String,
     /// Whether the pod gets `weft-proxy init` and a sidecar.
     pub sidecar: bool,
+    /// A gateway pod: its proxy serves this MeshGatewayInstance's
+    /// listeners (no init, no application).
+    pub gateway: Option<String>,
     /// The sidecar's scheduler threads (`--workers`); its default when unset.
     pub workers: Option<u16>,
 }
@@ -57,6 +60,12 @@ impl PodSpec {
     }
     pub fn mesh(mut self, mesh: &str) -> Self {
         self.mesh = mesh.into();
+        self
+    }
+    /// A gateway proxy for the MeshGatewayInstance `instance` (the
+    /// Gateway's name) of the pod's namespace.
+    pub fn gateway(mut self, instance: &str) -> Self {
+        self.gateway = Some(instance.into());
         self
     }
     /// Runs the sidecar with `n` scheduler threads (1: single-threaded).
@@ -112,6 +121,23 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// GETs `path` of the control plane's admin API (JSON), from the root
+    /// namespace where the control plane runs.
+    pub fn control_plane_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::new(self.cluster.gateway().into(), CP_ADMIN_PORT);
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: weft-cp\r\nConnection: close\r\n\r\n")?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let resp = crate::http1::Response::parse(&raw)?;
+        if resp.status != 200 {
+            bail!("GET {path} from the control plane: status {}: {}", resp.status, resp.text());
+        }
+        resp.json()
+    }
+
     /// Writes (or replaces) a manifest file; the control plane picks it up.
     pub fn write(&self, file: &str, yaml: &str) -> anyhow::Result<()> {
         // Write then rename, as tools that edit manifests do: the control
@@ -145,14 +171,17 @@ impl Mesh {
             return Ok(pod);
         }
         let token = crate::join_token(&self.state_dir, &spec.namespace, &spec.service_account, &spec.mesh)?;
-        pod.exec_ok(&[
-            &proxy.to_string_lossy(),
-            "init",
-            "--proxy-uid",
-            &PROXY_UID.to_string(),
-            "--control-plane-port",
-            &CP_GRPC_PORT.to_string(),
-        ])?;
+        // A gateway serves its own address; only sidecars intercept.
+        if spec.gateway.is_none() {
+            pod.exec_ok(&[
+                &proxy.to_string_lossy(),
+                "init",
+                "--proxy-uid",
+                &PROXY_UID.to_string(),
+                "--control-plane-port",
+                &CP_GRPC_PORT.to_string(),
+            ])?;
+        }
         let mut args = vec![
             "run".to_owned(),
             "--control-plane".into(),
@@ -179,6 +208,9 @@ impl Mesh {
         if let Some(n) = spec.workers {
             args.extend(["--workers".into(), n.to_string()]);
         }
+        if let Some(instance) = &spec.gateway {
+            args.extend(["--gateway".into(), instance.clone()]);
+        }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = [("WEFT_LOG", "info"), ("WEFT_TOKEN", token.as_str())];
         self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &env, &pod.log_file("proxy"))?);
@@ -204,7 +236,9 @@ impl Mesh {
             .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
             .filter(|l| l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+            // An empty sum of floats is -0; adding 0 makes it print as 0.
+            .sum::<f64>()
+            + 0.0)
     }
 
     /// The sidecar's config dump, fetched from inside the pod.
@@ -261,12 +295,25 @@ impl Mesh {
         self.wait_for_config(pod, "a workload certificate", timeout, |d| d["certificate"]["identity"].is_string())
     }
 
-    /// Starts `weft-load` in `pod`.
+    /// Starts `weft-load` in `pod`, requesting `/`.
     pub fn start_load(
         &self,
         pod: &Pod,
         connect: SocketAddr,
         host: &str,
+        rate: u32,
+        seconds: f64,
+    ) -> anyhow::Result<Load> {
+        self.start_load_path(pod, connect, host, "/", rate, seconds)
+    }
+
+    /// Starts `weft-load` in `pod`, requesting `path`.
+    pub fn start_load_path(
+        &self,
+        pod: &Pod,
+        connect: SocketAddr,
+        host: &str,
+        path: &str,
         rate: u32,
         seconds: f64,
     ) -> anyhow::Result<Load> {
@@ -279,6 +326,8 @@ impl Mesh {
                 &connect.to_string(),
                 "--host",
                 host,
+                "--path",
+                path,
                 "--rate",
                 &rate.to_string(),
                 "--seconds",

@@ -194,10 +194,7 @@ pub async fn route_request(
     let info = RequestInfo { host, method: req.method(), path, query, headers: req.headers() };
     let Some(selected) = route::select(table.routes, &info) else {
         count(&proxy, &NO_LABEL, &NO_LABEL, StatusCode::NOT_FOUND, started);
-        return full(
-            StatusCode::NOT_FOUND,
-            format!("no route of {} matches {path}", table.owner),
-        );
+        return full(StatusCode::NOT_FOUND, format!("no route of {} matches {path}", table.owner));
     };
     let route_label = &selected.route.label;
     let rule = selected.rule;

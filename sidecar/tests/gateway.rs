@@ -161,8 +161,7 @@ async fn listeners_route_by_host_and_path_and_follow_updates() {
         vec![any, api_host]
     };
     let mut tcp_listener = listener("tcp", tcp, api::listener::Protocol::Tcp, "");
-    tcp_listener.tcp_routes =
-        vec![api::TcpRoute { source: None, hostnames: vec![], backends: vec![backend("echo")] }];
+    tcp_listener.tcp_routes = vec![api::TcpRoute { source: None, hostnames: vec![], backends: vec![backend("echo")] }];
 
     let proxy = Proxy::new();
     let mut listeners = web_listeners("a");
@@ -226,8 +225,11 @@ async fn tls_passthrough_picks_the_route_by_server_name() {
     let port = free_port().await;
     let mut tls = listener("tls", port, api::listener::Protocol::Tls, "*.secure.example");
     tls.tls = Some(api::ListenerTls { passthrough: true, certificates: vec![] });
-    tls.tcp_routes =
-        vec![api::TcpRoute { source: None, hostnames: vec!["db.secure.example".into()], backends: vec![backend("echo")] }];
+    tls.tcp_routes = vec![api::TcpRoute {
+        source: None,
+        hostnames: vec!["db.secure.example".into()],
+        backends: vec![backend("echo")],
+    }];
     let proxy = Proxy::new();
     let rejected = proxy.install(&api::ConfigUpdate {
         nonce: 1,
