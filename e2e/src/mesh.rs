@@ -171,8 +171,12 @@ impl Mesh {
             return Ok(pod);
         }
         let token = crate::join_token(&self.state_dir, &spec.namespace, &spec.service_account, &spec.mesh)?;
-        // A gateway serves its own address; only sidecars intercept.
-        if spec.gateway.is_none() {
+        // A gateway serves its own address (its listeners may use ports
+        // below 1024, as a gateway pod's NET_BIND_SERVICE allows); only
+        // sidecars intercept.
+        if spec.gateway.is_some() {
+            pod.exec_ok(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start"])?;
+        } else {
             pod.exec_ok(&[
                 &proxy.to_string_lossy(),
                 "init",

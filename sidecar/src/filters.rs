@@ -119,20 +119,36 @@ pub fn cors_headers(cors: &Cors, request: &HeaderMap, preflight: bool) -> Header
         out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     }
     let list = |values: &[String]| HeaderValue::from_str(&values.join(", ")).ok();
+    // A `*` cannot be used with credentials (browsers take it literally
+    // then), so with credentials the gateway echoes what the preflight asks
+    // for instead.
+    let allowed = |values: &[String], requested: header::HeaderName| -> Option<HeaderValue> {
+        if values.is_empty() {
+            return None;
+        }
+        if !values.iter().any(|v| v == "*") {
+            return list(values);
+        }
+        if !cors.allow_credentials {
+            return Some(HeaderValue::from_static("*"));
+        }
+        request.get(requested).cloned()
+    };
     if preflight {
-        if !cors.allow_methods.is_empty()
-            && let Some(v) = list(&cors.allow_methods)
-        {
+        if let Some(v) = allowed(&cors.allow_methods, header::ACCESS_CONTROL_REQUEST_METHOD) {
             out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
         }
-        if !cors.allow_headers.is_empty()
-            && let Some(v) = list(&cors.allow_headers)
-        {
+        if let Some(v) = allowed(&cors.allow_headers, header::ACCESS_CONTROL_REQUEST_HEADERS) {
             out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
         }
         out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(cors.max_age.unwrap_or(5)));
-    } else if !cors.expose_headers.is_empty()
-        && let Some(v) = list(&cors.expose_headers)
+    }
+    // Exposed headers go on preflight and actual responses alike; with
+    // credentials a `*` would expose nothing, so it is left out.
+    let exposed: Vec<String> =
+        cors.expose_headers.iter().filter(|h| !(cors.allow_credentials && *h == "*")).cloned().collect();
+    if !exposed.is_empty()
+        && let Some(v) = list(&exposed)
     {
         out.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
     }
@@ -240,6 +256,32 @@ mod tests {
         assert!(cors_headers(&cors(), &with_origin("https://wild.example"), false).is_empty());
         assert!(cors_headers(&cors(), &with_origin("https://evil.example"), true).is_empty());
         assert!(cors_headers(&cors(), &HeaderMap::new(), true).is_empty());
+    }
+
+    #[test]
+    fn preflights_expose_headers_and_wildcards_echo_the_request_with_credentials() {
+        let mut preflight = with_origin("https://app.example");
+        preflight.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("PUT"));
+        preflight.insert(header::ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_static("x-one, x-two"));
+        let h = cors_headers(&cors(), &preflight, true);
+        assert_eq!(h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(), "x-b");
+
+        let any = Cors {
+            allow_methods: vec!["*".into()],
+            allow_headers: vec!["*".into()],
+            expose_headers: vec!["*".into()],
+            ..cors()
+        };
+        // With credentials a `*` is taken literally by browsers: echo.
+        let h = cors_headers(&any, &preflight, true);
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_METHODS).unwrap(), "PUT");
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap(), "x-one, x-two");
+        assert!(h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+        // Without credentials the wildcard itself is the answer.
+        let h = cors_headers(&Cors { allow_credentials: false, ..any }, &preflight, true);
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_METHODS).unwrap(), "*");
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap(), "*");
+        assert_eq!(h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(), "*");
     }
 
     #[test]

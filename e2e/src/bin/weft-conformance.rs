@@ -53,13 +53,20 @@ fn main() -> anyhow::Result<()> {
         if args.filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
-        if test["client"] != "mesh" {
+        if test["case_count"].as_u64() == Some(0) {
+            // Status checks only: the translator's conformance_status test
+            // (cargo test --workspace --test conformance_status) judges those.
             skipped += 1;
+            println!("SKIP {name}: no request cases");
             continue;
         }
         let started = Instant::now();
         match run_test(&test, &root, Duration::from_secs(args.converge_seconds)) {
-            Ok(results) => {
+            Ok(Run::Skipped(why)) => {
+                skipped += 1;
+                println!("SKIP {name}: {why}");
+            }
+            Ok(Run::Done(results)) => {
                 let bad: Vec<&(String, Option<String>)> = results.iter().filter(|(_, e)| e.is_some()).collect();
                 cases_passed += results.len() - bad.len();
                 cases_failed += bad.len();
@@ -82,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "cases: {cases_passed} passed, {cases_failed} failed; {skipped} gateway tests skipped (no gateway mode yet)"
+        "cases: {cases_passed} passed, {cases_failed} failed; {skipped} tests skipped (no request cases, or features the GatewayClass does not claim)"
     );
     println!("{passed} passed, {failed} failed");
     Ok(())
@@ -99,7 +106,7 @@ fn pods_of(doc: &Value) -> Vec<PodSpec> {
             // Pod names are unique across namespaces: the namespace's
             // initials go before the replica number.
             let initials: String = ns.split('-').filter_map(|w| w.chars().next()).collect();
-            let mut spec = PodSpec::new(&format!("{name}-{initials}{i}"), ns);
+            let mut spec = PodSpec::new(&pod_name(format!("{name}-{initials}{i}")), ns);
             if let Some(labels) = template["metadata"]["labels"].as_object() {
                 for (k, v) in labels {
                     spec = spec.label(k, v.as_str().unwrap_or_default());
@@ -131,7 +138,37 @@ fn documents(text: &str) -> Vec<String> {
     docs.into_iter().filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))).collect()
 }
 
-fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Vec<(String, Option<String>)>> {
+/// What running a test came to.
+enum Run {
+    /// Case labels with the failure of each (`None`: passed).
+    Done(Vec<(String, Option<String>)>),
+    Skipped(String),
+}
+
+/// The features Weft's GatewayClass claims in its status, as the upstream
+/// suite reads them to choose its tests.
+fn claimed_features(mesh: &Mesh) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(class) = mesh.control_plane_get(&format!("/api/v1/status/GatewayClass/{GATEWAY_CLASS_NAME}")) {
+            let names: Vec<String> = class["status"]["supportedFeatures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["name"].as_str().map(str::to_owned))
+                .collect();
+            if !names.is_empty() {
+                return Ok(names);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the GatewayClass has no supportedFeatures in its status after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run> {
     let mut files: Vec<(String, String)> = Vec::new();
     let mut pods = Vec::new();
     let paths = test["base_manifests"]
@@ -151,9 +188,76 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Vec
         }
         files.push((format!("{i:02}-{}", path.file_name().unwrap_or_default().to_string_lossy()), text));
     }
+    // Backends that declare no container ports (the echo image listens on
+    // its defaults) serve the target ports of the Services selecting them.
+    let mut service_targets: Vec<(serde_json::Map<String, Value>, Vec<u16>)> = Vec::new();
+    for (_, text) in &files {
+        for doc in documents(text) {
+            let v: Value = serde_saphyr::from_str(&doc).unwrap_or(Value::Null);
+            if v["kind"] != "Service" {
+                continue;
+            }
+            let Some(selector) = v["spec"]["selector"].as_object().cloned() else { continue };
+            let ports = v["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["targetPort"].as_u64().or_else(|| p["port"].as_u64()))
+                .filter_map(|p| u16::try_from(p).ok())
+                .collect();
+            service_targets.push((selector, ports));
+        }
+    }
+    for spec in pods.iter_mut().filter(|p| p.ports.is_empty()) {
+        let mut ports: Vec<u16> = service_targets
+            .iter()
+            .filter(|(selector, _)| {
+                selector.iter().all(|(k, v)| spec.labels.iter().any(|(lk, lv)| lk == k && v.as_str() == Some(lv)))
+            })
+            .flat_map(|(_, ports)| ports.iter().copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        for port in ports {
+            *spec = spec.clone().port(&format!("p{port}"), port);
+        }
+    }
+    // Gateway tests: the suite's GatewayClass is Weft's, every Gateway gets
+    // a gateway pod, and requests come from a pod outside the mesh.
+    let gateway_test = test["client"] == "gateway";
+    if gateway_test {
+        for (_, text) in &mut files {
+            *text = text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS_NAME);
+        }
+        files.push(("00-gatewayclass.yaml".into(), GATEWAY_CLASS.into()));
+        for (_, text) in &files {
+            for doc in documents(text) {
+                let v: Value = serde_saphyr::from_str(&doc).unwrap_or(Value::Null);
+                if v["kind"] == "Gateway" {
+                    let ns = v["metadata"]["namespace"].as_str().unwrap_or("default");
+                    let name = v["metadata"]["name"].as_str().unwrap_or_default();
+                    pods.push(PodSpec::new(&gateway_pod_name(ns, name), ns).gateway(name));
+                }
+            }
+        }
+        pods.push(PodSpec::new(OUTSIDE_CLIENT, OUTSIDE_NAMESPACE).without_sidecar());
+    }
     let refs: Vec<(&str, &str)> = files.iter().map(|(f, t)| (f.as_str(), t.as_str())).collect();
     let name = test["name"].as_str().unwrap_or("test").to_lowercase();
     let mut mesh = Mesh::start(&name, &refs)?;
+    if gateway_test {
+        let claimed = claimed_features(&mesh)?;
+        let missing: Vec<&str> = test["features"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|f| !claimed.iter().any(|c| c == f))
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Run::Skipped(format!("features the GatewayClass does not claim: {}", missing.join(", "))));
+        }
+    }
     let mut started: Vec<(PodSpec, Pod)> = Vec::new();
     for spec in &pods {
         started.push((spec.clone(), mesh.add_pod(spec)?));
@@ -179,7 +283,32 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Vec
             results.push((case_label(case), result.err().map(|e| format!("{e:#}"))));
         }
     }
-    Ok(results)
+    Ok(Run::Done(results))
+}
+
+/// The suite's GatewayClass, with Weft's controller.
+const GATEWAY_CLASS_NAME: &str = "weft";
+const GATEWAY_CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: weft}\nspec:\n  controllerName: weft.io/gateway-controller\n";
+/// The pod gateway cases send their requests from: outside the mesh, as
+/// the suite's client is.
+const OUTSIDE_CLIENT: &str = "conformance-client";
+const OUTSIDE_NAMESPACE: &str = "gateway-conformance-client";
+
+/// The gateway pod serving Gateway `namespace/name` (pod names are unique
+/// across namespaces, like the backends' are).
+fn gateway_pod_name(namespace: &str, name: &str) -> String {
+    let initials: String = namespace.split('-').filter_map(|w| w.chars().next()).collect();
+    pod_name(format!("gw-{initials}-{name}"))
+}
+
+/// Pod names have at most 40 characters: a longer one keeps its start and
+/// gets a hash of the whole, so long names stay distinct.
+fn pod_name(full: String) -> String {
+    if full.len() <= 40 {
+        return full;
+    }
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{}-{:06x}", full[..33].trim_end_matches('-'), hash & 0xff_ffff)
 }
 
 fn case_label(case: &Value) -> String {
@@ -242,21 +371,58 @@ fn fresh_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// Where a case's requests go: a Service (mesh cases, resolved from the
+/// client's sidecar config) or a Gateway's address and port.
+enum Target {
+    Mesh { namespace: String },
+    Gateway(SocketAddr),
+}
+
 fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Duration) -> anyhow::Result<()> {
-    let pod = client_pod(pods, &case["via"])?.clone();
-    let namespace = case["via"]["from"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let via = &case["via"];
     let request = &case["request"];
-    let host = substitute_pod_ips(request["host"].as_str().unwrap_or_default(), pods);
+    let (pod, target, host) = if via["kind"] == "gateway" {
+        if via["scheme"].as_str().is_some_and(|s| s != "http") {
+            bail!("{} listeners are not served: gateway mode does not terminate TLS yet", via["scheme"]);
+        }
+        let (ns, name) = via["gateway"].as_str().unwrap_or_default().split_once('/').unwrap_or(("default", ""));
+        let gateway = pods
+            .iter()
+            .find(|(spec, _)| spec.name == gateway_pod_name(ns, name))
+            .map(|(_, p)| p)
+            .with_context(|| format!("no gateway pod for Gateway {ns}/{name}"))?;
+        let port = via["port"].as_u64().unwrap_or(80) as u16;
+        let addr = SocketAddr::new(gateway.ip().into(), port);
+        // Without a host, the request names the Gateway's address.
+        let host = match request["host"].as_str() {
+            Some(h) => substitute_pod_ips(h, pods),
+            None => addr.ip().to_string(),
+        };
+        let client = pods
+            .iter()
+            .find(|(spec, _)| spec.name == OUTSIDE_CLIENT)
+            .map(|(_, p)| p.clone())
+            .context("no client pod outside the mesh")?;
+        (client, Target::Gateway(addr), host)
+    } else {
+        let pod = client_pod(pods, via)?.clone();
+        let namespace = via["from"]["namespace"].as_str().unwrap_or_default().to_owned();
+        (pod, Target::Mesh { namespace }, substitute_pod_ips(request["host"].as_str().unwrap_or_default(), pods))
+    };
     let repeat = case["repeat"].as_u64().unwrap_or(1);
     let started = Instant::now();
     let mut last = anyhow::anyhow!("not run");
     for _ in 0..(converge.as_millis() / 500 + 1) {
         let outcome = (|| -> anyhow::Result<()> {
-            let dump = mesh.config_dump(&pod)?;
-            let addr = resolve(&dump, &host, &namespace)?;
+            let addr = match &target {
+                Target::Gateway(addr) => *addr,
+                Target::Mesh { namespace } => resolve(&mesh.config_dump(&pod)?, &host, namespace)?,
+            };
             let request_id = fresh_id();
+            // The first probe's uuid is the one expectations name.
+            let first_uuid = fresh_id();
             let mut lines = String::new();
-            for _ in 0..repeat {
+            for probe in 0..repeat {
                 let mut headers: Vec<(String, String)> = request["headers"]
                     .as_object()
                     .into_iter()
@@ -275,7 +441,7 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
                     .as_str()
                     .unwrap_or("/")
                     .replace("{{request_id}}", &request_id)
-                    .replace("{{uuid}}", &fresh_id());
+                    .replace("{{uuid}}", &if probe == 0 { first_uuid.clone() } else { fresh_id() });
                 let line = json!({"method": request["method"].as_str().unwrap_or("GET"), "host": host, "path": path, "headers": headers});
                 lines.push_str(&line.to_string());
                 lines.push('\n');
@@ -292,7 +458,7 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
             if responses.len() as u64 != repeat {
                 bail!("{} responses for {repeat} requests: {}", responses.len(), String::from_utf8_lossy(&out.stderr));
             }
-            judge(&case["expect"], &responses)
+            judge(&substitute(&case["expect"], &request_id, &first_uuid), &responses)
         })();
         match outcome {
             Ok(()) => return Ok(()),
@@ -392,6 +558,15 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
         return Ok(());
     }
     let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    let resp = &expect["response"];
+    if expect["answered_by_gateway"] == true {
+        // The proxy answers itself (a CORS preflight): no echo record, so
+        // only the response can be judged.
+        if body["pod"].is_string() {
+            bail!("a backend answered ({}), want the gateway itself", body["pod"]);
+        }
+        return judge_response(resp, r);
+    }
     if let Some(name) = expect["backend"]["name"].as_str()
         && !body["pod"].as_str().is_some_and(|p| p.starts_with(name))
     {
@@ -416,11 +591,25 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
             bail!("backend saw header {name}, which should be absent");
         }
     }
-    let resp = &expect["response"];
+    judge_response(resp, r)
+}
+
+/// The response-header expectations of a case.
+fn judge_response(resp: &Value, r: &Value) -> anyhow::Result<()> {
+    let squash = resp["ignore_whitespace_in_header_values"] == true;
+    let norm = |v: &str| if squash { v.chars().filter(|c| !c.is_whitespace()).collect() } else { v.to_owned() };
     for (name, want) in resp["headers"].as_object().into_iter().flatten() {
         let got = header_values(&r["headers"], name);
-        if got.as_deref() != want.as_str() {
+        if got.as_deref().map(norm) != want.as_str().map(norm) {
             bail!("response header {name}: {got:?}, want {want}");
+        }
+    }
+    for (name, options) in resp["header_one_of"].as_object().into_iter().flatten() {
+        let got = header_values(&r["headers"], name).map(|g| norm(&g));
+        let allowed: Vec<String> =
+            options.as_array().into_iter().flatten().filter_map(Value::as_str).map(norm).collect();
+        if !got.as_ref().is_some_and(|g| allowed.contains(g)) {
+            bail!("response header {name}: {got:?}, want one of {allowed:?}");
         }
     }
     for name in resp["absent_headers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -429,4 +618,16 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `value` with the case's placeholders filled in, in every string.
+fn substitute(value: &Value, request_id: &str, uuid: &str) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace("{{request_id}}", request_id).replace("{{uuid}}", uuid)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| substitute(v, request_id, uuid)).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), substitute(v, request_id, uuid))).collect())
+        }
+        other => other.clone(),
+    }
 }
