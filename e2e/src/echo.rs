@@ -6,8 +6,8 @@
 //! around [`serve`]; tests may also run it in-process.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
@@ -75,9 +75,28 @@ pub async fn serve(listener: TcpListener, identity: Arc<Identity>) -> std::io::R
         let (stream, peer) = listener.accept().await?;
         let identity = identity.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let identity = identity.clone();
-                async move { Ok::<_, Infallible>(handle(req, &identity).await) }
+                async move {
+                    // Logged per request, as the conformance echo does: the
+                    // mirror tests look for these lines.
+                    println!(
+                        "Echoing back request made to {} to client ({peer})",
+                        req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+                    );
+                    match retry_failure(&req) {
+                        // Closing without a response stands for the TCP
+                        // reset of a failing backend.
+                        Some(Failure::Reset) => Err(ResetConnection),
+                        Some(Failure::Status(status)) => Ok(plain(status, "failing as /retry/ asks".to_owned())),
+                        None => {
+                            if let Some(delay) = requested_delay(&req) {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok(handle(req, &identity).await)
+                        }
+                    }
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
@@ -85,6 +104,88 @@ pub async fn serve(listener: TcpListener, identity: Arc<Identity>) -> std::io::R
             }
         });
     }
+}
+
+/// A request the echo answers by dropping the connection.
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset as /retry/ asks")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+/// How a `/retry/` request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Status(StatusCode),
+    Reset,
+}
+
+/// Requests seen per `/retry/` uuid.
+static RETRY_ATTEMPTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn query_param<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+}
+
+/// `/retry/...?uuid=U&succeedAfter=N[&responseCode=C]`: the first N
+/// requests of each uuid fail (with status C, or a reset without one).
+fn retry_failure<B>(req: &Request<B>) -> Option<Failure> {
+    if !req.uri().path().starts_with("/retry/") {
+        return None;
+    }
+    let uuid = query_param(req, "uuid")?;
+    let succeed_after: u64 = query_param(req, "succeedAfter")?.parse().ok()?;
+    let seen = {
+        let mut attempts = RETRY_ATTEMPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = attempts.entry(uuid.to_owned()).or_default();
+        *n += 1;
+        *n
+    };
+    if seen > succeed_after {
+        return None;
+    }
+    Some(match query_param(req, "responseCode").and_then(|c| c.parse::<u16>().ok()) {
+        Some(code) => Failure::Status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
+        None => Failure::Reset,
+    })
+}
+
+/// `?delay=1s` (a Go duration): how long to wait before answering.
+fn requested_delay<B>(req: &Request<B>) -> Option<Duration> {
+    go_duration(query_param(req, "delay")?)
+}
+
+/// Parses a Go duration such as `1s`, `500ms` or `1m30s`.
+pub fn go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
 }
 
 /// Answers one request; generic over the body so unit tests can drive it without sockets.
@@ -101,6 +202,14 @@ where
         Ok(status) => status,
         Err(message) => return plain(StatusCode::BAD_REQUEST, message),
     };
+    // `/status/NNN` answers with that status.
+    let status = req
+        .uri()
+        .path()
+        .strip_prefix("/status/")
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(status);
     let extra_headers = match requested_headers(&req) {
         Ok(headers) => headers,
         Err(message) => return plain(StatusCode::BAD_REQUEST, message),

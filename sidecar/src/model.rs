@@ -567,8 +567,9 @@ fn http_rule(r: &api::HttpRule) -> Result<HttpRule, ConfigError> {
     }
     let timeouts = match &r.timeouts {
         Some(t) => Timeouts {
-            request: duration("timeouts.request", t.request.as_ref())?,
-            backend_request: duration("timeouts.backendRequest", t.backend_request.as_ref())?,
+            // A zero timeout disables it, as the Gateway API says.
+            request: duration("timeouts.request", t.request.as_ref())?.filter(|d| !d.is_zero()),
+            backend_request: duration("timeouts.backendRequest", t.backend_request.as_ref())?.filter(|d| !d.is_zero()),
         },
         None => Timeouts::default(),
     };
@@ -843,6 +844,54 @@ mod tests {
         };
         let rule = &s.ports[0].http_routes[0].rules[0];
         assert!(matches!(&rule.matches[0].path, PathMatch::Prefix(p) if p == "/"));
+    }
+
+    #[test]
+    fn a_zero_timeout_disables_it() {
+        let rule = api::HttpRule {
+            timeouts: Some(api::Timeouts {
+                request: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+                backend_request: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+            }),
+            ..Default::default()
+        };
+        let Resource::Service(s) = Resource::from_api(&service_with_rule(rule)).unwrap() else {
+            panic!("not a service")
+        };
+        let t = &s.ports[0].http_routes[0].rules[0].timeouts;
+        assert_eq!((t.request, t.backend_request), (None, Some(Duration::from_secs(2))));
+    }
+
+    #[test]
+    fn listeners_are_chosen_by_the_most_specific_host_name() {
+        let listener = |name: &str, hostname: &str| Listener {
+            name: name.into(),
+            port: 80,
+            protocol: ListenerProtocol::Http,
+            hostname: hostname.into(),
+            tls_passthrough: false,
+            certificates: vec![],
+            http_routes: vec![],
+            tcp_routes: vec![],
+        };
+        let gw = Gateway {
+            name: "edge".into(),
+            cross_mesh: false,
+            listeners: vec![
+                listener("any", ""),
+                listener("wild", "*.example.com"),
+                listener("deep", "*.a.example.com"),
+                listener("exact", "www.example.com"),
+            ],
+        };
+        let pick = |host: &str| gw.listener_for(80, host).map(|l| l.name.as_str());
+        assert_eq!(pick("www.example.com"), Some("exact"));
+        assert_eq!(pick("x.a.example.com"), Some("deep"));
+        assert_eq!(pick("b.example.com"), Some("wild"));
+        // A wildcard needs at least one more label.
+        assert_eq!(pick("example.com"), Some("any"));
+        assert_eq!(pick("other.org"), Some("any"));
+        assert_eq!(gw.listener_for(81, "www.example.com").map(|l| l.name.as_str()), None);
     }
 
     #[test]

@@ -458,7 +458,10 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
             if responses.len() as u64 != repeat {
                 bail!("{} responses for {repeat} requests: {}", responses.len(), String::from_utf8_lossy(&out.stderr));
             }
-            judge(&substitute(&case["expect"], &request_id, &first_uuid), &responses)
+            let expect = substitute(&case["expect"], &request_id, &first_uuid);
+            judge(&expect, &responses)?;
+            let path = substitute(&request["path"], &request_id, &first_uuid);
+            check_mirrors(&expect, pods, path.as_str().unwrap_or("/"))
         })();
         match outcome {
             Ok(()) => return Ok(()),
@@ -592,6 +595,32 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
         }
     }
     judge_response(resp, r)
+}
+
+/// `mirrored_to`: every listed backend logged the request (the echo logs
+/// each request target it serves, as the upstream echo does). A share
+/// below 100 % is a statistical expectation, judged by
+/// `mirror_distribution`, which the runner does not take yet.
+fn check_mirrors(expect: &Value, pods: &[(PodSpec, Pod)], path: &str) -> anyhow::Result<()> {
+    if expect.get("mirror_distribution").is_some() {
+        bail!("mirror_distribution (percentage mirroring statistics) is not judged by the runner yet");
+    }
+    let line = format!("Echoing back request made to {path} to client");
+    for mirror in expect["mirrored_to"].as_array().into_iter().flatten() {
+        if mirror["percent"].as_u64().is_some_and(|p| p < 100) {
+            continue;
+        }
+        let name = mirror["name"].as_str().unwrap_or_default();
+        let namespace = mirror["namespace"].as_str().unwrap_or_default();
+        let logged = pods
+            .iter()
+            .filter(|(spec, _)| spec.namespace == namespace && spec.name.starts_with(&format!("{name}-")))
+            .any(|(_, pod)| std::fs::read_to_string(pod.log_file("echo")).is_ok_and(|log| log.contains(&line)));
+        if !logged {
+            bail!("no pod of {namespace}/{name} received the mirrored request {path}");
+        }
+    }
+    Ok(())
 }
 
 /// The response-header expectations of a case.
