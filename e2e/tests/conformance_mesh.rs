@@ -10,7 +10,7 @@ fn mesh_conformance_cases_pass() -> anyhow::Result<()> {
     let runner = weft_e2e::workspace_bin("weft-conformance")?;
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/cases");
     let out = Command::new(runner)
-        .args(["--cases", &cases.to_string_lossy(), "--filter", "Mesh", "--converge-seconds", "5"])
+        .args(["--cases", &cases.to_string_lossy(), "--client", "mesh", "--converge-seconds", "5"])
         .output()?;
     let report = String::from_utf8_lossy(&out.stdout);
     println!("{report}");

@@ -30,6 +30,9 @@ struct Args {
     /// Only tests whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Only tests of this client: `gateway` or `mesh`.
+    #[arg(long)]
+    client: Option<String>,
     /// How long a failing case is retried while config converges.
     #[arg(long, default_value_t = 10)]
     converge_seconds: u64,
@@ -50,7 +53,9 @@ fn main() -> anyhow::Result<()> {
         let test: Value = serde_saphyr::from_str(&std::fs::read_to_string(&file)?)
             .with_context(|| format!("{}: not a case file", file.display()))?;
         let name = test["name"].as_str().unwrap_or_default().to_owned();
-        if args.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+        if args.filter.as_deref().is_some_and(|f| !name.contains(f))
+            || args.client.as_deref().is_some_and(|c| test["client"] != c)
+        {
             continue;
         }
         if test["case_count"].as_u64() == Some(0) {
