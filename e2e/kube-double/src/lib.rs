@@ -1,0 +1,1 @@
+//! An HTTP Kubernetes API-server double for Weft's tests.
