@@ -316,7 +316,9 @@ impl ApiServer {
         self.shared.addr
     }
 
-    /// A kubeconfig for `user` (token `user:<user>`), context namespace `default`.
+    /// A kubeconfig for `user`, context namespace `default`. The server URL
+    /// carries the user as a path prefix (`/_u/<user>`, because kubectl sends
+    /// no credentials over plain HTTP); the token `user:<user>` is there too.
     pub fn kubeconfig(&self, user: &str) -> String {
         kubeconfig_yaml(&self.url, user)
     }
@@ -486,6 +488,13 @@ fn crd_name(crd: &CustomResourceDefinition) -> String {
 
 /// The kubeconfig text for a server URL and user.
 pub fn kubeconfig_yaml(url: &str, user: &str) -> String {
+    let encoded: String = user
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._:~@".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect();
+    let url = format!("{url}/_u/{encoded}");
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-double\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-double\n  context:\n    cluster: kube-double\n    user: \"{user}\"\n    namespace: default\ncurrent-context: kube-double\nusers:\n- name: \"{user}\"\n  user:\n    token: \"user:{user}\"\npreferences: {{}}\n"
     )

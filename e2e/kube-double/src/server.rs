@@ -201,13 +201,50 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
     }
 }
 
+/// Splits the `/_u/<user>` prefix that kubeconfigs written by the double
+/// carry in their server URL: kubectl sends no credentials over plain HTTP
+/// (client-go reads auth info only for TLS transports), so the user rides
+/// in the path.
+fn user_prefix(path: &str) -> (Option<String>, String) {
+    if let Some(rest) = path.strip_prefix("/_u/") {
+        let (user, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let user = percent_decode(user);
+        return (Some(user), tail.to_string());
+    }
+    (None, path.to_string())
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
+    let (path_user, path) = user_prefix(req.uri().path());
     let query = query_map(req.uri().query());
     if path.starts_with("/_double/") || path == "/_double" {
         return crate::admin::handle(&shared, req, &path, &query).await;
     }
-    let who = caller(&shared, req.headers());
+    let mut who = caller(&shared, req.headers());
+    if let Some(u) = path_user {
+        who = Caller { user: u, groups: vec!["system:authenticated".into()] };
+    }
     let info = parse_path(req.method(), &path, &query);
     let content_type = req
         .headers()

@@ -682,7 +682,12 @@ impl State {
                 let live = at_version(&old, &av);
                 let mut merged =
                     ssa::apply(&live, &applied, &req).map_err(|c| ssa::conflict_error(&c, &rt.gr(), name))?;
+                let managed = merged.pointer("/metadata/managedFields").cloned();
                 carry_server_metadata(&mut merged, &old);
+                match managed {
+                    Some(m) => util::meta_mut(&mut merged).insert("managedFields".into(), m),
+                    None => util::meta_mut(&mut merged).remove("managedFields"),
+                };
                 if subresource != "status" && rt.has_status(version) {
                     match old.get("status") {
                         Some(s) => merged["status"] = s.clone(),
