@@ -141,83 +141,12 @@ fn strs(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
-/// Reads protobuf fields: (number, varint or bytes).
-fn pb_fields(mut b: &[u8]) -> Option<Vec<(u64, Result<u64, &[u8]>)>> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let tag = varint(&mut b)?;
-        match tag & 7 {
-            0 => out.push((tag >> 3, Ok(varint(&mut b)?))),
-            2 => {
-                let len = varint(&mut b)? as usize;
-                if len > b.len() {
-                    return None;
-                }
-                out.push((tag >> 3, Err(&b[..len])));
-                b = &b[len..];
-            }
-            1 => b = b.get(8..)?,
-            5 => b = b.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Decodes a protobuf TokenRequest (`k8s\0` + runtime.Unknown), as kubectl's
-/// typed client sends for `kubectl create token`.
-fn token_request_from_protobuf(body: &[u8]) -> Option<Value> {
-    let unknown = pb_fields(body.strip_prefix(b"k8s\0")?)?;
-    let raw = unknown.iter().find_map(|(n, v)| (*n == 2).then_some(*v).and_then(|v| v.err()))?;
-    let tr = pb_fields(raw)?;
-    let spec_raw = tr.iter().find_map(|(n, v)| (*n == 2).then_some(*v).and_then(|v| v.err())).unwrap_or(&[]);
-    let mut spec = json!({});
-    let mut audiences = Vec::new();
-    for (n, v) in pb_fields(spec_raw)? {
-        match (n, v) {
-            (1, Err(s)) => audiences.push(Value::String(String::from_utf8_lossy(s).into_owned())),
-            (4, Ok(x)) => spec["expirationSeconds"] = json!(x),
-            (3, Err(r)) => {
-                let mut bound = json!({});
-                for (bn, bv) in pb_fields(r)? {
-                    let key = match bn {
-                        1 => "kind",
-                        2 => "apiVersion",
-                        3 => "name",
-                        4 => "uid",
-                        _ => continue,
-                    };
-                    if let Err(s) = bv {
-                        bound[key] = Value::String(String::from_utf8_lossy(s).into_owned());
-                    }
-                }
-                spec["boundObjectRef"] = bound;
-            }
-            _ => {}
-        }
-    }
-    spec["audiences"] = Value::Array(audiences);
-    Some(json!({"spec": spec}))
-}
-
 /// `POST .../serviceaccounts/{name}/token` (TokenRequest), JSON or protobuf.
 pub fn token_request(shared: &Shared, _rt: &ResourceType, ns: &str, sa: &str, body: &[u8]) -> Result<Value, ApiError> {
     let req: Value = if body.is_empty() {
         json!({})
-    } else if body.starts_with(b"k8s\0") {
-        token_request_from_protobuf(body).ok_or_else(|| ApiError::bad_request("invalid protobuf TokenRequest"))?
+    } else if crate::protobuf::is_protobuf(body) {
+        crate::protobuf::decode(body)?
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid TokenRequest: {e}")))?
     };

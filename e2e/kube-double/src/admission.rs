@@ -168,7 +168,7 @@ pub fn request_base(p: &Prepared, op: &str, user: &str, groups: &[String], manag
     }
     let mut r = json!({
         "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-        "name": p.name, "operation": op,
+        "name": if p.generated_name { "" } else { p.name.as_str() }, "operation": op,
         "userInfo": {"username": user, "groups": groups},
         "dryRun": p.dry_run, "options": options,
     });

@@ -160,6 +160,7 @@ pub mod faults;
 pub mod fieldset;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod recorder;
 pub mod registry;
 pub mod schema;

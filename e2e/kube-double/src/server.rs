@@ -551,6 +551,7 @@ async fn admit_delete(shared: &Arc<Shared>, rt: &Arc<ResourceType>, version: &st
             new: Value::Null,
             dry_run: opts.dry_run,
             subresource: String::new(),
+            generated_name: false,
         };
         (admission::plan(&st, &p, "DELETE", Some(&old))?, p)
     };
@@ -584,13 +585,20 @@ async fn write(
                     if !info.name.is_empty() {
                         return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
                     }
-                    let obj: Value = crate::util::parse_json_or_yaml(body)
-                        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+                    let obj: Value = if crate::protobuf::is_protobuf(body) {
+                        crate::protobuf::decode(body)?
+                    } else {
+                        crate::util::parse_json_or_yaml(body)
+                            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
+                    };
                     st.prepare_create(rt, version, ns, obj, &mut ctx)?
                 }
                 "update" => {
-                    let obj: Value = serde_json::from_slice(body)
-                        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+                    let obj: Value = if crate::protobuf::is_protobuf(body) {
+                        crate::protobuf::decode(body)?
+                    } else {
+                        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
+                    };
                     st.prepare_update(rt, version, ns, &info.name, &info.subresource, obj, &mut ctx)?
                 }
                 _ if content_type == "application/apply-patch+yaml" => {
@@ -605,7 +613,22 @@ async fn write(
         if !calls.is_empty() {
             let op = if p.op == Op::Create { "CREATE" } else { "UPDATE" };
             let base = admission::request_base(&p, op, &who.user, &who.groups, &ctx.manager);
-            let mutated = admission::run(calls, base, p.new.clone(), true).await?;
+            let mut sent = p.new.clone();
+            if p.generated_name {
+                util::meta_mut(&mut sent).remove("name");
+            }
+            let mut mutated = admission::run(calls, base, sent, true).await?;
+            // Identity fields are the server's, whatever a webhook patched.
+            for f in ["name", "namespace", "uid", "creationTimestamp"] {
+                match p.new.pointer(&format!("/metadata/{f}")).cloned() {
+                    Some(v) => {
+                        util::meta_mut(&mut mutated).insert(f.to_string(), v);
+                    }
+                    None => {
+                        util::meta_mut(&mut mutated).remove(f);
+                    }
+                }
+            }
             if mutated != p.new {
                 p.new = mutated;
                 let st = shared.lock();

@@ -110,6 +110,8 @@ pub struct Prepared {
     pub new: Value,
     pub dry_run: bool,
     pub subresource: String,
+    /// The name came from `generateName` (admission sees no name yet).
+    pub generated_name: bool,
 }
 
 /// Options of a DELETE.
@@ -373,6 +375,7 @@ impl State {
             return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
         }
         let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let generated_name = name.is_empty();
         if name.is_empty() {
             if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
                 let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
@@ -426,6 +429,7 @@ impl State {
             new: obj,
             dry_run: ctx.dry_run,
             subresource: String::new(),
+            generated_name,
         })
     }
 
@@ -537,6 +541,7 @@ impl State {
             new,
             dry_run: ctx.dry_run,
             subresource: subresource.to_string(),
+            generated_name: false,
         })
     }
 
@@ -709,6 +714,7 @@ impl State {
                     new: merged,
                     dry_run: ctx.dry_run,
                     subresource: subresource.to_string(),
+                    generated_name: false,
                 })
             }
         }
