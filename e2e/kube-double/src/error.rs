@@ -12,7 +12,7 @@ pub struct ApiError {
     pub message: String,
     /// `details` of the Status (name, group, kind, causes, retryAfterSeconds).
     pub details: Option<Value>,
-    /// Sent as `Retry-After` (429 and 503).
+    /// Sent as `Retry-After` (injected 429s).
     pub retry_after: Option<u64>,
 }
 
@@ -112,7 +112,9 @@ impl ApiError {
             _ => ("InternalError", "injected fault"),
         };
         let mut e = Self::new(code, reason, message);
-        if code == 429 || code == 503 {
+        // Like the API server: 429 (priority and fairness) carries
+        // Retry-After; a plain 503 does not.
+        if code == 429 {
             e.retry_after = Some(1);
             e.details = Some(json!({"retryAfterSeconds": 1}));
         }

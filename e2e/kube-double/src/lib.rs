@@ -330,11 +330,18 @@ impl ApiServer {
         Ok(())
     }
 
-    /// A `kube::Client` authenticating as `user`. Needs a tokio runtime.
-    pub async fn client(&self, user: &str) -> anyhow::Result<kube::Client> {
+    /// The `kube::Config` of [`ApiServer::kubeconfig`], to adjust before
+    /// building a client (e.g. `default_retry = false`: kube 4.2 clients
+    /// retry 429/503/504 up to 15 times by default).
+    pub async fn config(&self, user: &str) -> anyhow::Result<kube::Config> {
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig(user))?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(cfg)?)
+        Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+    }
+
+    /// A `kube::Client` authenticating as `user` (kube's defaults, including
+    /// its retries of 429/503/504). Needs a tokio runtime.
+    pub async fn client(&self, user: &str) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.config(user).await?)?)
     }
 
     // ------------------------------------------------------------ store
