@@ -105,33 +105,126 @@ fn mesh_dir(state: &Path, mesh: &str) -> PathBuf {
 pub fn mesh_ca(state: &Path, mesh: &str, trust_domain: &str, now: OffsetDateTime) -> Result<StoredCa, StoreError> {
     let dir = mesh_dir(state, mesh);
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let ca = match (read_optional(&cert_path)?, read_optional(&key_path)?) {
-        (Some(cert), Some(key)) => {
-            MeshCa::from_pem(trust_domain, &cert, &key).map_err(|source| StoreError::Ca { path: cert_path, source })?
-        }
+    let (cert, key) = match (read_optional(&cert_path)?, read_optional(&key_path)?) {
+        (Some(cert), Some(key)) => (cert, key),
         (None, None) => {
             let ca = MeshCa::generate(trust_domain, now, ROOT_LIFETIME)
                 .map_err(|source| StoreError::Ca { path: cert_path.clone(), source })?;
             write_file(&key_path, ca.key_pem().as_bytes(), true)?;
             write_file(&cert_path, ca.root_pem().as_bytes(), false)?;
-            ca
+            (ca.root_pem().to_owned(), ca.key_pem().to_owned())
         }
         (Some(_), None) => return Err(StoreError::Invalid { path: key_path, what: "missing (ca.crt exists)".into() }),
         (None, Some(_)) => return Err(StoreError::Invalid { path: cert_path, what: "missing (ca.key exists)".into() }),
     };
-    let mut extra_roots_pem = Vec::new();
-    let mut previous_until_unix = None;
-    if let Some(previous) = read_optional(&dir.join("previous.crt"))? {
-        let until_path = dir.join("previous.until");
-        let until: i64 = read_optional(&until_path)?
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| StoreError::Invalid { path: until_path, what: "missing or not a number".into() })?;
-        if until > now.unix_timestamp() {
-            extra_roots_pem.push(previous);
-            previous_until_unix = Some(until);
+    let previous = match read_optional(&dir.join("previous.crt"))? {
+        Some(previous) => {
+            let until_path = dir.join("previous.until");
+            let until = read_optional(&until_path)?
+                .ok_or_else(|| StoreError::Invalid { path: until_path, what: "missing or not a number".into() })?;
+            Some((previous, until))
         }
+        None => None,
+    };
+    let material = CaMaterial { cert_pem: cert, key_pem: key, previous };
+    material.load(trust_domain, now).map_err(|e| match e {
+        MaterialError::Ca(source) => StoreError::Ca { path: cert_path, source },
+        MaterialError::PreviousUntil => {
+            StoreError::Invalid { path: dir.join("previous.until"), what: "missing or not a number".into() }
+        }
+    })
+}
+
+/// A mesh CA as stored, wherever it is stored (files in local mode, a
+/// Secret in Kubernetes): the PEM root and key, and the previous root with
+/// the Unix time (as text) until which it stays trusted after a rotation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub previous: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for CaMaterial {
+    // The key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaMaterial")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .field("previous", &self.previous.as_ref().map(|(_, until)| until))
+            .finish()
     }
-    Ok(StoredCa { ca, extra_roots_pem, previous_until_unix })
+}
+
+/// Why stored CA material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterialError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("previous.until is not a number of Unix seconds")]
+    PreviousUntil,
+}
+
+impl CaMaterial {
+    /// Parses the material; the previous root is kept only while its
+    /// overlap lasts.
+    pub fn load(&self, trust_domain: &str, now: OffsetDateTime) -> Result<StoredCa, MaterialError> {
+        let ca = MeshCa::from_pem(trust_domain, &self.cert_pem, &self.key_pem)?;
+        let mut extra_roots_pem = Vec::new();
+        let mut previous_until_unix = None;
+        if let Some((previous, until)) = &self.previous {
+            let until: i64 = until.trim().parse().map_err(|_| MaterialError::PreviousUntil)?;
+            if until > now.unix_timestamp() {
+                extra_roots_pem.push(previous.clone());
+                previous_until_unix = Some(until);
+            }
+        }
+        Ok(StoredCa { ca, extra_roots_pem, previous_until_unix })
+    }
+
+    /// New material with a freshly generated CA.
+    pub fn generate(trust_domain: &str, now: OffsetDateTime) -> Result<Self, CaError> {
+        let ca = MeshCa::generate(trust_domain, now, ROOT_LIFETIME)?;
+        Ok(CaMaterial { cert_pem: ca.root_pem().to_owned(), key_pem: ca.key_pem().to_owned(), previous: None })
+    }
+}
+
+/// Mesh CAs held in memory, as the Kubernetes source reads them from their
+/// Secrets: every replica of the control plane signs with the CA the
+/// cluster holds. Each change bumps the mesh's revision, which is how the
+/// signer notices a rotation.
+#[derive(Debug, Default)]
+pub struct SharedCas {
+    inner: std::sync::RwLock<std::collections::BTreeMap<String, (CaMaterial, u64)>>,
+    next_revision: std::sync::atomic::AtomicU64,
+}
+
+impl SharedCas {
+    /// Sets a mesh's material; returns whether it changed.
+    pub fn set(&self, mesh: &str, material: CaMaterial) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.get(mesh).is_some_and(|(m, _)| *m == material) {
+            return false;
+        }
+        let revision = self.next_revision.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        inner.insert(mesh.to_owned(), (material, revision));
+        true
+    }
+
+    /// Forgets a mesh's material; returns whether it was held.
+    pub fn remove(&self, mesh: &str) -> bool {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(mesh).is_some()
+    }
+
+    /// A mesh's material and its revision.
+    pub fn get(&self, mesh: &str) -> Option<(CaMaterial, u64)> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(mesh).cloned()
+    }
+
+    /// Meshes held.
+    pub fn meshes(&self) -> Vec<String> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
+    }
 }
 
 /// Replaces a mesh's CA with a new one. The old root stays trusted for

@@ -11,9 +11,9 @@ use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_k8s_api::labels;
 use weft_translate::ports::service_ports;
-use weft_translate::{ObjectKey, Output, Snapshot};
+use weft_translate::{ObjectKey, Output, PodInfo, Snapshot};
 
-use crate::endpoints::{self, SERVICE_NAME_LABEL};
+use crate::endpoints::{self, EndpointInputs, EndpointSource, SERVICE_NAME_LABEL};
 use crate::routes::source;
 use crate::services::{self, RouteBody, RouteRecord};
 use crate::version::versioned;
@@ -88,6 +88,10 @@ pub struct Compiler {
     meshes: BTreeMap<String, MeshSpec>,
     namespace_meshes: BTreeMap<String, String>,
     slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Slices of each Service.
+    slices_by_service: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pods: BTreeMap<ObjectKey, PodInfo>,
+    endpoint_source: EndpointSource,
     workloads: Workloads,
     vips: BTreeMap<ObjectKey, Ipv4Addr>,
     /// PEM roots each mesh's proxies trust, from the control plane's CAs.
@@ -162,8 +166,26 @@ fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeM
     out
 }
 
+/// The Service an EndpointSlice belongs to.
+fn slice_service(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ObjectKey::new(key.namespace.clone(), svc.clone()))
+}
+
+/// The pods an EndpointSlice lists.
+fn slice_pods<'a>(key: &'a ObjectKey, slice: &'a EndpointSlice) -> impl Iterator<Item = ObjectKey> + 'a {
+    slice.endpoints.iter().filter_map(move |ep| {
+        let t = ep.target_ref.as_ref().filter(|t| t.kind.as_deref() == Some("Pod"))?;
+        Some(ObjectKey::new(t.namespace.clone().unwrap_or_else(|| key.namespace.clone()), t.name.clone()?))
+    })
+}
+
 impl Compiler {
-    /// What was compiled last.
+    /// A compiler whose endpoints come from `source`.
+    pub fn new(source: EndpointSource) -> Self {
+        Compiler { endpoint_source: source, ..Default::default() }
+    }
+
     /// Sets the roots every mesh's proxies trust (its CA's root, and the
     /// previous one during a rotation); they reach proxies with the mesh's
     /// settings on the next [`Compiler::update`].
@@ -171,6 +193,7 @@ impl Compiler {
         self.mesh_roots = roots;
     }
 
+    /// What was compiled last.
     pub fn compiled(&self) -> &Compiled {
         &self.compiled
     }
@@ -234,8 +257,14 @@ impl Compiler {
         }
         for key in changed_keys(&self.slices, &slices) {
             for s in [self.slices.get(&key), slices.get(&key)].into_iter().flatten() {
-                if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-                    dirty_endpoints.insert(ObjectKey::new(key.namespace.clone(), svc.clone()));
+                dirty_endpoints.extend(slice_service(&key, s));
+            }
+        }
+        let changed_pods: BTreeSet<ObjectKey> = changed_keys(&self.pods, &snapshot.pods).into_iter().collect();
+        if !changed_pods.is_empty() {
+            for (key, s) in &slices {
+                if slice_pods(key, s).any(|p| changed_pods.contains(&p)) {
+                    dirty_endpoints.extend(slice_service(key, s));
                 }
             }
         }
@@ -283,7 +312,16 @@ impl Compiler {
         self.services = services;
         self.routes = routes;
         self.gateways = gateway_specs;
+        self.slices_by_service.clear();
+        for (key, s) in &slices {
+            if let Some(svc) = slice_service(key, s) {
+                self.slices_by_service.entry(svc).or_default().insert(key.clone());
+            }
+        }
         self.slices = slices;
+        if !changed_pods.is_empty() {
+            self.pods = snapshot.pods.clone();
+        }
         self.workloads = workloads.clone();
 
         // Meshes: a handful, recomputed every time.
@@ -402,16 +440,21 @@ impl Compiler {
                     let mesh = self.service_mesh(key, svc);
                     let trust_domain = self.trust_domain(&mesh);
                     let slices: Vec<&EndpointSlice> = self
-                        .slices
-                        .iter()
-                        .filter(|(k, s)| {
-                            k.namespace == key.namespace
-                                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&key.name)
-                        })
-                        .map(|(_, s)| s)
+                        .slices_by_service
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| self.slices.get(k))
                         .collect();
                     let mesh_of = |w: &weft_api::Workload| self.workload_mesh(w);
-                    let res = endpoints::compile(key, svc, &mesh, &trust_domain, &self.workloads, &mesh_of, &slices);
+                    let inputs = EndpointInputs {
+                        source: self.endpoint_source,
+                        workloads: &self.workloads,
+                        mesh_of_workload: &mesh_of,
+                        slices: &slices,
+                        pods: &self.pods,
+                    };
+                    let res = endpoints::compile(key, svc, &mesh, &trust_domain, &inputs);
                     match self.compiled.endpoints.get(key) {
                         Some((old_mesh, old)) if *old_mesh == mesh => {
                             if old.version != res.version {

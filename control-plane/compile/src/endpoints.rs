@@ -1,12 +1,15 @@
-//! Endpoints of a Service: the connected workloads its selector picks (with
-//! the identity their proxy must present) and the addresses of its
-//! EndpointSlices (workloads without a proxy).
+//! Endpoints of a Service. In local mode: the connected workloads its
+//! selector picks (with the identity their proxy must present) and the
+//! addresses of its EndpointSlices (workloads without a proxy). In
+//! Kubernetes mode: the addresses of its EndpointSlices only, the cluster
+//! being the authority on which pods back a Service; an address whose pod is
+//! meshed carries that pod's identity.
 
 use weft_api as api;
 use weft_k8s_api::k8s_openapi::api::core::v1::Service;
 use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weft_translate::ObjectKey;
+use weft_translate::{ObjectKey, PodInfo};
 use weft_translate::ports::service_ports;
 
 use crate::version::versioned;
@@ -24,20 +27,41 @@ pub(crate) fn selects(svc: &Service, labels: &std::collections::HashMap<String, 
     }
 }
 
-/// Compiles the endpoints of one Service. `mesh_of_workload` gives each
-/// workload's mesh; only workloads of the Service's mesh are endpoints.
+/// Where a Service's endpoints come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// Local mode: connected proxies stand in for pods (their announced
+    /// labels select them), plus EndpointSlices for workloads without one.
+    #[default]
+    ConnectedProxies,
+    /// Kubernetes mode: EndpointSlices only; what a proxy announces never
+    /// makes it an endpoint.
+    Cluster,
+}
+
+/// What endpoint compilation reads besides the Service.
+pub(crate) struct EndpointInputs<'a> {
+    pub source: EndpointSource,
+    pub workloads: &'a Workloads,
+    /// Each workload's mesh; only workloads of the Service's mesh count.
+    pub mesh_of_workload: &'a dyn Fn(&weft_api::Workload) -> String,
+    pub slices: &'a [&'a EndpointSlice],
+    pub pods: &'a std::collections::BTreeMap<ObjectKey, PodInfo>,
+}
+
+/// Compiles the endpoints of one Service.
 pub(crate) fn compile(
     key: &ObjectKey,
     svc: &Service,
     mesh: &str,
     trust_domain: &str,
-    workloads: &Workloads,
-    mesh_of_workload: &dyn Fn(&weft_api::Workload) -> String,
-    slices: &[&EndpointSlice],
+    inputs: &EndpointInputs<'_>,
 ) -> SharedResource {
     let ports = service_ports(svc);
     let mut endpoints = Vec::new();
-    for w in workloads.values() {
+    let (workloads, mesh_of_workload, slices) = (inputs.workloads, inputs.mesh_of_workload, inputs.slices);
+    let from_proxies = inputs.source == EndpointSource::ConnectedProxies;
+    for w in workloads.values().filter(|_| from_proxies) {
         if w.namespace != key.namespace || !selects(svc, &w.labels) || mesh_of_workload(w) != mesh {
             continue;
         }
@@ -75,12 +99,32 @@ pub(crate) fn compile(
                     mapped.insert(p.port.max(0) as u32, port.max(0) as u32);
                 }
             }
+            // A meshed pod is reached over mTLS and must present its
+            // ServiceAccount's identity; a pod of another mesh cannot be
+            // reached at all (the meshes do not trust each other).
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+                .and_then(|t| Some((t.namespace.clone().unwrap_or_else(|| key.namespace.clone()), t.name.clone()?)));
+            let (identity, workload) = match pod.as_ref().and_then(|(ns, name)| {
+                Some((ns, name, inputs.pods.get(&ObjectKey::new(ns.clone(), name.clone()))?))
+            }) {
+                Some((_, _, info)) if info.mesh != mesh => continue,
+                Some((ns, name, info)) => (spiffe_id(trust_domain, ns, &info.service_account), format!("{ns}/{name}")),
+                None => match &pod {
+                    Some((ns, name)) => (String::new(), format!("{ns}/{name}")),
+                    None => {
+                        (String::new(), format!("{}/{}", key.namespace, slice.metadata.name.as_deref().unwrap_or("")))
+                    }
+                },
+            };
             for address in &ep.addresses {
                 endpoints.push(api::Endpoint {
                     ip: address.clone(),
                     ports: mapped.clone(),
-                    identity: String::new(),
-                    workload: format!("{}/{}", key.namespace, slice.metadata.name.as_deref().unwrap_or("")),
+                    identity: identity.clone(),
+                    workload: workload.clone(),
                 });
             }
         }

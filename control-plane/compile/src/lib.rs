@@ -19,6 +19,7 @@ mod version;
 mod vips;
 
 pub use compiler::{Change, Compiled, Compiler, ServiceVariants};
+pub use endpoints::EndpointSource;
 pub use proxy::{ProxyView, desired_resources, resource_for};
 pub use version::versioned;
 

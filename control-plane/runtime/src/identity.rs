@@ -1,16 +1,19 @@
 //! Mesh identities in the control plane: one CA per mesh (kept in the state
-//! directory), the join-token key, and the `Certificates.Sign` service that
-//! turns a proxy's CSR and proof into a workload certificate.
+//! directory in local mode, in Secrets in Kubernetes mode), the join-token
+//! key, and the `Certificates.Sign` service that turns a proxy's CSR and
+//! proof into a workload certificate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
 use std::str::FromStr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use weft_api as api;
 use weft_identity::signer::{DEFAULT_LIFETIME, MeshSigning};
-use weft_identity::{SignError, Signer, store};
+use weft_identity::store::SharedCas;
+use weft_identity::{SignError, Signer, TokenKey, store};
 use weft_k8s_api::gateway::GatewayDuration;
 
 use crate::metrics::Metrics;
@@ -24,10 +27,40 @@ pub struct MeshIdentity {
     pub certificate_lifetime: Option<String>,
 }
 
+/// Where mesh CAs are kept.
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// Local mode: `<state>/meshes/<mesh>/`, a CA created on first use.
+    Directory(PathBuf),
+    /// Kubernetes mode: the Secrets the cluster source keeps in sync (it
+    /// also creates them); a mesh whose Secret is not there yet has no CA.
+    Shared(Arc<SharedCas>),
+}
+
+impl CaSource {
+    /// Changes whenever a mesh's CA material changes.
+    fn revision(&self, mesh: &str) -> Option<String> {
+        match self {
+            CaSource::Directory(state) => store::mesh_ca_modified(state, mesh).map(|t| format!("{t:?}")),
+            CaSource::Shared(cas) => cas.get(mesh).map(|(_, revision)| revision.to_string()),
+        }
+    }
+
+    fn load(&self, mesh: &str, trust_domain: &str, now: time::OffsetDateTime) -> Result<store::StoredCa, String> {
+        match self {
+            CaSource::Directory(state) => store::mesh_ca(state, mesh, trust_domain, now).map_err(|e| e.to_string()),
+            CaSource::Shared(cas) => match cas.get(mesh) {
+                Some((material, _)) => material.load(trust_domain, now).map_err(|e| e.to_string()),
+                None => Err("its CA Secret is not there yet".into()),
+            },
+        }
+    }
+}
+
 /// The signer and the state behind it.
 #[derive(Debug)]
 pub struct Identities {
-    state_dir: PathBuf,
+    source: CaSource,
     signer: RwLock<Signer>,
     /// What each mesh was set up with, so unchanged meshes are not reloaded.
     known: RwLock<BTreeMap<String, Loaded>>,
@@ -37,21 +70,24 @@ pub struct Identities {
 #[derive(Debug, Clone, PartialEq)]
 struct Loaded {
     mesh: MeshIdentity,
-    /// Modification time of its CA files then.
-    modified: Option<std::time::SystemTime>,
+    /// Revision of its CA material then.
+    modified: Option<String>,
     /// When its previous root (during a rotation) stops being trusted.
     previous_until_unix: Option<i64>,
 }
 
 impl Identities {
-    /// Opens (creating on first use) the state directory's token key.
+    /// Opens (creating on first use) the state directory's token key; the
+    /// mesh CAs are kept there too.
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         let key = store::token_key(state_dir)?;
-        Ok(Identities {
-            state_dir: state_dir.to_owned(),
-            signer: RwLock::new(Signer::new(Box::new(key))),
-            known: RwLock::new(BTreeMap::new()),
-        })
+        Ok(Self::new(key, CaSource::Directory(state_dir.to_owned())))
+    }
+
+    /// Identities signing with `key`'s join tokens as proof and the CAs of
+    /// `source`.
+    pub fn new(key: TokenKey, source: CaSource) -> Self {
+        Identities { source, signer: RwLock::new(Signer::new(Box::new(key))), known: RwLock::new(BTreeMap::new()) }
     }
 
     /// Makes sure every mesh has a CA (loading or creating it) and returns
@@ -60,7 +96,7 @@ impl Identities {
     pub fn sync(&self, meshes: &[MeshIdentity]) -> BTreeMap<String, Vec<String>> {
         let now = time::OffsetDateTime::now_utc();
         for mesh in meshes {
-            let modified = store::mesh_ca_modified(&self.state_dir, &mesh.name);
+            let modified = self.source.revision(&mesh.name);
             let unchanged = self.known.read().get(&mesh.name).is_some_and(|k| {
                 k.mesh == *mesh
                     && k.modified == modified
@@ -81,7 +117,7 @@ impl Identities {
                     DEFAULT_LIFETIME
                 }
             };
-            match store::mesh_ca(&self.state_dir, &mesh.name, &mesh.trust_domain, now) {
+            match self.source.load(&mesh.name, &mesh.trust_domain, now) {
                 Ok(stored) => {
                     tracing::info!(
                         mesh = %mesh.name,
@@ -93,7 +129,7 @@ impl Identities {
                     let loaded = Loaded {
                         mesh: mesh.clone(),
                         // Read after writing a new CA, so creating one is not a change.
-                        modified: store::mesh_ca_modified(&self.state_dir, &mesh.name),
+                        modified: self.source.revision(&mesh.name),
                         previous_until_unix: stored.previous_until_unix,
                     };
                     self.signer.write().set_mesh(
@@ -103,21 +139,27 @@ impl Identities {
                     self.known.write().insert(mesh.name.clone(), loaded);
                 }
                 Err(e) => {
-                    tracing::error!(mesh = %mesh.name, error = %e, "mesh CA unavailable; its proxies get no certificates")
+                    tracing::warn!(mesh = %mesh.name, error = %e, "mesh CA unavailable; its proxies get no certificates")
                 }
             }
         }
         self.signer.read().meshes().map(|(name, signing)| (name.clone(), signing.roots_pem())).collect()
     }
 
-    /// Whether a loaded mesh's CA changed on disk (rotated with `weftctl ca
-    /// rotate`, or replaced) or its previous root's overlap ended.
+    /// Whether a loaded mesh's CA changed where it is kept (rotated with
+    /// `weftctl ca rotate`, or replaced) or its previous root's overlap
+    /// ended.
     pub fn changed_on_disk(&self) -> bool {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.known.read().iter().any(|(name, k)| {
-            store::mesh_ca_modified(&self.state_dir, name) != k.modified
-                || k.previous_until_unix.is_some_and(|until| until <= now)
+            self.source.revision(name) != k.modified || k.previous_until_unix.is_some_and(|until| until <= now)
         })
+    }
+
+    /// Whether the mesh has a CA loaded (so its proxies can get
+    /// certificates).
+    pub fn has_mesh(&self, mesh: &str) -> bool {
+        self.signer.read().mesh(mesh).is_some()
     }
 
     /// Every mesh as last loaded (to sync again after a change on disk).

@@ -13,5 +13,5 @@ pub mod render;
 pub mod snapshot;
 pub mod translate;
 
-pub use snapshot::{ObjectKey, SecretInfo, Snapshot};
+pub use snapshot::{ObjectKey, PodInfo, SecretInfo, Snapshot};
 pub use translate::{Output, Statuses, translate};

@@ -53,6 +53,17 @@ pub struct SecretInfo {
     pub tls: Option<Result<(), String>>,
 }
 
+/// What Kubernetes mode knows of a meshed pod (one carrying the
+/// `weft.io/mesh` label its injection gave it): enough to name the identity
+/// its proxy presents when an EndpointSlice lists the pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// `spec.serviceAccountName` (`default` when unset).
+    pub service_account: String,
+    /// The pod's mesh.
+    pub mesh: String,
+}
+
 /// Everything the translator reads. Built by the loader in local mode and by
 /// the watchers in Kubernetes mode, so everything after the source is tested
 /// without a cluster.
@@ -95,6 +106,8 @@ pub struct Snapshot {
     pub mesh_http_routes: BTreeMap<ObjectKey, MeshHTTPRoute>,
     /// Hand-written MeshTCPRoutes.
     pub mesh_tcp_routes: BTreeMap<ObjectKey, MeshTCPRoute>,
+    /// Meshed pods (Kubernetes mode), for the identities of endpoints.
+    pub pods: BTreeMap<ObjectKey, PodInfo>,
 }
 
 impl Snapshot {
@@ -117,6 +130,7 @@ impl Snapshot {
             + self.mesh_gateway_instances.len()
             + self.mesh_http_routes.len()
             + self.mesh_tcp_routes.len()
+            + self.pods.len()
     }
 
     /// True when no object is held.

@@ -50,7 +50,9 @@ pub(crate) fn generated_meta(origin: &ObjectRef<'_>, mesh: &str, namespace: Opti
                     name: origin.key.name.clone(),
                     uid: uid.clone(),
                     controller: Some(true),
-                    block_owner_deletion: Some(true),
+                    // Weft never needs foreground deletion, and setting it
+                    // would need delete (or finalizers) permission on the owner.
+                    block_owner_deletion: None,
                 }]
             },
         );

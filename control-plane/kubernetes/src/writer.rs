@@ -1,0 +1,385 @@
+//! The leader's writes: generated objects, removal of stale ones, and
+//! statuses — each only where the cluster differs from what Weft computed.
+//!
+//! [`plan`] is a pure function of what Weft wants ([`Desired`]) and what
+//! the cluster holds ([`Index`]); [`run`] calls it whenever either changes
+//! (and every [`RESYNC`]), and queues the writes. Rules it follows:
+//!
+//! * Generated objects are server-side applied with field manager
+//!   `weft-control-plane`, forced (an edit to a generated object is
+//!   reverted), and only when some field Weft sets differs in the cluster.
+//! * A generated object Weft no longer wants is deleted with uid and
+//!   resourceVersion preconditions, only from a snapshot taken after every
+//!   watcher listed. Hand-written Weft routes carry no origin label and are
+//!   never touched.
+//! * Status is compared without `lastTransitionTime`. Route
+//!   `status.parents` is shared with other controllers: their entries are
+//!   kept from the object as it is now, and the merge patch carries the
+//!   resourceVersion it was computed from.
+//! * A write that was sent is not planned again until the object's
+//!   resourceVersion moves, so a write the API server treats as a no-op can
+//!   never turn into a loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::ApiResource;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use weft_k8s_api::crds::{MeshGatewayInstanceStatus, MeshStatus};
+use weft_k8s_api::labels::GATEWAY_CONTROLLER_NAME;
+use weft_translate::{ObjectKey, Output};
+
+use crate::compare::{is_subset, same_status, without_nulls};
+use crate::index::{Index, Item};
+use crate::kinds::{Kind, Resource};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
+use crate::queue::{self, Limits, Op, Outcome, Part, Queue, Write, WriteKey};
+use crate::source::Source;
+
+/// Everything is compared again this often, even when nothing changed.
+pub const RESYNC: Duration = Duration::from_secs(600);
+/// Changes arriving within this window cause one pass.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// What Weft wants the cluster to hold.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The translation: generated objects and input statuses.
+    pub output: Arc<Output>,
+    /// Status of each generated MeshGatewayInstance.
+    pub instances: BTreeMap<ObjectKey, MeshGatewayInstanceStatus>,
+    /// Status of each Mesh.
+    pub meshes: BTreeMap<String, MeshStatus>,
+    /// The translation was made from a snapshot taken after every watcher
+    /// listed; only then may stale objects be deleted.
+    pub complete: bool,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// The body of a server-side apply of a generated object: no status, no
+/// server-owned metadata, no nulls.
+fn apply_body<T: Serialize>(obj: &T) -> Value {
+    let mut v = without_nulls(serde_json::to_value(obj).unwrap_or(Value::Null));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+                meta.remove(field);
+            }
+        }
+    }
+    v
+}
+
+fn status_body(resource: Resource, key: &ObjectKey, api_version: &str, status: Value) -> Value {
+    let mut metadata = json!({"name": key.name});
+    if resource.namespaced() {
+        metadata["namespace"] = json!(key.namespace);
+    }
+    json!({"apiVersion": api_version, "kind": resource.kind(), "metadata": metadata, "status": status})
+}
+
+/// A planned write with the resourceVersion of the object it was computed
+/// from (`""` for an object that does not exist yet).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub write: Write,
+    pub resource_version: String,
+}
+
+/// Counts of a plan, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlanStats {
+    pub applies: usize,
+    pub deletes: usize,
+    pub statuses: usize,
+    pub statuses_equal: usize,
+}
+
+/// What to write so that the cluster holds `desired`; see the module docs.
+pub fn plan(desired: &Desired, index: &Index, served: &BTreeMap<Resource, ApiResource>) -> (Vec<Planned>, PlanStats) {
+    let mut out = Vec::new();
+    let mut stats = PlanStats::default();
+    let mut push = |resource: Resource, key: ObjectKey, part: Part, op: Op, rv: &str| {
+        let Some(ar) = served.get(&resource) else { return };
+        out.push(Planned {
+            write: Write { key: WriteKey { resource, key, part }, api_resource: ar.clone(), op },
+            resource_version: rv.to_owned(),
+        });
+    };
+    let api_version = |resource: Resource| {
+        served.get(&resource).map(|ar| ar.api_version.clone()).unwrap_or_else(|| resource.api_version())
+    };
+
+    // Generated objects.
+    let o = &desired.output;
+    let mut wanted: BTreeMap<Kind, Vec<(ObjectKey, Value)>> = BTreeMap::new();
+    wanted.insert(
+        Kind::GeneratedMeshGateway,
+        o.mesh_gateways.iter().map(|g| (key_of(&g.metadata), apply_body(g))).collect(),
+    );
+    wanted.insert(
+        Kind::GeneratedMeshGatewayInstance,
+        o.mesh_gateway_instances.iter().map(|g| (key_of(&g.metadata), apply_body(g))).collect(),
+    );
+    wanted.insert(
+        Kind::GeneratedMeshHttpRoute,
+        o.mesh_http_routes.iter().map(|r| (key_of(&r.metadata), apply_body(r))).collect(),
+    );
+    wanted.insert(
+        Kind::GeneratedMeshTcpRoute,
+        o.mesh_tcp_routes.iter().map(|r| (key_of(&r.metadata), apply_body(r))).collect(),
+    );
+    for (kind, objects) in &wanted {
+        let resource = kind.resource();
+        for (key, body) in objects {
+            let current = index.get(*kind, key);
+            let up_to_date = current.is_some_and(|e| match &e.item {
+                Item::Generated(g) => is_subset(body, &g.value),
+                _ => false,
+            });
+            if !up_to_date {
+                stats.applies += 1;
+                let rv = current.map(|e| e.resource_version.as_str()).unwrap_or("");
+                push(resource, key.clone(), Part::Object, Op::Apply { body: body.clone() }, rv);
+            }
+        }
+        if desired.complete && index.synced() {
+            let keep: std::collections::BTreeSet<&ObjectKey> = objects.iter().map(|(k, _)| k).collect();
+            for (key, entry) in index.objects(*kind) {
+                if !keep.contains(key) {
+                    stats.deletes += 1;
+                    let op = Op::Delete { uid: entry.uid.clone(), resource_version: entry.resource_version.clone() };
+                    push(resource, key.clone(), Part::Object, op, &entry.resource_version);
+                }
+            }
+        }
+    }
+
+    // Statuses Weft owns whole: server-side apply.
+    let mut owned = |kind: Kind, key: &ObjectKey, status: Value, stats: &mut PlanStats| {
+        let Some(entry) = index.get(kind, key) else { return };
+        if same_status(&status, &entry.status) {
+            stats.statuses_equal += 1;
+            return;
+        }
+        stats.statuses += 1;
+        let resource = kind.resource();
+        let body = status_body(resource, key, &api_version(resource), without_nulls(status));
+        push(resource, key.clone(), Part::Status, Op::ApplyStatus { body }, &entry.resource_version);
+    };
+    let s = &o.status;
+    for (name, st) in &s.gateway_classes {
+        owned(Kind::GatewayClass, &ObjectKey::cluster(name.clone()), to_value(st), &mut stats);
+    }
+    for (key, st) in &s.gateways {
+        owned(Kind::Gateway, key, to_value(st), &mut stats);
+    }
+    for (key, st) in &s.listener_sets {
+        owned(Kind::ListenerSet, key, to_value(st), &mut stats);
+    }
+    for (key, st) in &s.mesh_http_routes {
+        owned(Kind::MeshHttpRoute, key, to_value(st), &mut stats);
+    }
+    for (key, st) in &s.mesh_tcp_routes {
+        owned(Kind::MeshTcpRoute, key, to_value(st), &mut stats);
+    }
+    for (key, st) in &desired.instances {
+        owned(Kind::GeneratedMeshGatewayInstance, key, to_value(st), &mut stats);
+    }
+    for (name, st) in &desired.meshes {
+        owned(Kind::Mesh, &ObjectKey::cluster(name.clone()), to_value(st), &mut stats);
+    }
+
+    // Route parents: shared with other controllers.
+    let route_statuses: [(Kind, BTreeMap<&ObjectKey, Value>); 4] = [
+        (Kind::HttpRoute, s.http_routes.iter().map(|(k, v)| (k, to_value(v))).collect()),
+        (Kind::GrpcRoute, s.grpc_routes.iter().map(|(k, v)| (k, to_value(v))).collect()),
+        (Kind::TlsRoute, s.tls_routes.iter().map(|(k, v)| (k, to_value(v))).collect()),
+        (Kind::TcpRoute, s.tcp_routes.iter().map(|(k, v)| (k, to_value(v))).collect()),
+    ];
+    for (kind, statuses) in route_statuses {
+        for (key, entry) in index.objects(kind) {
+            let ours: Vec<Value> = statuses.get(key).map(|st| ours_of(st)).unwrap_or_default();
+            let current: Vec<Value> = entry.status.get("parents").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut merged: Vec<Value> =
+                current.iter().filter(|p| !is_ours(p)).cloned().collect();
+            merged.extend(ours);
+            if same_status(&json!({"parents": merged}), &json!({"parents": current})) {
+                stats.statuses_equal += 1;
+                continue;
+            }
+            stats.statuses += 1;
+            let body = json!({
+                "metadata": {"resourceVersion": entry.resource_version},
+                "status": {"parents": without_nulls(Value::Array(merged))},
+            });
+            push(kind.resource(), key.clone(), Part::Status, Op::MergeStatus { body }, &entry.resource_version);
+        }
+    }
+    (out, stats)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn is_ours(parent: &Value) -> bool {
+    parent.get("controllerName").and_then(Value::as_str) == Some(GATEWAY_CONTROLLER_NAME)
+}
+
+fn ours_of(status: &Value) -> Vec<Value> {
+    status.get("parents").and_then(Value::as_array).into_iter().flatten().filter(|p| is_ours(p)).cloned().collect()
+}
+
+/// Writes sent and not yet seen back, by the resourceVersion they were
+/// computed from.
+#[derive(Debug, Default)]
+struct Awaiting {
+    by_key: HashMap<WriteKey, String>,
+    /// A write failed: try again after a pause.
+    retry: bool,
+}
+
+/// Writer settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterConfig {
+    pub limits: Limits,
+}
+
+/// Runs the writer forever: plans while this replica leads, drops
+/// everything queued when it stops leading, and plans everything again on
+/// becoming leader (changes made while nobody led are written then).
+pub async fn run(
+    client: kube::Client,
+    source: Source,
+    mut desired: watch::Receiver<Option<Arc<Desired>>>,
+    mut leadership: watch::Receiver<Leadership>,
+    metrics: Metrics,
+    config: WriterConfig,
+) {
+    let queue = Queue::default();
+    let awaiting = Arc::new(Mutex::new(Awaiting::default()));
+    let wake = Arc::new(Notify::new());
+    let drain = {
+        let (awaiting, wake, queue) = (awaiting.clone(), wake.clone(), queue.clone());
+        tokio::spawn(queue::drain(client, queue, config.limits, leadership.clone(), metrics.clone(), move |key, outcome| {
+            let mut a = awaiting.lock();
+            match outcome {
+                Outcome::Done => {}
+                Outcome::NotFound => {
+                    a.by_key.remove(key);
+                }
+                Outcome::Conflict => {
+                    // The newer object arrives through the watch and
+                    // triggers the next pass.
+                    a.by_key.remove(key);
+                }
+                Outcome::Failed(_) => {
+                    a.by_key.remove(key);
+                    a.retry = true;
+                    wake.notify_one();
+                }
+                Outcome::NotLeader => a.by_key.clear(),
+            }
+        }))
+    };
+    let _stop_drain = AbortOnDrop(drain);
+    let mut state = source.state.clone();
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leader = false;
+    let mut retry_backoff = Duration::from_secs(1);
+    loop {
+        let retry = awaiting.lock().retry;
+        tokio::select! {
+            r = desired.changed() => if r.is_err() { return },
+            r = state.changed() => if r.is_err() { return },
+            r = leadership.changed() => if r.is_err() { return },
+            _ = resync.tick() => {}
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(retry_backoff), if retry => {
+                retry_backoff = (retry_backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::time::sleep(SETTLE).await;
+        let leader = leadership.borrow().is_leader();
+        if !leader {
+            if was_leader {
+                tracing::info!("not the leader any more: queued writes dropped");
+            }
+            queue.clear();
+            awaiting.lock().by_key.clear();
+            was_leader = false;
+            continue;
+        }
+        if !was_leader {
+            tracing::info!("leading: comparing everything with the cluster");
+            awaiting.lock().by_key.clear();
+            was_leader = true;
+        }
+        let Some(d) = desired.borrow().clone() else { continue };
+        let served = state.borrow().served.clone();
+        let (planned, stats) = {
+            let index = source.index.read();
+            let (planned, stats) = plan(&d, &index, &served);
+            // Forget sent writes whose object has moved since.
+            let mut a = awaiting.lock();
+            a.by_key.retain(|key, rv| {
+                let kind = kind_for(key);
+                let current = index.get(kind, &key.key).map(|e| e.resource_version.as_str()).unwrap_or("");
+                current == rv
+            });
+            if a.retry {
+                a.retry = false;
+            } else {
+                retry_backoff = Duration::from_secs(1);
+            }
+            (planned, stats)
+        };
+        metrics.status_skipped_equal.inc_by(stats.statuses_equal as u64);
+        let mut queued = 0;
+        {
+            let mut a = awaiting.lock();
+            for p in planned {
+                if a.by_key.get(&p.write.key) == Some(&p.resource_version) {
+                    continue;
+                }
+                a.by_key.insert(p.write.key.clone(), p.resource_version);
+                queue.push(p.write);
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            tracing::debug!(queued, ?stats, "writes queued");
+        }
+        metrics.queue_depth.set(queue.len() as i64);
+    }
+}
+
+/// The index kind a write's object is stored under.
+fn kind_for(key: &WriteKey) -> Kind {
+    let kinds = key.resource.kinds();
+    // Generated Weft routes are the second kind of their resource; the
+    // writer only writes objects (not statuses) of generated routes.
+    match (key.resource, key.part) {
+        (Resource::MeshHttpRoute | Resource::MeshTcpRoute, Part::Object) => kinds[1],
+        _ => kinds[0],
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
