@@ -438,6 +438,7 @@ async fn resource(
                     bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
                     timeout: query.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs),
                     partial,
+                    api_version: String::new(),
                 };
                 let body = crate::watch::start(shared, p)?;
                 let mut r = Response::new(body);
@@ -445,14 +446,16 @@ async fn resource(
                 return Ok(r);
             }
             let limit = query.get("limit").and_then(|s| s.parse().ok());
-            let st = shared.lock();
-            if query.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
-                let want: u64 = query.get("resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
-                if want != st.rv {
-                    return Err(ApiError::expired(format!("too old resource version: {want} ({})", st.rv)));
+            let (items, rv, cont, remaining) = {
+                let st = shared.lock();
+                if query.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+                    let want: u64 = query.get("resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
+                    if want != st.rv {
+                        return Err(ApiError::expired(format!("too old resource version: {want} ({})", st.rv)));
+                    }
                 }
-            }
-            let (items, rv, cont, remaining) = st.list(&rt, nsopt, &labels, &fields, limit, query.get("continue").map(String::as_str))?;
+                st.list(&rt, nsopt, &labels, &fields, limit, query.get("continue").map(String::as_str))?
+            };
             let items: Vec<Value> = items.iter().map(|o| at_version(o, &av)).collect();
             Ok(json_response(200, &list_response(&rt, version, items, rv, cont, remaining, partial)))
         }

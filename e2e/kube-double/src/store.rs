@@ -42,6 +42,8 @@ pub struct Event {
     pub kind: EventKind,
     pub object: Arc<Value>,
     pub old: Option<Arc<Value>>,
+    /// The watch line of this event as stored, encoded once for all watchers.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 pub type ObjKey = (String, String);
@@ -787,7 +789,7 @@ impl State {
         let ks = self.kinds.entry(key.clone()).or_insert_with(KindStore::new);
         ks.objects.insert((ns, name), arc.clone());
         let kind = if old.is_some() { EventKind::Modified } else { EventKind::Added };
-        let ev = Arc::new(Event { rv, kind, object: arc.clone(), old });
+        let ev = Arc::new(Event { rv, kind, object: arc.clone(), old, encoded: Default::default() });
         ks.history.push_back(ev.clone());
         while ks.history.len() > limit {
             if let Some(e) = ks.history.pop_front() {
@@ -810,7 +812,7 @@ impl State {
         util::meta_mut(&mut gone).insert("resourceVersion".into(), Value::String(rv.to_string()));
         let gone = Arc::new(gone);
         let limit = self.opts.history_limit.max(1);
-        let ev = Arc::new(Event { rv, kind: EventKind::Deleted, object: gone.clone(), old: Some(old.clone()) });
+        let ev = Arc::new(Event { rv, kind: EventKind::Deleted, object: gone.clone(), old: Some(old.clone()), encoded: Default::default() });
         ks.history.push_back(ev.clone());
         while ks.history.len() > limit {
             if let Some(e) = ks.history.pop_front() {

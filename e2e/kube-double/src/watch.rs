@@ -30,6 +30,8 @@ pub struct WatchParams {
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     pub partial: bool,
+    /// `group/version` requested (filled by [`start`]).
+    pub api_version: String,
 }
 
 impl WatchParams {
@@ -44,7 +46,9 @@ impl WatchParams {
         if self.partial { partial_metadata(&o) } else { o }
     }
 
-    /// The event a watcher sees for a change, if any.
+    /// The event a watcher sees for a change, if any. The common case (the
+    /// stored version, full objects, no type change by selectors) is encoded
+    /// once per event and shared by every watcher.
     fn line(&self, ev: &Event) -> Option<Bytes> {
         let now_in = self.in_scope(&ev.object);
         let kind = match ev.kind {
@@ -63,6 +67,10 @@ impl WatchParams {
                 }
             }
         }?;
+        let same_version = ev.object.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str());
+        if !self.partial && same_version && kind == ev.kind.as_str() {
+            return Some(ev.encoded.get_or_init(|| encode(kind, &ev.object)).clone());
+        }
         Some(encode(kind, &self.render_obj(&ev.object)))
     }
 
@@ -92,33 +100,35 @@ fn encode(kind: &str, obj: &Value) -> Bytes {
 
 type Frames = mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
 
+/// What a watch sends before live events, taken under the lock and encoded
+/// outside it.
+enum Initial {
+    Snapshot(Vec<Arc<Value>>),
+    History(Vec<Arc<Event>>),
+}
+
 /// Starts a watch; the returned body streams until the watch ends.
-pub fn start(shared: &Arc<Shared>, p: WatchParams) -> Result<Body, ApiError> {
-    let (initial, rx, start_rv, expired): (Vec<Bytes>, broadcast::Receiver<Arc<Event>>, u64, Option<String>) = {
+pub fn start(shared: &Arc<Shared>, mut p: WatchParams) -> Result<Body, ApiError> {
+    p.api_version = p.rt.api_version(&p.version);
+    let (initial, rx, start_rv, expired): (Initial, broadcast::Receiver<Arc<Event>>, u64, Option<String>) = {
         let st = shared.lock();
         let ks = st.kinds.get(&p.rt.key()).ok_or_else(|| ApiError::not_found(&p.rt.gr(), ""))?;
         let rx = ks.tx.subscribe();
         let rv_param = p.resource_version.as_deref().filter(|s| !s.is_empty());
         let from_snapshot = p.send_initial_events || rv_param.is_none() || rv_param == Some("0");
         if from_snapshot {
-            let mut lines = Vec::new();
-            let objs = st.objects_in(&p.rt.key(), p.namespace.as_deref());
-            for o in objs {
-                if p.in_scope(o) {
-                    lines.push(encode("ADDED", &p.render_obj(o)));
-                }
-            }
-            (lines, rx, st.rv, None)
+            let objs: Vec<Arc<Value>> = st.objects_in(&p.rt.key(), p.namespace.as_deref()).cloned().collect();
+            (Initial::Snapshot(objs), rx, st.rv, None)
         } else {
             let r: u64 = rv_param
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {}", rv_param.unwrap_or(""))))?;
             if r < ks.floor {
-                (vec![], rx, r, Some(format!("too old resource version: {r} ({})", ks.floor)))
+                (Initial::History(vec![]), rx, r, Some(format!("too old resource version: {r} ({})", ks.floor)))
             } else {
-                let lines = ks.history.iter().filter(|e| e.rv > r).filter_map(|e| p.line(e)).collect();
+                let events: Vec<Arc<Event>> = ks.history.iter().filter(|e| e.rv > r).cloned().collect();
                 let last = ks.history.back().map(|e| e.rv).unwrap_or(r).max(r);
-                (lines, rx, last, None)
+                (Initial::History(events), rx, last, None)
             }
         }
     };
@@ -139,7 +149,7 @@ async fn run(
     shared: Arc<Shared>,
     p: WatchParams,
     tx: Frames,
-    initial: Vec<Bytes>,
+    initial: Initial,
     mut rx: broadcast::Receiver<Arc<Event>>,
     start_rv: u64,
     expired: Option<String>,
@@ -149,9 +159,20 @@ async fn run(
         let _ = send(&tx, encode("ERROR", &status)).await;
         return;
     }
-    for line in initial {
-        if !send(&tx, line).await {
-            return;
+    match initial {
+        Initial::Snapshot(objs) => {
+            for o in objs.iter().filter(|o| p.in_scope(o)) {
+                if !send(&tx, encode("ADDED", &p.render_obj(o))).await {
+                    return;
+                }
+            }
+        }
+        Initial::History(events) => {
+            for line in events.iter().filter_map(|e| p.line(e)) {
+                if !send(&tx, line).await {
+                    return;
+                }
+            }
         }
     }
     let mut last = start_rv;

@@ -102,8 +102,13 @@ pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// A plain HTTP/1.1 request to the double (std only); returns (status, body).
 pub fn http(server: &kube_double::ApiServer, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    http_to(server.addr(), method, path, token, body)
+}
+
+/// [`http`] to an address (e.g. of the `weft-kube-double` binary).
+pub fn http_to(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(server.addr()).expect("connect");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
