@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod echo;
 pub mod http1;
+pub mod kube;
 pub mod load;
 pub mod mesh;
 pub mod netns;

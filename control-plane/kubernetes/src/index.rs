@@ -82,8 +82,9 @@ pub struct Invalid {
 /// What a watcher tells the index.
 #[derive(Debug)]
 pub enum Event {
-    /// The watcher for the resource was started (or restarted after the
-    /// gate removed it): its kinds are not synced until its first list ends.
+    /// A watcher for the resource is being started (or restarted after
+    /// discovery removed it): its kinds are not synced until its first list
+    /// ends.
     Started(Resource),
     /// A (re)list began.
     Init(Resource),

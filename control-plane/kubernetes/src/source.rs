@@ -163,7 +163,8 @@ async fn run(
             (index.synced(), index.revisions().inputs, index.invalid())
         };
         let changed = match &sent {
-            None => synced,
+            // Before the first discovery nothing is known to be watched.
+            None => synced && l.discovered_once,
             Some((rev, inv)) => *rev != inputs || *inv != invalid,
         };
         if changed {
@@ -284,6 +285,9 @@ impl Loop {
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         tracing::info!(%resource, api_version = %ar.api_version, "watching");
+        // Unsynced from now on, not from when the task gets to run: a
+        // snapshot taken in between would be missing the resource.
+        self.index.write().apply(Event::Started(resource));
         let task = tokio::spawn(crate::watch::run(
             self.client.clone(),
             resource,

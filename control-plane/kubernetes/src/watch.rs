@@ -73,9 +73,6 @@ pub async fn run(
         let tx = tx.clone();
         async move { tx.send(Tagged { incarnation, event }).await.is_ok() }
     };
-    if !send(WatchEvent::Index(Event::Started(resource))).await {
-        return;
-    }
     let mut stream = watcher(api, config(resource)).default_backoff().boxed();
     let mut reported_not_found = false;
     while let Some(item) = stream.next().await {

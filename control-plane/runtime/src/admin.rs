@@ -19,12 +19,30 @@ use crate::control::Published;
 use crate::metrics::Metrics;
 use crate::proxies::Proxies;
 
+/// A view the admin API shows as JSON.
+pub type View = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// What a mode adds to the admin API.
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// Kubernetes mode: watched resources, sync state, leadership and
+    /// invalid objects, at `/api/v1/kubernetes`.
+    pub kubernetes: Option<View>,
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extra").field("kubernetes", &self.kubernetes.is_some()).finish()
+    }
+}
+
 /// What the handlers read.
 #[derive(Clone, Debug)]
 pub struct AdminState {
     pub published: watch::Receiver<Arc<Published>>,
     pub proxies: Arc<Proxies>,
     pub metrics: Arc<Metrics>,
+    pub extra: Extra,
 }
 
 /// The admin API's routes.
@@ -39,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/status/{kind}/{namespace}/{name}", get(status_namespaced))
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/proxies/{namespace}/{name}/config", get(proxy_config))
+        .route("/api/v1/kubernetes", get(kubernetes))
         .with_state(state)
 }
 
@@ -56,6 +75,13 @@ async fn ready(State(s): State<AdminState>) -> Response {
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.encode()).into_response()
+}
+
+async fn kubernetes(State(s): State<AdminState>) -> Response {
+    match &s.extra.kubernetes {
+        Some(view) => Json(view()).into_response(),
+        None => not_found("the control plane runs in local mode".into()),
+    }
 }
 
 async fn errors(State(s): State<AdminState>) -> Json<Value> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_api as api;
-use weft_compile::{Change, Compiled, Compiler, Workloads};
+use weft_compile::{Change, Compiled, Compiler, EndpointSource, Workloads};
 use weft_k8s_api::crds::{GatewayAddress, MeshGatewayInstance, MeshGatewayInstanceSpec, MeshGatewayInstanceStatus};
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use weft_k8s_api::k8s_openapi::jiff::Timestamp;
@@ -39,6 +39,13 @@ pub struct Published {
     pub load_errors: Arc<Vec<String>>,
     /// True once a snapshot has been loaded.
     pub loaded: bool,
+    /// The snapshot in force was complete: in Kubernetes mode, taken after
+    /// every watcher had listed (always true in local mode once loaded).
+    /// Only a complete snapshot may lead to deleting generated objects.
+    pub complete: bool,
+    /// Status of each MeshGatewayInstance as the runtime observes it
+    /// (connected gateway proxies).
+    pub instances: Arc<BTreeMap<ObjectKey, MeshGatewayInstanceStatus>>,
 }
 
 impl Published {
@@ -65,6 +72,10 @@ impl Published {
 pub enum Input {
     /// A new snapshot from the source, with the errors met loading it.
     Snapshot { snapshot: Box<Snapshot>, errors: Vec<String> },
+    /// A snapshot of the cluster (Kubernetes mode). Always taken: objects
+    /// that could not be read (`invalid`) are in it at their last good
+    /// version, so one bad object never holds back the others.
+    ClusterSnapshot { snapshot: Box<Snapshot>, invalid: Vec<String>, complete: bool },
     /// A proxy connected; `done` gets the generation that includes it.
     WorkloadUp { id: String, workload: Box<api::Workload>, done: oneshot::Sender<u64> },
     /// A proxy disconnected.
@@ -91,15 +102,36 @@ impl ControlHandle {
 #[error("the control loop has stopped")]
 pub struct ControlStopped;
 
+/// Where the control loop's inputs come from; decides what is taken from
+/// proxies and what from the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A directory of YAML: connected proxies are the endpoints, and the
+    /// statuses last computed stand in for the objects' status.
+    Local,
+    /// The cluster: endpoints come from EndpointSlices and objects carry
+    /// their status as the cluster holds it.
+    Kubernetes,
+}
+
 /// Starts the control loop; returns its input handle and the publication
 /// channel.
-pub fn spawn(metrics: Arc<Metrics>, identities: Arc<Identities>) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
+pub fn spawn(
+    mode: Mode,
+    metrics: Arc<Metrics>,
+    identities: Arc<Identities>,
+) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
     let (tx, rx) = mpsc::channel(1024);
     let (publish, published) = watch::channel(Arc::new(Published::default()));
     let state = ControlLoop {
         snapshot: Arc::new(Snapshot::default()),
         output: Arc::new(Output::default()),
-        compiler: Compiler::default(),
+        compiler: Compiler::new(match mode {
+            Mode::Local => EndpointSource::ConnectedProxies,
+            Mode::Kubernetes => EndpointSource::Cluster,
+        }),
+        mode,
+        complete: false,
         workloads: Workloads::new(),
         generation: 0,
         history: VecDeque::new(),
@@ -114,6 +146,8 @@ pub fn spawn(metrics: Arc<Metrics>, identities: Arc<Identities>) -> (ControlHand
 }
 
 struct ControlLoop {
+    mode: Mode,
+    complete: bool,
     snapshot: Arc<Snapshot>,
     output: Arc<Output>,
     compiler: Compiler,
@@ -144,11 +178,22 @@ impl ControlLoop {
             let mut waiting = Vec::new();
             for input in batch {
                 match input {
+                    Input::ClusterSnapshot { snapshot, invalid, complete } => {
+                        for e in invalid.iter().filter(|e| !self.load_errors.contains(e)) {
+                            tracing::warn!(error = %e, "object not readable; its last good version is used");
+                        }
+                        self.snapshot = Arc::new(*snapshot);
+                        self.load_errors = invalid;
+                        self.loaded = true;
+                        self.complete = complete;
+                        retranslate = true;
+                    }
                     Input::Snapshot { snapshot, errors } => {
                         if errors.is_empty() {
                             self.snapshot = Arc::new(*snapshot);
                             self.load_errors.clear();
                             self.loaded = true;
+                            self.complete = true;
                             retranslate = true;
                         } else {
                             // Keep serving the last good snapshot.
@@ -173,7 +218,8 @@ impl ControlLoop {
             }
             if retranslate {
                 let started = Instant::now();
-                let input = with_observed_state(&self.snapshot, &self.output.status, &self.workloads);
+                let previous = (self.mode == Mode::Local).then_some(&self.output.status);
+                let input = with_observed_state(&self.snapshot, previous, &self.workloads);
                 let now = Time(Timestamp::now());
                 self.output = Arc::new(weft_translate::translate(&input, &now));
                 self.metrics.translate_seconds.observe(started.elapsed().as_secs_f64());
@@ -207,6 +253,8 @@ impl ControlLoop {
                 history: Arc::new(self.history.clone()),
                 load_errors: Arc::new(self.load_errors.clone()),
                 loaded: self.loaded,
+                complete: self.complete,
+                instances: Arc::new(observed_instances(&self.workloads)),
             }));
             for done in waiting {
                 let _ = done.send(self.generation);
@@ -217,7 +265,7 @@ impl ControlLoop {
 
 /// Every mesh of the snapshot (and `default`, which always exists) with
 /// what signing for it needs.
-fn mesh_identities(snapshot: &Snapshot) -> Vec<MeshIdentity> {
+pub fn mesh_identities(snapshot: &Snapshot) -> Vec<MeshIdentity> {
     let default = weft_k8s_api::labels::DEFAULT_MESH;
     let mut out: Vec<MeshIdentity> = snapshot
         .meshes
@@ -243,35 +291,52 @@ fn mesh_identities(snapshot: &Snapshot) -> Vec<MeshIdentity> {
     out
 }
 
-/// The snapshot as the translator should see it in local mode: objects carry
-/// the status last computed for them (so condition transition times stay put
-/// while nothing changes), and each gateway's MeshGatewayInstance reports the
+/// The snapshot as the translator should see it: in local mode objects
+/// carry the status last computed for them (`previous`, so condition
+/// transition times stay put while nothing changes; in Kubernetes mode they
+/// carry the cluster's), and each gateway's MeshGatewayInstance reports the
 /// connected gateway proxies as its ready replicas.
-fn with_observed_state(snapshot: &Snapshot, previous: &Statuses, workloads: &Workloads) -> Snapshot {
+fn with_observed_state(snapshot: &Snapshot, previous: Option<&Statuses>, workloads: &Workloads) -> Snapshot {
     let mut s = snapshot.clone();
-    for (name, class) in s.gateway_classes.iter_mut() {
-        if let Some(st) = previous.gateway_classes.get(name) {
-            class.status = Some(st.clone());
-        }
-    }
-    macro_rules! restore {
-        ($field:ident) => {
-            for (key, obj) in s.$field.iter_mut() {
-                if let Some(st) = previous.$field.get(key) {
-                    obj.status = Some(st.clone());
-                }
+    if let Some(previous) = previous {
+        for (name, class) in s.gateway_classes.iter_mut() {
+            if let Some(st) = previous.gateway_classes.get(name) {
+                class.status = Some(st.clone());
             }
-        };
+        }
+        macro_rules! restore {
+            ($field:ident) => {
+                for (key, obj) in s.$field.iter_mut() {
+                    if let Some(st) = previous.$field.get(key) {
+                        obj.status = Some(st.clone());
+                    }
+                }
+            };
+        }
+        restore!(gateways);
+        restore!(listener_sets);
+        restore!(http_routes);
+        restore!(grpc_routes);
+        restore!(tls_routes);
+        restore!(tcp_routes);
+        restore!(mesh_http_routes);
+        restore!(mesh_tcp_routes);
     }
-    restore!(gateways);
-    restore!(listener_sets);
-    restore!(http_routes);
-    restore!(grpc_routes);
-    restore!(tls_routes);
-    restore!(tcp_routes);
-    restore!(mesh_http_routes);
-    restore!(mesh_tcp_routes);
+    for (key, status) in observed_instances(workloads) {
+        s.mesh_gateway_instances.insert(
+            key.clone(),
+            MeshGatewayInstance {
+                metadata: ObjectMeta { name: Some(key.name), namespace: Some(key.namespace), ..Default::default() },
+                spec: MeshGatewayInstanceSpec::default(),
+                status: Some(status),
+            },
+        );
+    }
+    s
+}
 
+/// Each MeshGatewayInstance's status from its connected gateway proxies.
+fn observed_instances(workloads: &Workloads) -> BTreeMap<ObjectKey, MeshGatewayInstanceStatus> {
     let mut instances: BTreeMap<ObjectKey, (i32, Vec<GatewayAddress>)> = BTreeMap::new();
     for w in workloads.values().filter(|w| w.role == api::Role::Gateway as i32 && !w.gateway.is_empty()) {
         let entry = instances.entry(ObjectKey::new(w.namespace.clone(), w.gateway.clone())).or_default();
@@ -283,16 +348,11 @@ fn with_observed_state(snapshot: &Snapshot, previous: &Statuses, workloads: &Wor
             }
         }
     }
-    for (key, (ready, mut addresses)) in instances {
-        addresses.sort();
-        s.mesh_gateway_instances.insert(
-            key.clone(),
-            MeshGatewayInstance {
-                metadata: ObjectMeta { name: Some(key.name), namespace: Some(key.namespace), ..Default::default() },
-                spec: MeshGatewayInstanceSpec::default(),
-                status: Some(MeshGatewayInstanceStatus { ready_replicas: ready, addresses, ..Default::default() }),
-            },
-        );
-    }
-    s
+    instances
+        .into_iter()
+        .map(|(key, (ready, mut addresses))| {
+            addresses.sort();
+            (key, MeshGatewayInstanceStatus { ready_replicas: ready, addresses, ..Default::default() })
+        })
+        .collect()
 }

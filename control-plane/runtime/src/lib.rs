@@ -1,8 +1,11 @@
 //! Weft's control plane runtime.
 //!
-//! A source (local mode: a directory of YAML) feeds the control loop, which
-//! translates and compiles and publishes the result; the distributor streams
-//! each connected proxy what it needs over gRPC; the admin API shows it all.
+//! A source (local mode: a directory of YAML; Kubernetes mode: the cluster,
+//! through `weft-kubernetes`) feeds the control loop, which translates and
+//! compiles and publishes the result; the distributor streams each
+//! connected proxy what it needs over gRPC; the admin API shows it all. In
+//! Kubernetes mode the leader also writes generated objects and statuses
+//! back to the cluster.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +13,7 @@ pub mod admin;
 pub mod control;
 pub mod distribute;
 pub mod identity;
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxies;
 pub mod source;
@@ -24,21 +28,28 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::control::Published;
+use crate::control::{ControlHandle, Published};
+use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::proxies::Proxies;
+
+/// Where the control plane reads its input.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory of YAML; CAs and the join-token key in `state_dir`.
+    Local { dir: PathBuf, state_dir: PathBuf },
+    /// The Kubernetes API.
+    Kubernetes(kubernetes::KubeOptions),
+}
 
 /// Where the control plane listens and what it serves.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Local mode: the directory of YAML to serve.
-    pub local_dir: PathBuf,
+    pub source: Source,
     /// gRPC address for proxies.
     pub grpc_addr: SocketAddr,
     /// Admin HTTP address.
     pub admin_addr: SocketAddr,
-    /// Where the mesh CAs and the join-token key are kept.
-    pub state_dir: PathBuf,
 }
 
 /// A running control plane.
@@ -55,16 +66,27 @@ pub struct Running {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Kubernetes mode: what must end cleanly on shutdown.
+    kube: Option<kubernetes::Handle>,
 }
 
 impl Running {
     /// Waits until a task fails (they run forever otherwise).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
         let (result, _, rest) = futures::future::select_all(self.tasks.drain(..)).await;
         for t in rest {
             t.abort();
         }
         result.context("a control-plane task panicked")?
+    }
+
+    /// Stops cleanly: in Kubernetes mode the leader gives its Lease up so
+    /// that another replica takes over at once.
+    pub async fn stop(mut self) {
+        if let Some(kube) = self.kube.take() {
+            kube.stop().await;
+        }
+        self.shutdown();
     }
 
     /// Stops every task.
@@ -81,16 +103,26 @@ impl Drop for Running {
     }
 }
 
-/// Starts the control plane: binds its listeners, loads the directory and
-/// serves.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let metrics = Arc::new(Metrics::default());
+/// The servers every mode runs, and the control loop.
+struct Core {
+    control: ControlHandle,
+    published: watch::Receiver<Arc<Published>>,
+    proxies: Arc<Proxies>,
+    metrics: Arc<Metrics>,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn start_core(
+    config: &Config,
+    mode: control::Mode,
+    metrics: Arc<Metrics>,
+    identities: Arc<Identities>,
+    extra: admin::Extra,
+) -> anyhow::Result<Core> {
     let proxies = Arc::new(Proxies::default());
-    let identities = Arc::new(
-        identity::Identities::open(&config.state_dir)
-            .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?,
-    );
-    let (control, published) = control::spawn(metrics.clone(), identities.clone());
+    let (control, published) = control::spawn(mode, metrics.clone(), identities.clone());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -101,8 +133,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut tasks = Vec::new();
-    // Mesh CAs rotated in the state directory reach proxies within seconds.
+    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    // Mesh CAs rotated where they are kept reach proxies within seconds.
     let (watched, rotation_control) = (identities.clone(), control.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
@@ -113,12 +145,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }
     }));
-    let dir = config.local_dir.clone();
-    let source_control = control.clone();
-    tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
 
     let certificate_metrics = metrics.clone();
-    let distributor = distribute::Distributor::new(control, published.clone(), proxies.clone(), metrics.clone());
+    let distributor =
+        distribute::Distributor::new(control.clone(), published.clone(), proxies.clone(), metrics.clone());
     tasks.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -139,9 +169,44 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         published: published.clone(),
         proxies: proxies.clone(),
         metrics: metrics.clone(),
+        extra,
     });
     tasks.push(tokio::spawn(async move { axum::serve(admin_listener, admin).await.context("admin server") }));
+    Ok(Core { control, published, proxies, metrics, grpc_addr, admin_addr, tasks })
+}
 
-    tracing::info!(%grpc_addr, %admin_addr, dir = %config.local_dir.display(), "control plane started");
-    Ok(Running { grpc_addr, admin_addr, published, proxies, metrics, tasks })
+/// Starts the control plane: binds its listeners, starts reading its
+/// source and serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    match &config.source {
+        Source::Local { dir, state_dir } => {
+            let metrics = Arc::new(Metrics::default());
+            let identities = Arc::new(
+                Identities::open(state_dir)
+                    .with_context(|| format!("opening the state directory {}", state_dir.display()))?,
+            );
+            let mut core =
+                start_core(&config, control::Mode::Local, metrics, identities, admin::Extra::default()).await?;
+            let (dir, source_control) = (dir.clone(), core.control.clone());
+            core.tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
+            tracing::info!(grpc_addr = %core.grpc_addr, admin_addr = %core.admin_addr, dir = %config_dir(&config), "control plane started (local mode)");
+            Ok(Running {
+                grpc_addr: core.grpc_addr,
+                admin_addr: core.admin_addr,
+                published: core.published,
+                proxies: core.proxies,
+                metrics: core.metrics,
+                tasks: core.tasks,
+                kube: None,
+            })
+        }
+        Source::Kubernetes(options) => kubernetes::start(&config, options.clone()).await,
+    }
+}
+
+fn config_dir(config: &Config) -> String {
+    match &config.source {
+        Source::Local { dir, .. } => dir.display().to_string(),
+        Source::Kubernetes(_) => String::new(),
+    }
 }

@@ -37,18 +37,38 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Local mode: serve the Gateway API and Weft YAML in this directory,
-    /// reloading it when it changes.
+    /// reloading it when it changes. Without it the control plane runs on
+    /// the Kubernetes API.
     #[arg(long, value_name = "DIR")]
-    local: PathBuf,
+    local: Option<PathBuf>,
+    /// Kubernetes mode: the kubeconfig to use (default: in-cluster, then
+    /// KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "FILE", conflicts_with = "local")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the control plane's namespace, where its Lease,
+    /// mesh CA Secrets and join-token key live.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "weft-system")]
+    namespace: String,
+    /// Kubernetes mode: this replica's name in the leader Lease (the pod
+    /// name; default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Kubernetes mode: how long the leader Lease lasts without renewal
+    /// (seconds); the leader renews every third of it.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration: u64,
+    /// Kubernetes mode: most writes (applies, deletes, status) per second.
+    #[arg(long, default_value_t = 50.0)]
+    write_qps: f64,
     /// Address proxies connect to (gRPC).
     #[arg(long, default_value = "127.0.0.1:15010", env = "WEFT_GRPC_ADDR")]
     grpc_addr: SocketAddr,
     /// Admin API address (health, metrics, objects, proxies).
     #[arg(long, default_value = "127.0.0.1:15000", env = "WEFT_ADMIN_ADDR")]
     admin_addr: SocketAddr,
-    /// Where the mesh CAs and the join-token key are kept (created on
-    /// first start). Default: $XDG_STATE_HOME/weft, else
-    /// ~/.local/state/weft.
+    /// Local mode: where the mesh CAs and the join-token key are kept
+    /// (created on first start). Default: $XDG_STATE_HOME/weft, else
+    /// ~/.local/state/weft. Kubernetes mode keeps them in Secrets.
     #[arg(long, value_name = "DIR", env = "WEFT_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Log as JSON lines.
@@ -79,22 +99,52 @@ async fn main() -> anyhow::Result<()> {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
         tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
-    let state_dir = match args.state_dir {
-        Some(dir) => dir,
-        None => default_state_dir()?,
-    };
-    let running = weft_cp::start(weft_cp::Config {
-        local_dir: args.local,
-        state_dir,
-        grpc_addr: args.grpc_addr,
-        admin_addr: args.admin_addr,
-    })
-    .await?;
-    tokio::select! {
-        result = running.wait() => result,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
-            Ok(())
+    let source = match args.local {
+        Some(dir) => {
+            let state_dir = match args.state_dir {
+                Some(dir) => dir,
+                None => default_state_dir()?,
+            };
+            weft_cp::Source::Local { dir, state_dir }
         }
+        None => {
+            let identity = match args.pod_name.filter(|n| !n.is_empty()) {
+                Some(name) => name,
+                None => hostname()?,
+            };
+            let mut options = weft_cp::kubernetes::KubeOptions::new(&args.namespace, &identity);
+            options.kubeconfig = args.kubeconfig;
+            options.lease_duration = std::time::Duration::from_secs(args.lease_duration);
+            anyhow::ensure!(args.write_qps > 0.0, "--write-qps must be positive");
+            options.write_qps = args.write_qps;
+            weft_cp::Source::Kubernetes(options)
+        }
+    };
+    let mut running =
+        weft_cp::start(weft_cp::Config { source, grpc_addr: args.grpc_addr, admin_addr: args.admin_addr }).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = running.wait() => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    };
+    if result.is_ok() {
+        tracing::info!("shutting down");
     }
+    running.stop().await;
+    result
+}
+
+/// The host name (a pod's name inside Kubernetes).
+fn hostname() -> anyhow::Result<String> {
+    if let Ok(name) = std::env::var("HOSTNAME")
+        && !name.is_empty()
+    {
+        return Ok(name);
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    anyhow::ensure!(!name.is_empty(), "no --pod-name given and the host name is unknown");
+    Ok(name)
 }

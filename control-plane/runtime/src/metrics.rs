@@ -37,7 +37,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::with(|_| {})
+    }
+}
+
+impl Metrics {
+    /// The metrics, with more registered by `extra` (Kubernetes mode's).
+    pub fn with(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("weft_cp");
+        extra(&mut registry);
         let m = Metrics {
             generation: Gauge::default(),
             load_errors: Gauge::default(),
@@ -73,9 +81,7 @@ impl Default for Metrics {
         registry.register("certificates_refused", "Signing requests refused", m.certificates_refused.clone());
         Metrics { registry, ..m }
     }
-}
 
-impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -159,10 +159,9 @@ fn weights(held: &BTreeMap<String, api::Resource>) -> Vec<(String, u32)> {
 async fn start(dir: &Path) -> (weft_cp::Running, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
     let running = weft_cp::start(weft_cp::Config {
-        local_dir: dir.to_path_buf(),
+        source: weft_cp::Source::Local { dir: dir.to_path_buf(), state_dir: state.path().to_path_buf() },
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
-        state_dir: state.path().to_path_buf(),
     })
     .await
     .unwrap();
