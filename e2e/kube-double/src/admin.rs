@@ -22,12 +22,9 @@ impl Shared {
     pub fn resolve(&self, api_version: &str, kind: &str) -> Result<(Arc<ResourceType>, String), ApiError> {
         let (g, v) = util::split_api_version(api_version);
         let st = self.lock();
-        let rt = st
-            .registry
-            .by_kind(g, kind)
-            .filter(|t| t.version(v).is_some())
-            .cloned()
-            .ok_or_else(|| ApiError::new(404, "NotFound", format!("no matches for kind \"{kind}\" in version \"{api_version}\"")))?;
+        let rt = st.registry.by_kind(g, kind).filter(|t| t.version(v).is_some()).cloned().ok_or_else(|| {
+            ApiError::new(404, "NotFound", format!("no matches for kind \"{kind}\" in version \"{api_version}\""))
+        })?;
         Ok((rt, v.to_string()))
     }
 
@@ -107,11 +104,26 @@ impl Shared {
         let (rt, v) = self.resolve(api_version, kind)?;
         let body = serde_json::to_vec(patch).unwrap_or_default();
         self.commit_loop(|st| {
-            st.prepare_patch(&rt, &v, ns, name, subresource, content_type, &body, &mut WriteCtx::new("kube-double", manager))
+            st.prepare_patch(
+                &rt,
+                &v,
+                ns,
+                name,
+                subresource,
+                content_type,
+                &body,
+                &mut WriteCtx::new("kube-double", manager),
+            )
         })
     }
 
-    pub fn direct_delete(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
+    pub fn direct_delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
         let (rt, v) = self.resolve(api_version, kind)?;
         let mut st = self.lock();
         Ok(match st.delete(&rt, &v, ns, name, &DeleteOpts::default())? {
@@ -131,14 +143,18 @@ impl Shared {
     ) -> (String, u64) {
         let sa_uid = {
             let st = self.lock();
-            st.lookup(&key("", "serviceaccounts"), ns, sa).map(|o| util::uid_of(o).to_string()).unwrap_or_else(util::new_uid)
+            st.lookup(&key("", "serviceaccounts"), ns, sa)
+                .map(|o| util::uid_of(o).to_string())
+                .unwrap_or_else(util::new_uid)
         };
         self.issuer.issue(ns, sa, &sa_uid, audiences, expiration, pod)
     }
 }
 
 fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// `POST .../serviceaccounts/{name}/token` (TokenRequest), JSON or protobuf.
@@ -159,11 +175,16 @@ pub fn token_request(shared: &Shared, _rt: &ResourceType, ns: &str, sa: &str, bo
     }
     let exp = req.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(3600);
     if exp < 600 {
-        return Err(ApiError::invalid("TokenRequest", "authentication.k8s.io", sa, vec![crate::error::FieldError::invalid(
-            "spec.expirationSeconds",
-            &json!(exp),
-            "may not specify a duration less than 10 minutes",
-        )]));
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            "authentication.k8s.io",
+            sa,
+            vec![crate::error::FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(exp),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
     }
     let audiences = strs(req.pointer("/spec/audiences"));
     let mut pod = None;
@@ -171,22 +192,35 @@ pub fn token_request(shared: &Shared, _rt: &ResourceType, ns: &str, sa: &str, bo
         let kind = bound.get("kind").and_then(Value::as_str).unwrap_or("");
         let name = bound.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         if kind != "Pod" {
-            return Err(ApiError::bad_request(format!("cannot bind token to object of kind {kind:?}: only Pod is supported by the kube double")));
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of kind {kind:?}: only Pod is supported by the kube double"
+            )));
         }
         let st = shared.lock();
         let p = st
             .lookup(&key("", "pods"), ns, &name)
             .ok_or_else(|| ApiError::not_found(&crate::error::GroupResource { group: "", resource: "pods" }, &name))?;
         let uid = util::uid_of(p).to_string();
-        if let Some(want) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
-            if want != uid {
-                return Err(ApiError::conflict(&gr, sa, &format!("the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated")));
-            }
+        if let Some(want) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+            && want != uid
+        {
+            return Err(ApiError::conflict(
+                &gr,
+                sa,
+                &format!(
+                    "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                ),
+            ));
         }
         pod = Some((name, uid));
     }
-    let (token, exp_at) =
-        shared.issue_token(ns, sa, &audiences, Duration::from_secs(exp), pod.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));
+    let (token, exp_at) = shared.issue_token(
+        ns,
+        sa,
+        &audiences,
+        Duration::from_secs(exp),
+        pod.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+    );
     let aud = if audiences.is_empty() { vec![shared.issuer.default_audience.clone()] } else { audiences };
     let mut spec = json!({"audiences": aud, "expirationSeconds": exp});
     if let Some(b) = req.pointer("/spec/boundObjectRef").filter(|b| !b.is_null()) {
@@ -202,7 +236,8 @@ pub fn token_request(shared: &Shared, _rt: &ResourceType, ns: &str, sa: &str, bo
 
 /// `POST /apis/authentication.k8s.io/v1/tokenreviews`.
 pub fn token_review(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid TokenReview: {e}")))?;
+    let req: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid TokenReview: {e}")))?;
     let token = req.pointer("/spec/token").and_then(Value::as_str).unwrap_or("");
     let mut wanted = strs(req.pointer("/spec/audiences"));
     let requested = wanted.clone();
@@ -217,7 +252,8 @@ pub fn token_review(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         let c = shared.issuer.verify(token)?;
         let common: Vec<String> = c.audiences.iter().filter(|a| wanted.contains(a)).cloned().collect();
         if common.is_empty() {
-            return Err("[invalid bearer token, token audiences [...] is invalid for the target audiences]".replace("[...]", &format!("{:?}", c.audiences)));
+            return Err("[invalid bearer token, token audiences [...] is invalid for the target audiences]"
+                .replace("[...]", &format!("{:?}", c.audiences)));
         }
         let st = shared.lock();
         let sa = st
@@ -240,7 +276,10 @@ pub fn token_review(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
                 .lookup(&key("", "pods"), &c.namespace, pname)
                 .ok_or_else(|| format!("[invalid bearer token, pods \"{pname}\" not found]"))?;
             if util::uid_of(pod) != puid {
-                return Err(format!("[invalid bearer token, pod UID ({}) does not match claim ({puid})]", util::uid_of(pod)));
+                return Err(format!(
+                    "[invalid bearer token, pod UID ({}) does not match claim ({puid})]",
+                    util::uid_of(pod)
+                ));
             }
             user["extra"] = json!({
                 "authentication.kubernetes.io/pod-name": [pname],
@@ -264,7 +303,12 @@ fn scope_of(v: &Value) -> Scope {
 }
 
 /// `/_double/...`.
-pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, path: &str, query: &HashMap<String, String>) -> Response<Body> {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
     let method = req.method().clone();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -280,7 +324,13 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, path: &str, qu
     }
 }
 
-fn admin(shared: &Arc<Shared>, method: &Method, path: &str, query: &HashMap<String, String>, b: &Value) -> Result<(u16, Value), ApiError> {
+fn admin(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    b: &Value,
+) -> Result<(u16, Value), ApiError> {
     let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     match (method.as_str(), path) {
         ("GET", "recorded") => {
@@ -338,7 +388,8 @@ fn admin(shared: &Arc<Shared>, method: &Method, path: &str, query: &HashMap<Stri
             let q = |k: &str| query.get(k).cloned().unwrap_or_default();
             if q("name").is_empty() {
                 let ns = q("namespace");
-                let items = shared.direct_list(&q("apiVersion"), &q("kind"), (!ns.is_empty()).then_some(ns.as_str()))?;
+                let items =
+                    shared.direct_list(&q("apiVersion"), &q("kind"), (!ns.is_empty()).then_some(ns.as_str()))?;
                 Ok((200, json!({"items": items})))
             } else {
                 match shared.direct_get(&q("apiVersion"), &q("kind"), &q("namespace"), &q("name"))? {
@@ -365,9 +416,20 @@ fn admin(shared: &Arc<Shared>, method: &Method, path: &str, query: &HashMap<Stri
                         "strategic" => "application/strategic-merge-patch+json",
                         _ => "application/merge-patch+json",
                     };
-                    shared.direct_patch(&s("apiVersion"), &s("kind"), &s("namespace"), &s("name"), &sub, ct, b.get("patch").unwrap_or(&json!({})), &manager)?
+                    shared.direct_patch(
+                        &s("apiVersion"),
+                        &s("kind"),
+                        &s("namespace"),
+                        &s("name"),
+                        &sub,
+                        ct,
+                        b.get("patch").unwrap_or(&json!({})),
+                        &manager,
+                    )?
                 }
-                "delete" => shared.direct_delete(&s("apiVersion"), &s("kind"), &s("namespace"), &s("name"))?.unwrap_or(json!({})),
+                "delete" => shared
+                    .direct_delete(&s("apiVersion"), &s("kind"), &s("namespace"), &s("name"))?
+                    .unwrap_or(json!({})),
                 other => return Err(ApiError::bad_request(format!("unknown object op {other:?}"))),
             };
             Ok((200, v))

@@ -34,14 +34,24 @@ pub struct Call {
 }
 
 fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn any_matches(list: &[String], want: &str) -> bool {
     list.iter().any(|x| x == "*" || x == want)
 }
 
-fn rule_matches(rule: &Value, op: &str, group: &str, version: &str, resource: &str, sub: &str, namespaced: bool) -> bool {
+fn rule_matches(
+    rule: &Value,
+    op: &str,
+    group: &str,
+    version: &str,
+    resource: &str,
+    sub: &str,
+    namespaced: bool,
+) -> bool {
     let resources = strs(rule.get("resources"));
     let res_ok = resources.iter().any(|r| {
         let (rr, rs) = r.split_once('/').unwrap_or((r.as_str(), ""));
@@ -60,7 +70,8 @@ fn rule_matches(rule: &Value, op: &str, group: &str, version: &str, resource: &s
 
 /// The webhooks a write must go through, in calling order.
 pub fn plan(state: &State, p: &Prepared, op: &str, object: Option<&Value>) -> Result<Vec<Call>, ApiError> {
-    let mut configs: Vec<&Arc<Value>> = state.objects_in(&key("admissionregistration.k8s.io", "mutatingwebhookconfigurations"), None).collect();
+    let mut configs: Vec<&Arc<Value>> =
+        state.objects_in(&key("admissionregistration.k8s.io", "mutatingwebhookconfigurations"), None).collect();
     if configs.is_empty() {
         return Ok(vec![]);
     }
@@ -77,7 +88,10 @@ pub fn plan(state: &State, p: &Prepared, op: &str, object: Option<&Value>) -> Re
         for wh in cfg.get("webhooks").and_then(Value::as_array).into_iter().flatten() {
             let name = wh.get("name").and_then(Value::as_str).unwrap_or("").to_string();
             let rules = wh.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
-            if !rules.iter().any(|r| rule_matches(r, op, &p.rt.group, &p.version, &p.rt.plural, &p.subresource, p.rt.namespaced)) {
+            if !rules
+                .iter()
+                .any(|r| rule_matches(r, op, &p.rt.group, &p.version, &p.rt.plural, &p.subresource, p.rt.namespaced))
+            {
                 continue;
             }
             if !strs(wh.get("admissionReviewVersions")).iter().any(|v| v == "v1") {
@@ -86,7 +100,7 @@ pub fn plan(state: &State, p: &Prepared, op: &str, object: Option<&Value>) -> Re
             let ns_sel_applies = p.rt.namespaced || (p.rt.group.is_empty() && p.rt.plural == "namespaces");
             if ns_sel_applies {
                 let ok = crate::controllers::structured_matches(wh.get("namespaceSelector"), ns_labels.as_ref())
-                    .map_err(|e| ApiError::internal(e))?;
+                    .map_err(ApiError::internal)?;
                 if !ok {
                     continue;
                 }
@@ -210,7 +224,10 @@ pub async fn run(calls: Vec<Call>, base: Value, mut object: Value, with_object: 
         };
         let response = resp.get("response").cloned().unwrap_or(Value::Null);
         if response.get("uid").and_then(Value::as_str) != Some(uid.as_str()) {
-            let e = format!("expected response.uid=\"{uid}\", got \"{}\"", response.get("uid").and_then(Value::as_str).unwrap_or(""));
+            let e = format!(
+                "expected response.uid=\"{uid}\", got \"{}\"",
+                response.get("uid").and_then(Value::as_str).unwrap_or("")
+            );
             if call.fail_closed {
                 return Err(call_error(&call, &e));
             }
@@ -221,7 +238,8 @@ pub async fn run(calls: Vec<Call>, base: Value, mut object: Value, with_object: 
             let code = status.get("code").and_then(Value::as_u64).filter(|c| *c >= 400).unwrap_or(400) as u16;
             let msg = status.get("message").and_then(Value::as_str).unwrap_or("without explanation");
             let reason = status.get("reason").and_then(Value::as_str).unwrap_or("");
-            let mut e = ApiError::new(code, reason, format!("admission webhook \"{}\" denied the request: {msg}", call.name));
+            let mut e =
+                ApiError::new(code, reason, format!("admission webhook \"{}\" denied the request: {msg}", call.name));
             if reason.is_empty() {
                 e.reason = String::new();
             }
@@ -279,7 +297,8 @@ async fn post(call: &Call, body: Vec<u8>) -> Result<Value, String> {
             format!("tls: {s}")
         }
     })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -108,10 +108,10 @@ fn default_service(obj: &mut Value) {
     if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ps.iter_mut().filter_map(Value::as_object_mut) {
             p.entry("protocol").or_insert(json!("TCP"));
-            if !p.contains_key("targetPort") {
-                if let Some(port) = p.get("port").cloned() {
-                    p.insert("targetPort".into(), port);
-                }
+            if !p.contains_key("targetPort")
+                && let Some(port) = p.get("port").cloned()
+            {
+                p.insert("targetPort".into(), port);
             }
         }
     }
@@ -177,9 +177,12 @@ impl State {
                 o.to_string()
             } else {
                 let base: u32 = (10 << 24) | (96 << 16);
-                let n = (10..65534u32)
+                let start = self.next_ip;
+                let n = (start..65534u32)
+                    .chain(10..start)
                     .find(|n| !self.cluster_ips.contains(&(base + n)))
                     .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?;
+                self.next_ip = if n + 1 >= 65534 { 10 } else { n + 1 };
                 self.cluster_ips.insert(base + n);
                 std::net::Ipv4Addr::from(base + n).to_string()
             };
@@ -206,9 +209,12 @@ impl State {
                     let np = match reuse {
                         Some(n) => n as u16,
                         None => {
-                            let n = (30000..=32767u16)
+                            let start = self.next_node_port;
+                            let n = (start..=32767u16)
+                                .chain(30000..start)
                                 .find(|n| !self.node_ports.contains(n))
                                 .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                            self.next_node_port = if n >= 32767 { 30000 } else { n + 1 };
                             self.node_ports.insert(n);
                             n
                         }
@@ -238,7 +244,8 @@ impl State {
             }
             _ => {}
         }
-        let refs_changed = old.map(|o| o.pointer("/metadata/ownerReferences")) != Some(new.pointer("/metadata/ownerReferences"));
+        let refs_changed =
+            old.map(|o| o.pointer("/metadata/ownerReferences")) != Some(new.pointer("/metadata/ownerReferences"));
         if refs_changed && new.pointer("/metadata/ownerReferences").is_some() {
             self.collect_if_garbage(k, new);
         }
@@ -250,10 +257,10 @@ impl State {
             ("apiextensions.k8s.io", "customresourcedefinitions") => self.unregister_crd(gone),
             ("", "namespaces") => self.delete_namespace_contents(util::name_of(gone)),
             ("", "services") => {
-                if let Some(ip) = gone.pointer("/spec/clusterIP").and_then(Value::as_str) {
-                    if let Ok(a) = ip.parse::<std::net::Ipv4Addr>() {
-                        self.cluster_ips.remove(&u32::from(a));
-                    }
+                if let Some(ip) = gone.pointer("/spec/clusterIP").and_then(Value::as_str)
+                    && let Ok(a) = ip.parse::<std::net::Ipv4Addr>()
+                {
+                    self.cluster_ips.remove(&u32::from(a));
                 }
                 for p in gone.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
                     if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
@@ -288,16 +295,13 @@ impl State {
         let mut invalid = Vec::new();
         for r in refs {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-            match self.by_uid.get(uid) {
-                Some((ok, (owner_ns, _))) => {
-                    let owner_namespaced = self.registry.get(&ok.0, &ok.1).is_some_and(|t| t.namespaced);
-                    let valid = if owner_namespaced { !dep_ns.is_empty() && *owner_ns == dep_ns } else { true };
-                    if valid {
-                        return;
-                    }
-                    invalid.push(r.clone());
+            if let Some((ok, (owner_ns, _))) = self.by_uid.get(uid) {
+                let owner_namespaced = self.registry.get(&ok.0, &ok.1).is_some_and(|t| t.namespaced);
+                let valid = if owner_namespaced { !dep_ns.is_empty() && *owner_ns == dep_ns } else { true };
+                if valid {
+                    return;
                 }
-                None => {}
+                invalid.push(r.clone());
             }
         }
         for r in &invalid {
@@ -354,10 +358,10 @@ impl State {
             self.remove_object(&k, &n, &name);
         }
         let nsk = key("", "namespaces");
-        if let Some(obj) = self.lookup(&nsk, "", ns).cloned() {
-            if obj.pointer("/metadata/deletionTimestamp").is_some() {
-                self.remove_object(&nsk, "", ns);
-            }
+        if let Some(obj) = self.lookup(&nsk, "", ns).cloned()
+            && obj.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            self.remove_object(&nsk, "", ns);
         }
     }
 
@@ -447,9 +451,9 @@ impl State {
             let target = sp.get("targetPort").cloned().or_else(|| sp.get("port").cloned()).unwrap_or(Value::Null);
             let resolved = match &target {
                 Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.parse::<u64>().ok().or_else(|| {
-                    pods.iter().find_map(|p| named_container_port(p, s))
-                }),
+                Value::String(s) => {
+                    s.parse::<u64>().ok().or_else(|| pods.iter().find_map(|p| named_container_port(p, s)))
+                }
                 _ => None,
             };
             let mut port = json!({
@@ -470,14 +474,13 @@ impl State {
         });
         let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": svc_name, "uid": util::uid_of(&svc),
                             "controller": true, "blockOwnerDeletion": true}]);
-        if let Some(cur) = &existing {
-            if cur.get("endpoints").unwrap_or(&json!([])) == &Value::Array(endpoints.clone())
-                && cur.get("ports") == Some(&Value::Array(ports.clone()))
-                && cur.pointer("/metadata/labels") == Some(&desired_labels)
-                && cur.pointer("/metadata/ownerReferences") == Some(&owner)
-            {
-                return;
-            }
+        if let Some(cur) = &existing
+            && cur.get("endpoints").unwrap_or(&json!([])) == &Value::Array(endpoints.clone())
+            && cur.get("ports") == Some(&Value::Array(ports.clone()))
+            && cur.pointer("/metadata/labels") == Some(&desired_labels)
+            && cur.pointer("/metadata/ownerReferences") == Some(&owner)
+        {
+            return;
         }
         let mut slice = match &existing {
             Some(c) => (**c).clone(),
@@ -495,7 +498,8 @@ impl State {
         m.insert("ownerReferences".into(), owner);
         let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(0) + i64::from(existing.is_some());
         m.insert("generation".into(), json!(generation.max(1)));
-        let types = crate::fieldset::Types { schema: None, group: "discovery.k8s.io".into(), kind: "EndpointSlice".into() };
+        let types =
+            crate::fieldset::Types { schema: None, group: "discovery.k8s.io".into(), kind: "EndpointSlice".into() };
         let req = crate::ssa::ApplyRequest {
             manager: "kube-controller-manager",
             force: false,
@@ -519,7 +523,8 @@ fn selector_matches(sel: &Map<String, Value>, obj: &Value) -> bool {
 fn named_container_port(pod: &Value, name: &str) -> Option<u64> {
     pod.pointer("/spec/containers")?.as_array()?.iter().find_map(|c| {
         c.get("ports")?.as_array()?.iter().find_map(|p| {
-            (p.get("name").and_then(Value::as_str) == Some(name)).then(|| p.get("containerPort").and_then(Value::as_u64))?
+            (p.get("name").and_then(Value::as_str) == Some(name))
+                .then(|| p.get("containerPort").and_then(Value::as_u64))?
         })
     })
 }

@@ -51,7 +51,8 @@ pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<V
         }
         resources.push(r);
         if t.has_status(version) {
-            resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
+            resources
+                .push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
                                   "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
         for (sub, kind, verbs) in &t.extra_subresources {
@@ -65,8 +66,10 @@ pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<V
             resources.push(r);
         }
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": crate::util::group_version(group, version),
-                "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": crate::util::group_version(group, version),
+                "resources": resources}),
+    )
 }
 
 /// The preferred version of a group (GA over beta over alpha).

@@ -25,7 +25,11 @@ pub struct GroupResource<'a> {
 
 impl std::fmt::Display for GroupResource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.group.is_empty() { write!(f, "{}", self.resource) } else { write!(f, "{}.{}", self.resource, self.group) }
+        if self.group.is_empty() {
+            write!(f, "{}", self.resource)
+        } else {
+            write!(f, "{}.{}", self.resource, self.group)
+        }
     }
 }
 
@@ -106,7 +110,10 @@ impl ApiError {
             409 => ("Conflict", "the server reported a conflict"),
             410 => ("Expired", "the resource version is too old"),
             429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-            500 => ("InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            500 => (
+                "InternalError",
+                "an error on the server (\"injected fault\") has prevented the request from succeeding",
+            ),
             503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
             504 => ("Timeout", "the server was unable to return a response in the time allotted"),
             _ => ("InternalError", "injected fault"),
@@ -151,7 +158,12 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
-        FieldError { reason: "FieldValueInvalid", field: field.to_string(), value: Some(render(value)), detail: detail.into() }
+        FieldError {
+            reason: "FieldValueInvalid",
+            field: field.to_string(),
+            value: Some(render(value)),
+            detail: detail.into(),
+        }
     }
     pub fn required(field: &str, detail: impl Into<String>) -> Self {
         FieldError { reason: "FieldValueRequired", field: field.to_string(), value: None, detail: detail.into() }
@@ -169,7 +181,12 @@ impl FieldError {
         FieldError { reason: "FieldValueTooMany", field: field.to_string(), value: None, detail: detail.into() }
     }
     pub fn type_invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
-        FieldError { reason: "FieldValueTypeInvalid", field: field.to_string(), value: Some(render(value)), detail: detail.into() }
+        FieldError {
+            reason: "FieldValueTypeInvalid",
+            field: field.to_string(),
+            value: Some(render(value)),
+            detail: detail.into(),
+        }
     }
 
     /// The cause message, without the field path (the Status puts the path in `field`).

@@ -78,11 +78,9 @@ impl Faults {
                 continue;
             }
             match rule {
-                Rule::Next { left, code } if *left > 0 => {
-                    if v.fail.is_none() {
-                        *left -= 1;
-                        v.fail = Some(*code);
-                    }
+                Rule::Next { left, code } if *left > 0 && v.fail.is_none() => {
+                    *left -= 1;
+                    v.fail = Some(*code);
                 }
                 Rule::Nth { n, seen, code } if *seen < *n => {
                     *seen += 1;
@@ -90,10 +88,8 @@ impl Faults {
                         v.fail = Some(*code);
                     }
                 }
-                Rule::Until { until, code } if now < *until => {
-                    if v.fail.is_none() {
-                        v.fail = Some(*code);
-                    }
+                Rule::Until { until, code } if now < *until && v.fail.is_none() => {
+                    v.fail = Some(*code);
                 }
                 Rule::Delay { by } => v.delay += *by,
                 _ => {}

@@ -30,18 +30,18 @@ pub struct Types {
 
 impl Types {
     pub fn list_type(&self, fpath: &[String]) -> ListType {
-        if fpath.first().map(String::as_str) != Some("metadata") {
-            if let Some(schema) = &self.schema {
-                let parts: Vec<&str> = fpath.iter().map(String::as_str).collect();
-                return match crate::schema::node_at(schema, &parts) {
-                    Some(node) => match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
-                        Some("map") => ListType::Map(crate::schema::list_map_keys(node)),
-                        Some("set") => ListType::Set,
-                        _ => ListType::Atomic,
-                    },
-                    None => ListType::Atomic,
-                };
-            }
+        if fpath.first().map(String::as_str) != Some("metadata")
+            && let Some(schema) = &self.schema
+        {
+            let parts: Vec<&str> = fpath.iter().map(String::as_str).collect();
+            return match crate::schema::node_at(schema, &parts) {
+                Some(node) => match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => ListType::Map(crate::schema::list_map_keys(node)),
+                    Some("set") => ListType::Set,
+                    _ => ListType::Atomic,
+                },
+                None => ListType::Atomic,
+            };
         }
         builtin_list_type(&self.group, &self.kind, fpath)
     }
@@ -347,11 +347,11 @@ pub fn display(path: &[String]) -> String {
         if let Some(f) = p.strip_prefix("f:") {
             s.push('.');
             s.push_str(f);
-        } else if let Some(k) = p.strip_prefix("k:") {
-            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(k) {
-                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                s.push_str(&format!("[{}]", parts.join(",")));
-            }
+        } else if let Some(k) = p.strip_prefix("k:")
+            && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(k)
+        {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("[{}]", parts.join(",")));
         }
     }
     s
@@ -378,7 +378,14 @@ mod tests {
                     "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}}}})
         );
         assert_eq!(FieldSet::from_v1(&v1), fs);
-        let p = vec!["f:spec".into(), "f:template".into(), "f:spec".into(), "f:containers".into(), "k:{\"name\":\"c\"}".into(), "f:image".into()];
+        let p = vec![
+            "f:spec".into(),
+            "f:template".into(),
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"c\"}".into(),
+            "f:image".into(),
+        ];
         assert_eq!(get_at(&obj, &p), Some(&json!("i")));
         assert_eq!(display(&p), ".spec.template.spec.containers[name=\"c\"].image");
     }

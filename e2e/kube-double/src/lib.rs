@@ -22,7 +22,10 @@
 //!   resource are stored once at the storage version and served at any
 //!   served version by rewriting `apiVersion` (CRD conversion strategy
 //!   `None` only; no conversion webhooks). `events` (v1) and
-//!   `events.k8s.io/v1` are separate stores.
+//!   `events.k8s.io/v1` are separate stores. Every kind gets
+//!   `metadata.generation` (real ConfigMaps, Services, ... have none). A
+//!   write that changes nothing is not persisted (no new resourceVersion, no
+//!   event), as the real server does.
 //! - **resourceVersion.** A global counter. Lists are always served from the
 //!   current state: `resourceVersion`/`NotOlderThan` are accepted and answered
 //!   with the current state; `resourceVersionMatch=Exact` for any other than
@@ -88,6 +91,10 @@
 //!   `$deleteFromPrimitiveList/`; `$setElementOrder/` is ignored (order is
 //!   not rearranged); `finalizers` merge as a set; other primitive lists are
 //!   replaced. On custom resources it answers 415, as the real server does.
+//! - **Protobuf** request bodies are decoded only for Namespace,
+//!   ServiceAccount, ConfigMap, Secret and TokenRequest (what `kubectl create
+//!   ns|sa|cm|secret|token` send); other protobuf bodies answer 415.
+//!   Responses are always JSON.
 //! - **Deletion.** No graceful deletion: objects without finalizers (pods
 //!   too) disappear at once. `Foreground` deletes dependents first, then the
 //!   owner, without the `foregroundDeletion` finalizer phase; `Orphan`
@@ -131,8 +138,10 @@
 //!   terminationMessagePath/Policy, imagePullPolicy, resources, port
 //!   protocol, and status phase Pending / qosClass BestEffort.
 //! - **Authentication and authorization.** Every request is allowed. The
-//!   user is taken from the bearer token: `user:<name>` (what
-//!   `write_kubeconfig` writes), a token this server issued
+//!   user is taken from the path prefix `/_u/<user>` that kubeconfigs written
+//!   by the double put in the server URL (kubectl sends no credentials over
+//!   plain HTTP: client-go reads auth info only for TLS), else from the
+//!   bearer token: `user:<name>` (also in those kubeconfigs), a token this server issued
 //!   (`system:serviceaccount:NS:SA`), any other short token as itself,
 //!   anything else `system:unknown-token`; no token is `system:anonymous`.
 //!   Tokens are HS256 JWTs signed with a per-server random key (the real
@@ -292,7 +301,11 @@ impl ApiServer {
             let v = serde_json::to_value(crd)?;
             shared.direct_create(v, "kube-double").map_err(|e| anyhow::anyhow!("CRD {}: {e}", crd_name(crd)))?;
         }
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("kube-double").build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("kube-double")
+            .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared2 = shared.clone();
         let thread = std::thread::Builder::new().name("kube-double".into()).spawn(move || {
@@ -377,18 +390,56 @@ impl ApiServer {
     }
 
     /// A JSON merge patch of the main resource.
-    pub fn patch(&self, api_version: &str, kind: &str, namespace: &str, name: &str, patch: Value) -> Result<Value, ApiError> {
-        self.shared.direct_patch(api_version, kind, namespace, name, "", "application/merge-patch+json", &patch, "kube-double")
+    pub fn patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
+        self.shared.direct_patch(
+            api_version,
+            kind,
+            namespace,
+            name,
+            "",
+            "application/merge-patch+json",
+            &patch,
+            "kube-double",
+        )
     }
 
     /// A JSON merge patch of `/status` (e.g. a cloud controller setting
     /// `status.loadBalancer.ingress`).
-    pub fn patch_status(&self, api_version: &str, kind: &str, namespace: &str, name: &str, patch: Value) -> Result<Value, ApiError> {
-        self.shared.direct_patch(api_version, kind, namespace, name, "status", "application/merge-patch+json", &patch, "kube-double")
+    pub fn patch_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
+        self.shared.direct_patch(
+            api_version,
+            kind,
+            namespace,
+            name,
+            "status",
+            "application/merge-patch+json",
+            &patch,
+            "kube-double",
+        )
     }
 
     /// Deletes (finalizers honoured); returns the object if finalizers keep it.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ApiError> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
         self.shared.direct_delete(api_version, kind, namespace, name)
     }
 
@@ -499,7 +550,11 @@ pub fn kubeconfig_yaml(url: &str, user: &str) -> String {
     let encoded: String = user
         .bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._:~@".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+            if b.is_ascii_alphanumeric() || b"-._:~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
         })
         .collect();
     let url = format!("{url}/_u/{encoded}");

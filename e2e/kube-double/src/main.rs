@@ -4,7 +4,10 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "weft-kube-double", about = "An HTTP Kubernetes API-server double for tests (admin API under /_double/)")]
+#[command(
+    name = "weft-kube-double",
+    about = "An HTTP Kubernetes API-server double for tests (admin API under /_double/)"
+)]
 struct Args {
     /// Write a kubeconfig here once listening.
     #[arg(long)]
@@ -30,7 +33,10 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let opts = kube_double::Options {
         addr: args.addr,

@@ -37,7 +37,11 @@ fn hash(s: &str) -> u64 {
 
 /// Reverse-DNS schema name, e.g. `io.weft.v1alpha1.Mesh`.
 fn schema_name(t: &ResourceType, version: &str) -> String {
-    let g = if t.group.is_empty() { "io.k8s.api.core".to_string() } else { t.group.split('.').rev().collect::<Vec<_>>().join(".") };
+    let g = if t.group.is_empty() {
+        "io.k8s.api.core".to_string()
+    } else {
+        t.group.split('.').rev().collect::<Vec<_>>().join(".")
+    };
     format!("{g}.{version}.{}", t.kind)
 }
 

@@ -9,7 +9,8 @@ use crate::fieldset::{ListType, Types, item_key};
 use serde_json::{Map, Value};
 
 pub fn merge_patch(target: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !patch.is_object() {
         return Err(ApiError::bad_request("merge patch must be a JSON object"));
     }
@@ -29,7 +30,8 @@ pub fn json_patch(target: &Value, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 pub fn strategic_merge_patch(target: &Value, body: &[u8], types: &Types) -> Result<Value, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !patch.is_object() {
         return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
     }
@@ -120,10 +122,11 @@ fn merge_list(cur: &[Value], items: &[Value], types: &Types, fpath: &mut Vec<Str
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect::<Map<String, Value>>(),
+            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect::<Map<
+                String,
+                Value,
+            >>(
+            ),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),

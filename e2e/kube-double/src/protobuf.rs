@@ -63,7 +63,8 @@ fn map_of(fs: &[Field<'_>], n: u64, as_base64: bool) -> Option<Value> {
         let entry = fields(v.err()?)?;
         let key = String::from_utf8_lossy(bytes_of(&entry, 1).unwrap_or(&[])).into_owned();
         let val = bytes_of(&entry, 2).unwrap_or(&[]);
-        let val = if as_base64 { Value::String(base64::engine::general_purpose::STANDARD.encode(val)) } else { str_of(val) };
+        let val =
+            if as_base64 { Value::String(base64::engine::general_purpose::STANDARD.encode(val)) } else { str_of(val) };
         m.insert(key, val);
     }
     (!m.is_empty()).then_some(Value::Object(m))
@@ -117,10 +118,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let mut obj = json!({"apiVersion": if api_version.is_empty() { "v1".to_string() } else { api_version.clone() }, "kind": kind, "metadata": meta});
     match kind.as_str() {
         "Namespace" | "ServiceAccount" => {
-            if kind == "ServiceAccount" {
-                if let Some(Ok(v)) = fs.iter().find(|(n, _)| *n == 4).map(|(_, v)| *v) {
-                    obj["automountServiceAccountToken"] = json!(v != 0);
-                }
+            if kind == "ServiceAccount"
+                && let Some(Ok(v)) = fs.iter().find(|(n, _)| *n == 4).map(|(_, v)| *v)
+            {
+                obj["automountServiceAccountToken"] = json!(v != 0);
             }
         }
         "ConfigMap" => {

@@ -62,10 +62,10 @@ fn prune_node(v: &mut Value, node: &Value, path: &str, root_like: bool, unknown:
             let keys: Vec<String> = map.keys().cloned().collect();
             for k in keys {
                 if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                    if let Some(p) = node.get("properties").and_then(|p| p.get(&k)) {
-                        if k != "metadata" {
-                            prune_node(map.get_mut(&k).expect("key"), p, &join(path, &k), false, unknown);
-                        }
+                    if let Some(p) = node.get("properties").and_then(|p| p.get(&k))
+                        && k != "metadata"
+                    {
+                        prune_node(map.get_mut(&k).expect("key"), p, &join(path, &k), false, unknown);
                     }
                     continue;
                 }
@@ -101,10 +101,10 @@ pub fn default(obj: &mut Value, schema: &Value) {
                     if map.get(k).is_some_and(Value::is_null) && !bool_of(ps, "nullable") {
                         map.remove(k);
                     }
-                    if !map.contains_key(k) {
-                        if let Some(d) = ps.get("default") {
-                            map.insert(k.clone(), d.clone());
-                        }
+                    if !map.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
+                        map.insert(k.clone(), d.clone());
                     }
                 }
                 for (k, ps) in props {
@@ -219,10 +219,10 @@ fn validate_node(v: &Value, node: &Value, path: &str, errs: &mut Vec<FieldError>
             return;
         }
     }
-    if let Some(allowed) = node.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(v) {
-            errs.push(FieldError::not_supported(path, v, allowed));
-        }
+    if let Some(allowed) = node.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        errs.push(FieldError::not_supported(path, v, allowed));
     }
     match v {
         Value::Number(n) => {
@@ -244,39 +244,38 @@ fn validate_node(v: &Value, node: &Value, path: &str, errs: &mut Vec<FieldError>
         }
         Value::String(s) => {
             let len = s.chars().count() as u64;
-            if let Some(max) = node.get("maxLength").and_then(Value::as_u64) {
-                if len > max {
-                    errs.push(FieldError {
-                        reason: "FieldValueTooLong",
-                        field: path.to_string(),
-                        value: None,
-                        detail: format!("Too long: may not be more than {max} bytes"),
-                    });
-                }
+            if let Some(max) = node.get("maxLength").and_then(Value::as_u64)
+                && len > max
+            {
+                errs.push(FieldError {
+                    reason: "FieldValueTooLong",
+                    field: path.to_string(),
+                    value: None,
+                    detail: format!("Too long: may not be more than {max} bytes"),
+                });
             }
-            if let Some(min) = node.get("minLength").and_then(Value::as_u64) {
-                if len < min {
-                    errs.push(FieldError::invalid(path, v, format!("{path} in body should be at least {min} chars long")));
-                }
+            if let Some(min) = node.get("minLength").and_then(Value::as_u64)
+                && len < min
+            {
+                errs.push(FieldError::invalid(path, v, format!("{path} in body should be at least {min} chars long")));
             }
-            if let Some(p) = node.get("pattern").and_then(Value::as_str) {
-                if let Some(re) = regex_for(p) {
-                    if !re.is_match(s) {
-                        errs.push(FieldError::invalid(path, v, format!("{path} in body should match '{p}'")));
-                    }
-                }
+            if let Some(p) = node.get("pattern").and_then(Value::as_str)
+                && let Some(re) = regex_for(p)
+                && !re.is_match(s)
+            {
+                errs.push(FieldError::invalid(path, v, format!("{path} in body should match '{p}'")));
             }
         }
         Value::Array(items) => {
-            if let Some(max) = node.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    errs.push(FieldError::too_many(path, format!("{}: must have at most {max} items", items.len())));
-                }
+            if let Some(max) = node.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                errs.push(FieldError::too_many(path, format!("{}: must have at most {max} items", items.len())));
             }
-            if let Some(min) = node.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    errs.push(FieldError::invalid(path, v, format!("{path} in body should have at least {min} items")));
-                }
+            if let Some(min) = node.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                errs.push(FieldError::invalid(path, v, format!("{path} in body should have at least {min} items")));
             }
             if let Some(is) = node.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -324,15 +323,19 @@ fn validate_node(v: &Value, node: &Value, path: &str, errs: &mut Vec<FieldError>
                     }
                 }
             }
-            if let Some(max) = node.get("maxProperties").and_then(Value::as_u64) {
-                if map.len() as u64 > max {
-                    errs.push(FieldError::too_many(path, format!("{}: must have at most {max} items", map.len())));
-                }
+            if let Some(max) = node.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errs.push(FieldError::too_many(path, format!("{}: must have at most {max} items", map.len())));
             }
-            if let Some(min) = node.get("minProperties").and_then(Value::as_u64) {
-                if (map.len() as u64) < min {
-                    errs.push(FieldError::invalid(path, v, format!("{path} in body should have at least {min} properties")));
-                }
+            if let Some(min) = node.get("minProperties").and_then(Value::as_u64)
+                && (map.len() as u64) < min
+            {
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    format!("{path} in body should have at least {min} properties"),
+                ));
             }
             let props = node.get("properties").and_then(Value::as_object);
             let addl = node.get("additionalProperties").filter(|a| a.is_object());
@@ -372,14 +375,14 @@ mod tests {
 
     fn schema() -> Value {
         json!({"type": "object", "properties": {
-            "spec": {"type": "object", "required": ["port"], "properties": {
-                "port": {"type": "integer", "maximum": 65535, "minimum": 1},
-                "mode": {"type": "string", "enum": ["A", "B"], "default": "A"},
-                "rules": {"type": "array", "maxItems": 2, "items": {"type": "object", "properties": {
-                    "path": {"type": "object", "default": {"type": "PathPrefix"}, "properties": {
-                        "type": {"type": "string"}, "value": {"type": "string", "default": "/"}}}}}},
-                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-            }}}})
+        "spec": {"type": "object", "required": ["port"], "properties": {
+            "port": {"type": "integer", "maximum": 65535, "minimum": 1},
+            "mode": {"type": "string", "enum": ["A", "B"], "default": "A"},
+            "rules": {"type": "array", "maxItems": 2, "items": {"type": "object", "properties": {
+                "path": {"type": "object", "default": {"type": "PathPrefix"}, "properties": {
+                    "type": {"type": "string"}, "value": {"type": "string", "default": "/"}}}}}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }}}})
     }
 
     #[test]

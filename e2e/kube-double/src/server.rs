@@ -151,7 +151,8 @@ pub fn parse_path(method: &Method, path: &str, query: &HashMap<String, String>) 
 pub fn full(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_str(content_type).expect("content type"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_str(content_type).expect("content type"));
     r
 }
 
@@ -178,7 +179,11 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Serves connections until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut shutdown: tokio::sync::oneshot::Receiver<()>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -222,12 +227,13 @@ fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -252,7 +258,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
         .unwrap_or_default();
-    let user_agent = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let user_agent =
+        req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let manager = query.get("fieldManager").cloned().unwrap_or_else(|| {
         if info.verb == "patch" && content_type == "application/apply-patch+yaml" {
             String::new()
@@ -268,7 +275,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Some(code) => error_response(&ApiError::for_code(code)),
         None => dispatch(&shared, req, &info, &query, &who, &manager, &content_type, &path).await,
     };
-    let recorded_manager = if matches!(info.verb.as_str(), "create" | "update" | "patch") { manager } else { String::new() };
+    let recorded_manager =
+        if matches!(info.verb.as_str(), "create" | "update" | "patch") { manager } else { String::new() };
     shared.record(Recorded {
         user: who.user,
         verb: if info.resource_request { info.verb.clone() } else { "get".into() },
@@ -343,12 +351,23 @@ fn non_resource(shared: &Arc<Shared>, path: &str) -> Response<Body> {
     };
     match found {
         Some(v) => json_response(200, &v),
-        None => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]}))),
+        None => error_response(
+            &ApiError::new(404, "NotFound", "the server could not find the requested resource").with_details(
+                json!({"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]}),
+            ),
+        ),
     }
 }
 
-fn list_response(rt: &ResourceType, version: &str, items: Vec<Value>, rv: u64, cont: Option<String>, remaining: Option<usize>, partial: bool) -> Value {
+fn list_response(
+    rt: &ResourceType,
+    version: &str,
+    items: Vec<Value>,
+    rv: u64,
+    cont: Option<String>,
+    remaining: Option<usize>,
+    partial: bool,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -407,7 +426,9 @@ async fn resource(
     }
     if rt.verbs.len() == 1 && rt.plural == "tokenreviews" {
         if info.verb != "create" {
-            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource")));
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource".to_string(),
+            ));
         }
         return crate::admin::token_review(shared, body).map(|v| json_response(201, &v));
     }
@@ -446,7 +467,7 @@ async fn resource(
                 return Ok(r);
             }
             let limit = query.get("limit").and_then(|s| s.parse().ok());
-            let (items, rv, cont, remaining) = {
+            let page = {
                 let st = shared.lock();
                 if query.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
                     let want: u64 = query.get("resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -456,8 +477,10 @@ async fn resource(
                 }
                 st.list(&rt, nsopt, &labels, &fields, limit, query.get("continue").map(String::as_str))?
             };
-            let items: Vec<Value> = items.iter().map(|o| at_version(o, &av)).collect();
-            Ok(json_response(200, &list_response(&rt, version, items, rv, cont, remaining, partial)))
+            let items: Vec<Value> = page.items.iter().map(|o| at_version(o, &av)).collect();
+            let body =
+                list_response(&rt, version, items, page.resource_version, page.continue_token, page.remaining, partial);
+            Ok(json_response(200, &body))
         }
         "create" | "update" | "patch" => {
             let mut ctx = WriteCtx::new(&who.user, manager);
@@ -498,11 +521,17 @@ async fn resource(
             )?;
             let mut st = shared.lock();
             let nsopt = (!ns.is_empty()).then_some(ns);
-            let (items, _, _, _) = st.list(&rt, nsopt, &labels, &fields, None, None)?;
+            let items = st.list(&rt, nsopt, &labels, &fields, None, None)?.items;
             let mut deleted = Vec::new();
             for o in items {
                 let (n, name) = (util::namespace_of(&o).to_string(), util::name_of(&o).to_string());
-                if let Ok(r) = st.delete(&rt, version, &n, &name, &DeleteOpts { dry_run: opts.dry_run, propagation: opts.propagation.clone(), ..Default::default() }) {
+                if let Ok(r) = st.delete(
+                    &rt,
+                    version,
+                    &n,
+                    &name,
+                    &DeleteOpts { dry_run: opts.dry_run, propagation: opts.propagation.clone(), ..Default::default() },
+                ) {
                     deleted.push(match r {
                         DeleteResult::Deleted(o) | DeleteResult::Pending(o) => o,
                     });
@@ -525,22 +554,40 @@ fn delete_opts(query: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOp
     if propagation.is_none() && b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
         propagation = Some("Orphan".into());
     }
-    if let Some(p) = &propagation {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::invalid("DeleteOptions", "", "", vec![crate::error::FieldError::not_supported(
+    if let Some(p) = &propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::invalid(
+            "DeleteOptions",
+            "",
+            "",
+            vec![crate::error::FieldError::not_supported(
                 "propagationPolicy",
                 &json!(p),
                 &[json!("Foreground"), json!("Background"), json!("Orphan")],
-            )]));
-        }
+            )],
+        ));
     }
     let dry = b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"))
         || query.get("dryRun").is_some_and(|d| d == "All");
-    Ok(DeleteOpts { uid: s("/preconditions/uid"), resource_version: s("/preconditions/resourceVersion"), propagation, dry_run: dry })
+    Ok(DeleteOpts {
+        uid: s("/preconditions/uid"),
+        resource_version: s("/preconditions/resourceVersion"),
+        propagation,
+        dry_run: dry,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn admit_delete(shared: &Arc<Shared>, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, who: &Caller, opts: &DeleteOpts) -> Result<(), ApiError> {
+async fn admit_delete(
+    shared: &Arc<Shared>,
+    rt: &Arc<ResourceType>,
+    version: &str,
+    ns: &str,
+    name: &str,
+    who: &Caller,
+    opts: &DeleteOpts,
+) -> Result<(), ApiError> {
     let (calls, p) = {
         let st = shared.lock();
         let old = st.get(rt, ns, name)?;
@@ -586,7 +633,9 @@ async fn write(
             let p = match info.verb.as_str() {
                 "create" => {
                     if !info.name.is_empty() {
-                        return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+                        return Err(ApiError::method_not_allowed(
+                            "the server does not allow this method on the requested resource",
+                        ));
                     }
                     let obj: Value = if crate::protobuf::is_protobuf(body) {
                         crate::protobuf::decode(body)?
@@ -600,7 +649,8 @@ async fn write(
                     let obj: Value = if crate::protobuf::is_protobuf(body) {
                         crate::protobuf::decode(body)?
                     } else {
-                        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
+                        serde_json::from_slice(body)
+                            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
                     };
                     st.prepare_update(rt, version, ns, &info.name, &info.subresource, obj, &mut ctx)?
                 }

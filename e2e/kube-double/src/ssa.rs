@@ -126,7 +126,11 @@ pub struct Conflict {
 
 /// Builds the 409 of a conflicted apply, with the real server's message
 /// and `FieldManagerConflict` causes.
-pub fn conflict_error(conflicts: &[Conflict], gr: &crate::error::GroupResource<'_>, name: &str) -> crate::error::ApiError {
+pub fn conflict_error(
+    conflicts: &[Conflict],
+    gr: &crate::error::GroupResource<'_>,
+    name: &str,
+) -> crate::error::ApiError {
     let n = conflicts.len();
     let mut msg = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
     let mut by_mgr: Vec<(String, Vec<String>)> = Vec::new();
@@ -224,7 +228,11 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest<'_>) -> Result<Va
             if req.force {
                 taken.push((i, p.clone()));
             } else {
-                conflicts.push(Conflict { manager: e.manager.clone(), describe: e.describe(), path: fieldset::display(&p) });
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    describe: e.describe(),
+                    path: fieldset::display(&p),
+                });
             }
         }
     }
@@ -242,9 +250,9 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest<'_>) -> Result<Va
         if new_set.contains(&p) || new_set.contains_at_or_below(&p) {
             continue;
         }
-        let owned_by_other = entries.iter().any(|e| {
-            !e.same_identity(req.manager, "Apply", req.subresource) && e.set.contains_at_or_below(&p)
-        });
+        let owned_by_other = entries
+            .iter()
+            .any(|e| !e.same_identity(req.manager, "Apply", req.subresource) && e.set.contains_at_or_below(&p));
         if !owned_by_other && fieldset::remove_at(&mut merged, &p) {
             removed.push(p);
         }
@@ -348,19 +356,29 @@ mod tests {
     }
 
     fn req<'a>(m: &'a str, force: bool, t: &'a Types) -> ApplyRequest<'a> {
-        ApplyRequest { manager: m, force, subresource: "", api_version: "v1", scope: Scope::Main { exclude_status: false }, types: t, now: "t".into() }
+        ApplyRequest {
+            manager: m,
+            force,
+            subresource: "",
+            api_version: "v1",
+            scope: Scope::Main { exclude_status: false },
+            types: t,
+            now: "t".into(),
+        }
     }
 
     #[test]
     fn apply_conflicts_removal_and_shared_ownership() {
         let t = types();
-        let a1 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1", "y": "1"}});
+        let a1 =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1", "y": "1"}});
         let o1 = apply(&json!({}), &a1, &req("a", false, &t)).unwrap();
         // b sets x to the same value: shared, no conflict.
         let b1 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1"}});
         let o2 = apply(&o1, &b1, &req("b", false, &t)).unwrap();
         // b changes y: conflict with a.
-        let b2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1", "y": "2"}});
+        let b2 =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1", "y": "2"}});
         let c = apply(&o2, &b2, &req("b", false, &t)).unwrap_err();
         assert_eq!(c[0].path, ".data.y");
         assert_eq!(c[0].manager, "a");
@@ -369,7 +387,12 @@ mod tests {
         let o3 = apply(&o2, &a2, &req("a", false, &t)).unwrap();
         assert_eq!(o3["data"], json!({"x": "1", "z": "3"}));
         // forced apply takes ownership.
-        let o4 = apply(&o3, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"z": "4"}}), &req("b", true, &t)).unwrap();
+        let o4 = apply(
+            &o3,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"z": "4"}}),
+            &req("b", true, &t),
+        )
+        .unwrap();
         assert_eq!(o4["data"]["z"], "4");
         let entries = parse(&o4);
         let z = ["f:data".to_string(), "f:z".to_string()];

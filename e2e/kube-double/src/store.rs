@@ -145,6 +145,10 @@ pub struct State {
     pub published_rv: Arc<AtomicU64>,
     pub cluster_ips: BTreeSet<u32>,
     pub node_ports: BTreeSet<u16>,
+    /// Where the next ClusterIP / node-port search starts (allocation is
+    /// sequential, wrapping, so creating N Services stays linear).
+    pub next_ip: u32,
+    pub next_node_port: u16,
     /// (namespace, service, port) → address, for webhook `clientConfig.service`.
     pub routes: HashMap<(String, String, u16), std::net::SocketAddr>,
 }
@@ -170,6 +174,8 @@ impl State {
             published_rv,
             cluster_ips: BTreeSet::new(),
             node_ports: BTreeSet::new(),
+            next_ip: 10,
+            next_node_port: 30000,
             routes: HashMap::new(),
         }
     }
@@ -192,7 +198,11 @@ impl State {
     }
 
     /// Objects of a type, optionally in one namespace, in key order.
-    pub fn objects_in<'a>(&'a self, key: &TypeKey, ns: Option<&'a str>) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
+    pub fn objects_in<'a>(
+        &'a self,
+        key: &TypeKey,
+        ns: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Value>> + 'a> {
         let Some(ks) = self.kinds.get(key) else { return Box::new(std::iter::empty()) };
         match ns {
             Some(ns) => Box::new(
@@ -205,7 +215,7 @@ impl State {
         }
     }
 
-    /// A page of a list; returns (items, list resourceVersion, continue token, remaining count).
+    /// A page of a list.
     #[allow(clippy::too_many_arguments)]
     pub fn list(
         &self,
@@ -215,7 +225,7 @@ impl State {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<(Vec<Arc<Value>>, u64, Option<String>, Option<usize>), ApiError> {
+    ) -> Result<ListPage, ApiError> {
         let key = rt.key();
         let mut start: Option<ObjKey> = None;
         if let Some(tok) = continue_token.filter(|t| !t.is_empty()) {
@@ -249,31 +259,31 @@ impl State {
             },
         };
         for (k, o) in iter {
-            if let Some(n) = ns {
-                if k.0 != n {
-                    if k.0.as_str() > n {
-                        break;
-                    }
-                    continue;
+            if let Some(n) = ns
+                && k.0 != n
+            {
+                if k.0.as_str() > n {
+                    break;
                 }
+                continue;
             }
             if !matches(o) {
                 continue;
             }
-            if let Some(l) = limit.filter(|l| *l > 0) {
-                if items.len() >= l {
-                    if next.is_none() {
-                        let last: &Arc<Value> = items.last().expect("nonempty");
-                        let tok = json!({"rv": self.rv, "ns": util::namespace_of(last), "name": util::name_of(last)});
-                        next = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok.to_string()));
-                    }
-                    remaining += 1;
-                    continue;
+            if let Some(l) = limit.filter(|l| *l > 0)
+                && items.len() >= l
+            {
+                if next.is_none() {
+                    let last: &Arc<Value> = items.last().expect("nonempty");
+                    let tok = json!({"rv": self.rv, "ns": util::namespace_of(last), "name": util::name_of(last)});
+                    next = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok.to_string()));
                 }
+                remaining += 1;
+                continue;
             }
             items.push(o.clone());
         }
-        Ok((items, self.rv, next, next_remaining(remaining)))
+        Ok(ListPage { items, resource_version: self.rv, continue_token: next, remaining: next_remaining(remaining) })
     }
 
     // ---------------------------------------------------------------- writes
@@ -283,7 +293,9 @@ impl State {
             return Ok(());
         }
         if ns.is_empty() {
-            return Err(ApiError::bad_request("the server could not find the requested resource: namespace is required"));
+            return Err(ApiError::bad_request(
+                "the server could not find the requested resource: namespace is required",
+            ));
         }
         let nskey = key("", "namespaces");
         match self.lookup(&nskey, "", ns) {
@@ -302,7 +314,13 @@ impl State {
 
     /// Prunes an incoming object of a custom resource and applies
     /// `fieldValidation`.
-    fn prune_input(&self, rt: &ResourceType, version: &str, obj: &mut Value, ctx: &mut WriteCtx) -> Result<(), ApiError> {
+    fn prune_input(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        obj: &mut Value,
+        ctx: &mut WriteCtx,
+    ) -> Result<(), ApiError> {
         let Some(schema) = rt.versions.iter().find(|v| v.name == version).and_then(|v| v.schema.clone()) else {
             return Ok(());
         };
@@ -326,26 +344,36 @@ impl State {
     }
 
     /// Defaulting and validation of the final object.
-    pub fn finish(&self, rt: &ResourceType, version: &str, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    pub fn finish(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
         crate::controllers::default_object(rt, obj, old);
         let mut errs = validate_metadata(rt, obj);
         if let Some(schema) = rt.versions.iter().find(|v| v.name == version).and_then(|v| v.schema.clone()) {
             schema::default(obj, &schema);
             errs.extend(schema::validate(obj, &schema));
         }
-        if rt.group == "apiextensions.k8s.io" {
-            if let Err(e) = crate::registry::from_crd(obj) {
-                errs.extend(e);
-            }
+        if rt.group == "apiextensions.k8s.io"
+            && let Err(e) = crate::registry::from_crd(obj)
+        {
+            errs.extend(e);
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(&rt.kind, &rt.group, util::name_of(obj), errs))
-        }
+        if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.kind, &rt.group, util::name_of(obj), errs)) }
     }
 
-    fn write_ctx<'a>(&self, ctx: &'a WriteCtx, rt: &ResourceType, version: &str, types: &'a Types, sub: &'a str, scope: Scope) -> ssa::ApplyRequest<'a> {
+    fn write_ctx<'a>(
+        &self,
+        ctx: &'a WriteCtx,
+        rt: &ResourceType,
+        version: &str,
+        types: &'a Types,
+        sub: &'a str,
+        scope: Scope,
+    ) -> ssa::ApplyRequest<'a> {
         let _ = (rt, version);
         ssa::ApplyRequest {
             manager: &ctx.manager,
@@ -378,11 +406,11 @@ impl State {
         }
         let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let generated_name = name.is_empty();
-        if name.is_empty() {
-            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
-                let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
-                name = format!("{prefix}{}", util::random_suffix(5));
-            }
+        if name.is_empty()
+            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
+        {
+            let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
+            name = format!("{prefix}{}", util::random_suffix(5));
         }
         if name.is_empty() {
             return Err(ApiError::invalid(
@@ -398,7 +426,9 @@ impl State {
         } else {
             meta.remove("namespace");
         }
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for f in
+            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"]
+        {
             meta.remove(f);
         }
         meta.insert("uid".into(), Value::String(util::new_uid()));
@@ -526,7 +556,8 @@ impl State {
         let mut req = self.write_ctx(ctx, rt, version, &types, subresource, scope);
         let av = rt.api_version(version);
         req.api_version = &av;
-        let explicit_reset = new.pointer("/metadata/managedFields").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty));
+        let explicit_reset =
+            new.pointer("/metadata/managedFields").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty));
         if explicit_reset {
             util::meta_mut(&mut new).remove("managedFields");
         } else {
@@ -568,9 +599,7 @@ impl State {
             "application/json-patch+json" => crate::patch::json_patch(&base, body)?,
             "application/strategic-merge-patch+json" => {
                 if rt.custom {
-                    return Err(ApiError::unsupported_media_type(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                    )));
+                    return Err(ApiError::unsupported_media_type("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string()));
                 }
                 crate::patch::strategic_merge_patch(&base, body, &types)?
             }
@@ -626,7 +655,8 @@ impl State {
         if ctx.manager.is_empty() {
             return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
         }
-        let mut applied = util::parse_json_or_yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let mut applied =
+            util::parse_json_or_yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         if !applied.is_object() {
             return Err(ApiError::bad_request("apply body must be an object"));
         }
@@ -676,8 +706,8 @@ impl State {
                 if applied.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
                     return Err(ApiError::modified(&rt.gr(), name));
                 }
-                let mut merged = ssa::apply(&json!({}), &applied, &req)
-                    .map_err(|c| ssa::conflict_error(&c, &rt.gr(), name))?;
+                let mut merged =
+                    ssa::apply(&json!({}), &applied, &req).map_err(|c| ssa::conflict_error(&c, &rt.gr(), name))?;
                 util::meta_mut(&mut merged).insert("name".into(), Value::String(name.to_string()));
                 if rt.namespaced {
                     util::meta_mut(&mut merged).insert("namespace".into(), Value::String(ns.to_string()));
@@ -812,7 +842,13 @@ impl State {
         util::meta_mut(&mut gone).insert("resourceVersion".into(), Value::String(rv.to_string()));
         let gone = Arc::new(gone);
         let limit = self.opts.history_limit.max(1);
-        let ev = Arc::new(Event { rv, kind: EventKind::Deleted, object: gone.clone(), old: Some(old.clone()), encoded: Default::default() });
+        let ev = Arc::new(Event {
+            rv,
+            kind: EventKind::Deleted,
+            object: gone.clone(),
+            old: Some(old.clone()),
+            encoded: Default::default(),
+        });
         ks.history.push_back(ev.clone());
         while ks.history.len() > limit {
             if let Some(e) = ks.history.pop_front() {
@@ -854,17 +890,24 @@ impl State {
     }
 
     /// DELETE of one object.
-    pub fn delete(&mut self, rt: &Arc<ResourceType>, version: &str, ns: &str, name: &str, opts: &DeleteOpts) -> Result<DeleteResult, ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<DeleteResult, ApiError> {
         let key = rt.key();
         let obj = self.get(rt, ns, name)?;
-        if let Some(uid) = &opts.uid {
-            if uid != util::uid_of(&obj) {
-                return Err(ApiError::conflict(
-                    &rt.gr(),
-                    name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", util::uid_of(&obj)),
-                ));
-            }
+        if let Some(uid) = &opts.uid
+            && uid != util::uid_of(&obj)
+        {
+            return Err(ApiError::conflict(
+                &rt.gr(),
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", util::uid_of(&obj)),
+            ));
         }
         if let Some(rv) = &opts.resource_version {
             let cur = util::meta_str(&obj, "resourceVersion").unwrap_or("");
@@ -872,7 +915,9 @@ impl State {
                 return Err(ApiError::conflict(
                     &rt.gr(),
                     name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {cur}"),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {cur}"
+                    ),
                 ));
             }
         }
@@ -887,7 +932,8 @@ impl State {
             "Foreground" => self.delete_dependents_now(&uid),
             _ => {}
         }
-        let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let has_finalizers =
+            obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(DeleteResult::Pending(at_version(&obj, &av)));
@@ -957,6 +1003,16 @@ fn next_remaining(n: usize) -> Option<usize> {
     (n > 0).then_some(n)
 }
 
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    /// The list's resourceVersion (the current global one).
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
 /// The result of a DELETE: gone now, or kept by finalizers.
 #[derive(Debug)]
 pub enum DeleteResult {
@@ -975,15 +1031,15 @@ pub fn at_version(obj: &Value, api_version: &str) -> Value {
 }
 
 fn check_type_meta(rt: &ResourceType, version: &str, obj: &Value) -> Result<(), ApiError> {
-    if let Some(kind) = obj.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
-        if kind != rt.kind {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({}) does not match the expected API version ({})",
-                obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
-                rt.api_version(version)
-            ))
-            .with_details(json!({"kind": kind})));
-        }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
+        && kind != rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+            rt.api_version(version)
+        ))
+        .with_details(json!({"kind": kind})));
     }
     if let Some(av) = obj.get("apiVersion").and_then(Value::as_str).filter(|a| !a.is_empty()) {
         let (g, v) = util::split_api_version(av);
@@ -998,10 +1054,10 @@ fn check_type_meta(rt: &ResourceType, version: &str, obj: &Value) -> Result<(), 
 }
 
 fn check_rv_precondition(rt: &ResourceType, name: &str, body: &Value, old: &Value) -> Result<(), ApiError> {
-    if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-        if Some(rv) != util::meta_str(old, "resourceVersion") {
-            return Err(ApiError::modified(&rt.gr(), name));
-        }
+    if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty())
+        && Some(rv) != util::meta_str(old, "resourceVersion")
+    {
+        return Err(ApiError::modified(&rt.gr(), name));
     }
     Ok(())
 }
@@ -1010,7 +1066,15 @@ fn check_rv_precondition(rt: &ResourceType, name: &str, body: &Value, old: &Valu
 fn carry_server_metadata(new: &mut Value, old: &Value) {
     let old_meta = util::meta(old).cloned().unwrap_or_default();
     let m = util::meta_mut(new);
-    for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match old_meta.get(f) {
             Some(v) => {
                 m.insert(f.to_string(), v.clone());
@@ -1068,8 +1132,12 @@ const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 const DNS1035_LABEL: &str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$";
 
-fn re(p: &str) -> regex::Regex {
-    regex::Regex::new(p).expect("static regex")
+/// Compiled once: metadata validation runs on every write.
+fn re(p: &'static str) -> &'static regex::Regex {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<&'static str, &'static regex::Regex>>> =
+        std::sync::OnceLock::new();
+    let mut c = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    c.entry(p).or_insert_with(|| Box::leak(Box::new(regex::Regex::new(p).expect("static regex"))))
 }
 
 /// Name and label validation, as the real server does per kind.
@@ -1085,7 +1153,7 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         }
         ("", "namespaces") => {
             if name.len() > 63 || !re(DNS1123_LABEL).is_match(name) {
-                errs.push(FieldError::invalid("metadata.name", &v, format!("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")));
+                errs.push(FieldError::invalid("metadata.name", &v, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string()));
             }
         }
         ("", "services") => {

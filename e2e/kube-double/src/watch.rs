@@ -120,9 +120,9 @@ pub fn start(shared: &Arc<Shared>, mut p: WatchParams) -> Result<Body, ApiError>
             let objs: Vec<Arc<Value>> = st.objects_in(&p.rt.key(), p.namespace.as_deref()).cloned().collect();
             (Initial::Snapshot(objs), rx, st.rv, None)
         } else {
-            let r: u64 = rv_param
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {}", rv_param.unwrap_or(""))))?;
+            let r: u64 = rv_param.and_then(|s| s.parse().ok()).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid resource version: {}", rv_param.unwrap_or("")))
+            })?;
             if r < ks.floor {
                 (Initial::History(vec![]), rx, r, Some(format!("too old resource version: {r} ({})", ks.floor)))
             } else {
@@ -199,11 +199,10 @@ async fn run(
                         continue;
                     }
                     last = ev.rv;
-                    if let Some(line) = p.line(&ev) {
-                        if !send(&tx, line).await {
+                    if let Some(line) = p.line(&ev)
+                        && !send(&tx, line).await {
                             return;
                         }
-                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow: end abruptly; the client resumes from its
@@ -222,11 +221,10 @@ async fn run(
                                 continue;
                             }
                             last = ev.rv;
-                            if let Some(line) = p.line(&ev) {
-                                if !send(&tx, line).await {
+                            if let Some(line) = p.line(&ev)
+                                && !send(&tx, line).await {
                                     return;
                                 }
-                            }
                         }
                         Err(broadcast::error::TryRecvError::Empty) => break,
                         Err(_) => {

@@ -48,10 +48,7 @@ async fn start_hook(mode: Mode) -> Hook {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(vec![cert.der().clone()], rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -81,7 +78,9 @@ async fn start_hook(mode: Mode) -> Hook {
                                 json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
                                        "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
                             }
-                            Mode::Deny => json!({"uid": uid, "allowed": false, "status": {"code": 403, "message": "no pods today"}}),
+                            Mode::Deny => {
+                                json!({"uid": uid, "allowed": false, "status": {"code": 403, "message": "no pods today"}})
+                            }
                             Mode::Slow => {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                                 json!({"uid": uid, "allowed": true})
@@ -102,14 +101,14 @@ fn mwc(name: &str, ca_pem: &str, client_config: Value, failure_policy: &str, tim
     let mut cc = client_config;
     cc["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca_pem));
     json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": name},
-           "webhooks": [{
-               "name": "inject.weft.io", "clientConfig": cc,
-               "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
-               "namespaceSelector": {"matchLabels": {"weft.io/sidecar-injection": "enabled"}},
-               "objectSelector": {"matchExpressions": [{"key": "weft.io/sidecar-injection", "operator": "NotIn", "values": ["disabled"]}]},
-               "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": timeout,
-               "matchConditions": [{"name": "not-evaluated", "expression": "true"}],
-           }]})
+    "webhooks": [{
+        "name": "inject.weft.io", "clientConfig": cc,
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
+        "namespaceSelector": {"matchLabels": {"weft.io/sidecar-injection": "enabled"}},
+        "objectSelector": {"matchExpressions": [{"key": "weft.io/sidecar-injection", "operator": "NotIn", "values": ["disabled"]}]},
+        "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": failure_policy, "timeoutSeconds": timeout,
+        "matchConditions": [{"name": "not-evaluated", "expression": "true"}],
+    }]})
 }
 
 fn service_ref() -> Value {
@@ -167,7 +166,8 @@ async fn injects_only_where_selectors_match() {
     assert_eq!(r["object"]["metadata"]["generateName"], "web-");
     // kube-rs's own admission types decode the request.
     let review: kube::core::admission::AdmissionReview<Pod> =
-        serde_json::from_value(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r})).unwrap();
+        serde_json::from_value(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r}))
+            .unwrap();
     let req: kube::core::admission::AdmissionRequest<Pod> = review.try_into().unwrap();
     assert_eq!(req.namespace.as_deref(), Some("meshed"));
 
@@ -175,7 +175,10 @@ async fn injects_only_where_selectors_match() {
     let plain: Api<Pod> = Api::namespaced(client.clone(), "plain");
     let p = plain.create(&PostParams::default(), &pod("a", json!({}))).await.unwrap();
     assert_eq!(p.spec.unwrap().containers.len(), 1);
-    let p = meshed.create(&PostParams::default(), &pod("b", json!({"weft.io/sidecar-injection": "disabled"}))).await.unwrap();
+    let p = meshed
+        .create(&PostParams::default(), &pod("b", json!({"weft.io/sidecar-injection": "disabled"})))
+        .await
+        .unwrap();
     assert_eq!(p.spec.unwrap().containers.len(), 1);
     assert_eq!(hook.requests.lock().unwrap().len(), 1);
 }

@@ -62,30 +62,61 @@ fn binary_serves_kubectl_and_the_admin_api() {
     let (c, body) = http_to(addr, "POST", "/_double/objects", None, &json!({"op": "apply", "manager": "cloud", "force": true, "object":
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"}, "data": {"b": "2"}}}).to_string());
     assert_eq!(c, 200, "{body}");
-    let (c, body) = http_to(addr, "GET", "/_double/objects?apiVersion=v1&kind=ConfigMap&namespace=default&name=x", None, "");
+    let (c, body) =
+        http_to(addr, "GET", "/_double/objects?apiVersion=v1&kind=ConfigMap&namespace=default&name=x", None, "");
     assert_eq!(c, 200);
     let obj: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(obj["data"], json!({"a": "1", "b": "2"}));
-    let (c, body) = http_to(addr, "POST", "/_double/objects", None, &json!({"op": "patch", "subresource": "status", "apiVersion": "v1", "kind": "Namespace",
-        "namespace": "", "name": "default", "patch": {"status": {"phase": "Active"}}}).to_string());
+    let (c, body) = http_to(
+        addr,
+        "POST",
+        "/_double/objects",
+        None,
+        &json!({"op": "patch", "subresource": "status", "apiVersion": "v1", "kind": "Namespace",
+        "namespace": "", "name": "default", "patch": {"status": {"phase": "Active"}}})
+        .to_string(),
+    );
     assert_eq!(c, 200, "{body}");
 
     // Faults scoped to kubectl's user.
-    let (c, _) = http_to(addr, "POST", "/_double/faults", None, &json!({"action": "fail-next", "n": 1, "code": 500, "user": "admin"}).to_string());
+    let (c, _) = http_to(
+        addr,
+        "POST",
+        "/_double/faults",
+        None,
+        &json!({"action": "fail-next", "n": 1, "code": 500, "user": "admin"}).to_string(),
+    );
     assert_eq!(c, 200);
     let out = kubectl(&kubeconfig, &cache, &["get", "cm", "x"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("InternalError") || String::from_utf8_lossy(&out.stderr).contains("injected fault"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InternalError")
+            || String::from_utf8_lossy(&out.stderr).contains("injected fault"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = kubectl(&kubeconfig, &cache, &["get", "cm", "x", "-o", "jsonpath={.data.b}"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
-    for action in [json!({"action": "delay", "millis": 0}), json!({"action": "drop-watches"}), json!({"action": "compact"}), json!({"action": "clear"})] {
+    for action in [
+        json!({"action": "delay", "millis": 0}),
+        json!({"action": "drop-watches"}),
+        json!({"action": "compact"}),
+        json!({"action": "clear"}),
+    ] {
         assert_eq!(http_to(addr, "POST", "/_double/faults", None, &action.to_string()).0, 200);
     }
     assert_eq!(http_to(addr, "POST", "/_double/faults", None, &json!({"action": "explode"}).to_string()).0, 400);
 
     // Tokens and TokenReview.
-    let (_, body) = http_to(addr, "POST", "/_double/objects", None, &json!({"op": "create", "object":
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "proxy", "namespace": "default"}}}).to_string());
+    let (_, body) = http_to(
+        addr,
+        "POST",
+        "/_double/objects",
+        None,
+        &json!({"op": "create", "object":
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "proxy", "namespace": "default"}}})
+        .to_string(),
+    );
     assert!(body.contains("proxy"));
     let (c, body) = http_to(addr, "POST", "/_double/tokens", None, &json!({"namespace": "default", "serviceAccount": "proxy", "audiences": ["weft.io/identity"], "expirationSeconds": 600}).to_string());
     assert_eq!(c, 200);
@@ -96,7 +127,18 @@ fn binary_serves_kubectl_and_the_admin_api() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"]["authenticated"], true);
 
     // Routes.
-    assert_eq!(http_to(addr, "POST", "/_double/routes", None, &json!({"namespace": "weft-system", "name": "weft-cp", "port": 443, "address": "127.0.0.1:9443"}).to_string()).0, 200);
+    assert_eq!(
+        http_to(
+            addr,
+            "POST",
+            "/_double/routes",
+            None,
+            &json!({"namespace": "weft-system", "name": "weft-cp", "port": 443, "address": "127.0.0.1:9443"})
+                .to_string()
+        )
+        .0,
+        200
+    );
 
     // The recorder.
     let (c, body) = http_to(addr, "GET", "/_double/recorded", None, "");

@@ -23,7 +23,7 @@ async fn crd_created_at_run_time_is_served_until_deleted() {
     let server = ApiServer::start(Options::default()).unwrap();
     let client = server.client("t").await.unwrap();
     let meshes: Api<DynamicObject> = Api::all_with(client.clone(), &mesh_resource());
-    assert_eq!(meshes.list(&Default::default()).await.map_err(|e| e.to_string()).unwrap_err().contains("404"), true);
+    assert!(meshes.list(&Default::default()).await.map_err(|e| e.to_string()).unwrap_err().contains("404"));
 
     let crd = read_crds(&common::repo_root().join("crds/meshes.weft.io.yaml")).unwrap().remove(0);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -37,7 +37,10 @@ async fn crd_created_at_run_time_is_served_until_deleted() {
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     assert!(discovery.groups().any(|g| g.name() == "weft.io"));
 
-    let m: DynamicObject = serde_json::from_value(json!({"apiVersion": "weft.io/v1alpha1", "kind": "Mesh", "metadata": {"name": "default"}, "spec": {}})).unwrap();
+    let m: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "weft.io/v1alpha1", "kind": "Mesh", "metadata": {"name": "default"}, "spec": {}}),
+    )
+    .unwrap();
     meshes.create(&PostParams::default(), &m).await.unwrap();
     assert_eq!(meshes.list(&Default::default()).await.unwrap().items.len(), 1);
 
@@ -65,7 +68,9 @@ async fn gateway_api_bundle_with_kubectl_defaults_and_schema_errors() {
     let out = k.ok(&["apply", "--server-side", "-f", objects.to_str().unwrap()]);
     assert_eq!(out.lines().filter(|l| l.ends_with("serverside-applied")).count(), 13, "{out}");
 
-    let g = |av: &str, kind: &str, ns: &str, name: &str| server.get(av, kind, ns, name).unwrap_or_else(|| panic!("{kind} {name}"));
+    let g = |av: &str, kind: &str, ns: &str, name: &str| {
+        server.get(av, kind, ns, name).unwrap_or_else(|| panic!("{kind} {name}"))
+    };
     let gw = g("gateway.networking.k8s.io/v1", "Gateway", "gw", "gw");
     assert_eq!(gw["spec"]["listeners"][0]["allowedRoutes"], json!({"namespaces": {"from": "Same"}}));
     assert_eq!(gw["status"]["conditions"][0]["reason"], "Pending", "status defaults: {}", gw["status"]);
@@ -99,12 +104,23 @@ async fn gateway_api_bundle_with_kubectl_defaults_and_schema_errors() {
     // Served at every version: the same object as v1beta1.
     let hr_beta = g("gateway.networking.k8s.io/v1beta1", "HTTPRoute", "gw", "route");
     assert_eq!(hr_beta["apiVersion"], "gateway.networking.k8s.io/v1beta1");
-    let out = k.ok(&["get", "httproutes.v1beta1.gateway.networking.k8s.io", "-n", "gw", "route", "-o", "jsonpath={.apiVersion}"]);
+    let out = k.ok(&[
+        "get",
+        "httproutes.v1beta1.gateway.networking.k8s.io",
+        "-n",
+        "gw",
+        "route",
+        "-o",
+        "jsonpath={.apiVersion}",
+    ]);
     assert_eq!(out, "gateway.networking.k8s.io/v1beta1");
 
     // Schema errors: 422 naming the field, through kube and through kubectl.
     let client = server.client("t").await.unwrap();
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"), "httproutes");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    );
     let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), "gw", &ar);
     let bad = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "bad"},
                      "spec": {"rules": [{"backendRefs": [{"name": "svc", "port": 80, "weight": 2000000}]}]}});
@@ -114,9 +130,15 @@ async fn gateway_api_bundle_with_kubectl_defaults_and_schema_errors() {
     assert!(status.message.contains("spec.rules[0].backendRefs[0].weight"), "{}", status.message);
     let causes = status.details.unwrap().causes;
     assert_eq!(causes[0].field, "spec.rules[0].backendRefs[0].weight");
-    let f = k.write("bad.yaml", &serde_json::to_string(&bad).unwrap().replace("\"metadata\":{", "\"metadata\":{\"namespace\":\"gw\","));
+    let f = k.write(
+        "bad.yaml",
+        &serde_json::to_string(&bad).unwrap().replace("\"metadata\":{", "\"metadata\":{\"namespace\":\"gw\","),
+    );
     let stderr = k.fails(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
-    assert!(stderr.contains("spec.rules[0].backendRefs[0].weight") && stderr.contains("less than or equal to 1000000"), "{stderr}");
+    assert!(
+        stderr.contains("spec.rules[0].backendRefs[0].weight") && stderr.contains("less than or equal to 1000000"),
+        "{stderr}"
+    );
 
     // Unknown fields: kubectl's default --validate=strict is rejected by the server.
     let unknown = k.write(
@@ -127,8 +149,17 @@ async fn gateway_api_bundle_with_kubectl_defaults_and_schema_errors() {
     assert!(stderr.contains("unknown field \"spec.bogus\""), "{stderr}");
     let out = k.run(&["apply", "--server-side", "--validate=false", "-f", unknown.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(server.get("gateway.networking.k8s.io/v1", "HTTPRoute", "gw", "u").unwrap()["spec"].get("bogus").is_none(), "pruned");
+    assert!(
+        server.get("gateway.networking.k8s.io/v1", "HTTPRoute", "gw", "u").unwrap()["spec"].get("bogus").is_none(),
+        "pruned"
+    );
     // Strategic merge patch is refused on custom resources.
-    let stderr = k.fails(&["patch", "httproute", "-n", "gw", "route", "-p", "{\"spec\":{\"hostnames\":[\"a.example\"]}}"]);
-    assert!(stderr.contains("UnsupportedMediaType") || stderr.contains("unknown format") || stderr.contains("not supported"), "{stderr}");
+    let stderr =
+        k.fails(&["patch", "httproute", "-n", "gw", "route", "-p", "{\"spec\":{\"hostnames\":[\"a.example\"]}}"]);
+    assert!(
+        stderr.contains("UnsupportedMediaType")
+            || stderr.contains("unknown format")
+            || stderr.contains("not supported"),
+        "{stderr}"
+    );
 }

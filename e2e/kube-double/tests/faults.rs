@@ -56,7 +56,11 @@ async fn injected_statuses_delays_and_scopes() {
     assert_eq!(status["reason"], "TooManyRequests");
 
     // Scoped to one user: kubectl (another user) is unaffected.
-    server.fail_for_scoped(FaultScope { user: Some("controller".into()), ..Default::default() }, Duration::from_millis(300), 500);
+    server.fail_for_scoped(
+        FaultScope { user: Some("controller".into()), ..Default::default() },
+        Duration::from_millis(300),
+        500,
+    );
     let other = server.client("kubectl-user").await.unwrap();
     Api::<ConfigMap>::namespaced(other, "default").list(&Default::default()).await.unwrap();
     assert_eq!(code(api.list(&Default::default()).await.unwrap_err()).0, 500);
@@ -96,7 +100,8 @@ async fn watches_resume_after_drops_under_faults() {
             Err(_) => {
                 if created < 5 {
                     server.drop_watches();
-                    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("c{created}")}})).unwrap();
+                    let cm: ConfigMap =
+                        serde_json::from_value(json!({"metadata": {"name": format!("c{created}")}})).unwrap();
                     api.create(&PostParams::default(), &cm).await.unwrap();
                     created += 1;
                 }

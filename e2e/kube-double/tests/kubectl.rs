@@ -51,7 +51,10 @@ fn apply_update_conflict_and_force() {
     let crds = common::repo_root().join("crds");
     let out = k.ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
     assert!(out.contains("meshes.weft.io serverside-applied"), "{out}");
-    let mesh = k.write("mesh.yaml", "apiVersion: weft.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  mtls: {mode: Strict}\n");
+    let mesh = k.write(
+        "mesh.yaml",
+        "apiVersion: weft.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  mtls: {mode: Strict}\n",
+    );
     let out = k.ok(&["apply", "--server-side", "-f", mesh.to_str().unwrap()]);
     assert!(out.contains("mesh.weft.io/default serverside-applied"), "{out}");
     let got = json_of(&k.ok(&["get", "mesh", "default", "-o", "json"]));
@@ -74,10 +77,14 @@ fn apply_update_conflict_and_force() {
     k.ok(&["apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", app5.to_str().unwrap()]);
     let d = server.get("apps/v1", "Deployment", "shop", "web").unwrap();
     assert_eq!(d["spec"]["replicas"], 5);
-    let managers: Vec<&str> = d["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
+    let managers: Vec<&str> =
+        d["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
     assert!(managers.contains(&"other") && managers.contains(&"kubectl"), "{managers:?}");
     let rec = server.recorded();
-    assert!(rec.iter().any(|r| r.user == "admin" && r.verb == "patch" && r.field_manager == "other" && r.content_type == "application/apply-patch+yaml"));
+    assert!(rec.iter().any(|r| r.user == "admin"
+        && r.verb == "patch"
+        && r.field_manager == "other"
+        && r.content_type == "application/apply-patch+yaml"));
 }
 
 #[test]
@@ -95,7 +102,12 @@ fn get_watch_label_annotate_patch_wait_delete() {
     assert_eq!(all["items"].as_array().unwrap().len(), 1);
 
     // get -w sees a change made meanwhile.
-    let mut child = k.command(&["get", "deploy", "-n", "shop", "-w", "--output-watch-events"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = k
+        .command(&["get", "deploy", "-n", "shop", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -122,7 +134,17 @@ fn get_watch_label_annotate_patch_wait_delete() {
     k.ok(&["label", "deploy", "web", "-n", "shop", "tier=frontend"]);
     k.ok(&["annotate", "deploy", "web", "-n", "shop", "owner=team-a"]);
     k.ok(&["patch", "deploy", "web", "-n", "shop", "--type", "merge", "-p", r#"{"spec":{"replicas":4}}"#]);
-    k.ok(&["patch", "deploy", "web", "-n", "shop", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.28"}]"#]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.28"}]"#,
+    ]);
     k.ok(&["patch", "deploy", "web", "-n", "shop", "--subresource=status", "--type", "merge", "-p", r#"{"status":{"readyReplicas":4,"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable"}]}}"#]);
     let d = server.get("apps/v1", "Deployment", "shop", "web").unwrap();
     assert_eq!(d["metadata"]["labels"]["tier"], "frontend");
@@ -139,7 +161,15 @@ fn get_watch_label_annotate_patch_wait_delete() {
     assert!(rec.iter().any(|r| r.verb == "patch" && r.subresource == "status"));
 
     // Strategic merge patch of a built-in kind merges containers by name.
-    k.ok(&["patch", "deploy", "web", "-n", "shop", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}"#]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}"#,
+    ]);
     let d = server.get("apps/v1", "Deployment", "shop", "web").unwrap();
     assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 2);
 
@@ -148,7 +178,9 @@ fn get_watch_label_annotate_patch_wait_delete() {
     let stderr = k.fails(&["get", "deploy", "web", "-n", "shop"]);
     assert!(stderr.contains("NotFound") || stderr.contains("not found"), "{stderr}");
     k.ok(&["delete", "ns", "shop", "--timeout=10s"]);
-    wait_for("namespace gone", Duration::from_secs(10), || server.get("v1", "Namespace", "", "shop").is_none().then_some(()));
+    wait_for("namespace gone", Duration::from_secs(10), || {
+        server.get("v1", "Namespace", "", "shop").is_none().then_some(())
+    });
     assert!(server.get("v1", "Service", "shop", "web").is_none(), "namespace contents deleted");
 }
 

@@ -10,7 +10,11 @@ use kube_double::{ApiServer, Options};
 use serde_json::json;
 use std::time::Duration;
 
-async fn review(api: &Api<TokenReview>, token: &str, audiences: &[&str]) -> k8s_openapi::api::authentication::v1::TokenReviewStatus {
+async fn review(
+    api: &Api<TokenReview>,
+    token: &str,
+    audiences: &[&str],
+) -> k8s_openapi::api::authentication::v1::TokenReviewStatus {
     let tr: TokenReview = serde_json::from_value(json!({"spec": {"token": token, "audiences": audiences}})).unwrap();
     api.create(&PostParams::default(), &tr).await.unwrap().status.unwrap()
 }
@@ -19,13 +23,21 @@ async fn review(api: &Api<TokenReview>, token: &str, audiences: &[&str]) -> k8s_
 async fn token_review_checks_signature_expiry_audience_and_binding() {
     let server = ApiServer::start(Options::default()).unwrap();
     let sa = server.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "proxy", "namespace": "default"}})).unwrap();
-    let pod = server.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "default"},
-                                   "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    let pod = server
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "default"},
+                                   "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
     let pod_uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let client = server.client("weft-control-plane").await.unwrap();
     let reviews: Api<TokenReview> = Api::all(client.clone());
 
-    let token = server.issue_token("default", "proxy", &["weft.io/identity"], Duration::from_secs(3600), Some(("p1", &pod_uid)));
+    let token = server.issue_token(
+        "default",
+        "proxy",
+        &["weft.io/identity"],
+        Duration::from_secs(3600),
+        Some(("p1", &pod_uid)),
+    );
     assert_eq!(token.split('.').count(), 3);
     let s = review(&reviews, &token, &["weft.io/identity"]).await;
     assert_eq!(s.authenticated, Some(true), "{s:?}");
@@ -78,25 +90,45 @@ async fn token_review_checks_signature_expiry_audience_and_binding() {
 #[tokio::test]
 async fn token_request_subresource() {
     let server = ApiServer::start(Options::default()).unwrap();
-    server.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gw", "namespace": "default"}})).unwrap();
-    let pod = server.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-1", "namespace": "default"},
-                                   "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    server
+        .create(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gw", "namespace": "default"}}),
+        )
+        .unwrap();
+    let pod = server
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-1", "namespace": "default"},
+                                   "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap();
     let client = server.client("kubelet").await.unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    let req: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": ["weft.io/identity"], "expirationSeconds": 3600,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "gw-1", "uid": pod["metadata"]["uid"]}}})).unwrap();
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["weft.io/identity"], "expirationSeconds": 3600,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "gw-1", "uid": pod["metadata"]["uid"]}}}))
+        .unwrap();
     let issued: TokenRequest = sas.create_subresource("token", "gw", &PostParams::default(), &req).await.unwrap();
     let token = issued.status.unwrap().token;
     let reviews: Api<TokenReview> = Api::all(client.clone());
     let s = review(&reviews, &token, &["weft.io/identity"]).await;
     assert_eq!(s.authenticated, Some(true));
     assert_eq!(s.user.unwrap().extra.unwrap()["authentication.kubernetes.io/pod-name"], vec!["gw-1".to_string()]);
-    assert!(server.recorded().iter().any(|r| r.verb == "create" && r.resource == "serviceaccounts" && r.subresource == "token"));
+    assert!(
+        server
+            .recorded()
+            .iter()
+            .any(|r| r.verb == "create" && r.resource == "serviceaccounts" && r.subresource == "token")
+    );
 
     // The ServiceAccount must exist; the lifetime must be at least 10 minutes.
-    let err = sas.create_subresource::<TokenRequest, TokenRequest>("token", "nope", &PostParams::default(), &req).await.unwrap_err();
+    let err = sas
+        .create_subresource::<TokenRequest, TokenRequest>("token", "nope", &PostParams::default(), &req)
+        .await
+        .unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
-    let short: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": ["x"], "expirationSeconds": 60}})).unwrap();
-    let err = sas.create_subresource::<TokenRequest, TokenRequest>("token", "gw", &PostParams::default(), &short).await.unwrap_err();
+    let short: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": ["x"], "expirationSeconds": 60}})).unwrap();
+    let err = sas
+        .create_subresource::<TokenRequest, TokenRequest>("token", "gw", &PostParams::default(), &short)
+        .await
+        .unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err:?}");
 }

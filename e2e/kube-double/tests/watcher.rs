@@ -24,7 +24,9 @@ fn server() -> ApiServer {
 }
 
 /// Forwards a watcher's events (as short strings) into a channel.
-fn spawn_watch<K>(stream: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static) -> tokio::sync::mpsc::UnboundedReceiver<String>
+fn spawn_watch<K>(
+    stream: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<String>
 where
     K: kube::Resource + Send + 'static,
 {
@@ -54,7 +56,10 @@ async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &st
         if got == want {
             return;
         }
-        assert!(got.starts_with("Error") || got.starts_with("InitApply") || got == "Init", "expected {want}, got {got}");
+        assert!(
+            got.starts_with("Error") || got.starts_with("InitApply") || got == "Init",
+            "expected {want}, got {got}"
+        );
     }
 }
 
@@ -169,7 +174,8 @@ async fn reflector_with_selector_streaming_lists_and_metadata_watch() {
 
     // Reflector with a label selector, using streaming lists.
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default().labels("app in (web)").streaming_lists()));
+    let stream =
+        reflector(writer, watcher(api.clone(), watcher::Config::default().labels("app in (web)").streaming_lists()));
     tokio::spawn(stream.default_backoff().for_each(|_| async {}));
     tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready()).await.unwrap().unwrap();
     let names: Vec<String> = reader.state().iter().map(|o| o.metadata.name.clone().unwrap()).collect();
@@ -191,9 +197,14 @@ async fn reflector_with_selector_streaming_lists_and_metadata_watch() {
         names.push(e);
     }
     names.sort();
-    assert_eq!(names, vec!["InitApply default", "InitApply kube-node-lease", "InitApply kube-public", "InitApply kube-system"]);
+    assert_eq!(
+        names,
+        vec!["InitApply default", "InitApply kube-node-lease", "InitApply kube-public", "InitApply kube-system"]
+    );
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap()).await.unwrap();
+    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx, "Apply team").await, "Apply team");
     let meta_list = Api::<Namespace>::all(client.clone()).list_metadata(&Default::default()).await.unwrap();
     let team = meta_list.items.iter().find(|m| m.metadata.name.as_deref() == Some("team")).unwrap();

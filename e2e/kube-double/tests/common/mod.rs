@@ -69,7 +69,11 @@ impl Kubectl {
     /// Runs and requires failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -101,7 +105,13 @@ pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// A plain HTTP/1.1 request to the double (std only); returns (status, body).
-pub fn http(server: &kube_double::ApiServer, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+pub fn http(
+    server: &kube_double::ApiServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     http_to(server.addr(), method, path, token, body)
 }
 
