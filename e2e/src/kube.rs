@@ -103,13 +103,16 @@ impl Kube {
         if let Some(bundle) = gateway_api {
             files.push(gateway_api_crds(bundle));
         }
-        let options = Options { namespaces: vec!["weft-system".into()], ..Options::default() }.with_crd_files(&files)?;
+        let options =
+            Options { namespaces: vec!["weft-system".into()], ..Options::default() }.with_crd_files(&files)?;
         Self::start_with(tag, options)
     }
 
     /// Starts the double with `options`.
     pub fn start_with(tag: &str, options: Options) -> anyhow::Result<Kube> {
-        let root = std::env::var_os("WEFT_E2E_LOG_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weft-e2e"));
+        let root = std::env::var_os("WEFT_E2E_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("weft-e2e"));
         let dir = root.join(format!("kube-{tag}-{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::kube::Kube;
 use crate::load::Outcome;
 use crate::netns::{Cluster, Pod, spawn_on_host, wait_for_tcp_from_root};
 use crate::process::ChildHandle;
@@ -86,8 +87,12 @@ impl PodSpec {
 /// A running mesh. Dropping it stops every process and removes the pods.
 #[derive(Debug)]
 pub struct Mesh {
-    // Field order is drop order: processes first, then the cluster.
+    // Field order is drop order: processes first, then the control plane
+    // and API-server double of Kubernetes mode, then the cluster.
     processes: Vec<ChildHandle>,
+    /// Kubernetes mode: the API-server double and the control plane
+    /// running against it. Pods are registered there as the kubelet would.
+    pub kube: Option<Kube>,
     pub cluster: Cluster,
     pub config_dir: PathBuf,
     /// The control plane's state directory (CAs, token key).
@@ -115,10 +120,93 @@ impl Mesh {
             &[("RUST_LOG", "info")],
             &cluster.log_dir().join("weft-cp.log"),
         )?;
-        let mut mesh = Mesh { processes: vec![cp], cluster, config_dir, state_dir, pods: Vec::new() };
+        let mut mesh = Mesh { processes: vec![cp], kube: None, cluster, config_dir, state_dir, pods: Vec::new() };
         wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
         mesh.processes[0].ensure_running()?;
         Ok(mesh)
+    }
+
+    /// Starts the control plane in Kubernetes mode, against an API-server
+    /// double holding Weft's and the Gateway API's CRDs. Objects are
+    /// applied with [`Kube::apply`] (the real kubectl); pods added with
+    /// [`Mesh::add_pod`] are also registered as Pod objects, running and
+    /// ready, so the double's EndpointSlice controller lists them.
+    pub fn start_kubernetes(tag: &str) -> anyhow::Result<Mesh> {
+        let cluster = Cluster::new(tag)?;
+        let config_dir = cluster.log_dir().join("config");
+        let state_dir = cluster.log_dir().join("state");
+        std::fs::create_dir_all(&state_dir)?;
+        let mut kube = Kube::start(tag, Some("v1.5.1-experimental"))?;
+        let grpc = SocketAddr::new(cluster.gateway().into(), CP_GRPC_PORT);
+        let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
+        kube.start_control_plane("weft-cp-0", 6, Some(grpc), Some(admin))?;
+        // Join tokens are signed with the key the control plane keeps in a
+        // Secret; `weftctl token create` reads it from a state directory.
+        let key = kube.wait_for("the join-token key Secret", Duration::from_secs(30), |k| {
+            let secret = k.api.get("v1", "Secret", "weft-system", "weft-join-token-key");
+            Ok(secret.and_then(|s| s["data"]["token.key"].as_str().map(str::to_owned)))
+        })?;
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
+        std::fs::write(state_dir.join("token.key"), key)?;
+        let mut mesh =
+            Mesh { processes: Vec::new(), kube: Some(kube), cluster, config_dir, state_dir, pods: Vec::new() };
+        wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
+        mesh.ensure_running()?;
+        Ok(mesh)
+    }
+
+    /// The Kubernetes-mode double and control plane.
+    pub fn kube(&mut self) -> anyhow::Result<&mut Kube> {
+        self.kube.as_mut().context("this mesh runs in local mode")
+    }
+
+    /// Fails when a process of the mesh has exited.
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.processes {
+            p.ensure_running()?;
+        }
+        if let Some(kube) = self.kube.as_mut() {
+            for cp in &mut kube.control_planes {
+                cp.process.ensure_running()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a started pod with the API-server double, as the kubelet
+    /// would report it: running, ready, with its address.
+    fn register_pod(&mut self, spec: &PodSpec, pod: &Pod) -> anyhow::Result<()> {
+        let Some(kube) = self.kube.as_ref() else { return Ok(()) };
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}});
+        if kube.api.get("v1", "Namespace", "", &spec.namespace).is_none() {
+            kube.api.create(ns).map_err(|e| anyhow::anyhow!("namespace {}: {e}", spec.namespace))?;
+        }
+        let mut labels: serde_json::Map<String, serde_json::Value> =
+            spec.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        if spec.sidecar {
+            labels.insert("weft.io/mesh".into(), spec.mesh.clone().into());
+        }
+        let ports: Vec<serde_json::Value> = spec
+            .ports
+            .iter()
+            .map(|(name, port)| serde_json::json!({"name": name, "containerPort": port, "protocol": "TCP"}))
+            .collect();
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+            "spec": {"serviceAccountName": spec.service_account,
+                     "containers": [{"name": "app", "image": "weft-echo", "ports": ports}]},
+        });
+        kube.api.create(object).map_err(|e| anyhow::anyhow!("pod {}: {e}", spec.name))?;
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "podIP": pod.ip().to_string(), "podIPs": [{"ip": pod.ip().to_string()}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }});
+        kube.api
+            .patch_status("v1", "Pod", &spec.namespace, &spec.name, status)
+            .map_err(|e| anyhow::anyhow!("status of pod {}: {e}", spec.name))?;
+        Ok(())
     }
 
     /// GETs `path` of the control plane's admin API (JSON), from the root
@@ -167,6 +255,7 @@ impl Mesh {
             self.processes.push(pod.spawn(&echo, &refs, &[], &pod.log_file("echo"))?);
         }
         if !spec.sidecar {
+            self.register_pod(spec, &pod)?;
             self.pods.push(pod.clone());
             return Ok(pod);
         }
@@ -218,6 +307,7 @@ impl Mesh {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = [("WEFT_LOG", "info"), ("WEFT_TOKEN", token.as_str())];
         self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &env, &pod.log_file("proxy"))?);
+        self.register_pod(spec, &pod)?;
         self.pods.push(pod.clone());
         Ok(pod)
     }
@@ -265,9 +355,7 @@ impl Mesh {
         let start = Instant::now();
         let mut last = String::new();
         for _ in 0..(timeout.as_millis() / 200 + 1) {
-            for p in &mut self.processes {
-                p.ensure_running()?;
-            }
+            self.ensure_running()?;
             match self.config_dump(pod) {
                 Ok(dump) if check(&dump) => return Ok(()),
                 Ok(_) => last = "config does not satisfy the check yet".into(),
@@ -290,6 +378,9 @@ impl Mesh {
             if process.log_path() == proxy_log || process.log_path() == self.cluster.log_dir().join("weft-cp.log") {
                 out += &format!("--- last lines of {} ---\n{}\n", process.log_path().display(), process.log_tail());
             }
+        }
+        if let Some(kube) = &self.kube {
+            out += &kube.log_tails();
         }
         out
     }

@@ -156,7 +156,13 @@ fn canary_and_gateway_produce_generated_objects_and_statuses() -> anyhow::Result
                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}],
     }]});
     kube.api
-        .patch_status("gateway.networking.k8s.io/v1", "HTTPRoute", "bookinfo", "reviews-canary", json!({"status": other}))
+        .patch_status(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "bookinfo",
+            "reviews-canary",
+            json!({"status": other}),
+        )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // The GAMMA route: generated MeshHTTPRoute, labelled and owned.
@@ -318,8 +324,8 @@ fn crd_with_future_filter() -> anyhow::Result<String> {
         .expect("the HTTPRoute CRD");
     let mut v = serde_json::to_value(crd)?;
     for version in v["spec"]["versions"].as_array_mut().expect("versions") {
-        let schema = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]["items"]
-            ["properties"]["filters"]["items"];
+        let schema = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]["items"]["properties"]
+            ["filters"]["items"];
         let types = schema["properties"]["type"]["enum"].as_array_mut().expect("the filter type enum");
         types.push(json!("FutureFilter"));
         // CEL rules that tie fields to types are not evaluated by the
@@ -341,10 +347,8 @@ fn an_unreadable_object_is_reported_and_the_others_still_translate() -> anyhow::
     kube.start_control_plane("weft-cp-0", 6, None, None)?;
     kube.apply(&canary(90, 10))?;
     wait_for_weights(&mut kube, 90, 10, WAIT)?;
-    let (ok, out, err) = kube.kubectl_with(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&crd_with_future_filter()?),
-    )?;
+    let (ok, out, err) = kube
+        .kubectl_with(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd_with_future_filter()?))?;
     assert!(ok, "{err}{out}");
     let future = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -453,7 +457,9 @@ spec:
     )?;
     kube.wait_for("the cross-namespace route resolved through the v1beta1 grant", WAIT, |k| {
         let r = k.get("httproute", Some("shop"), "api")?.expect("the route");
-        let ours = r["status"]["parents"].as_array().and_then(|p| p.iter().find(|p| p["controllerName"] == CONTROLLER).cloned());
+        let ours = r["status"]["parents"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["controllerName"] == CONTROLLER).cloned());
         Ok(ours.filter(|o| is_true(&o["conditions"], "ResolvedRefs")).map(|_| ()))
     })?;
     Ok(())

@@ -9,8 +9,8 @@ use weft_api as api;
 use weft_k8s_api::k8s_openapi::api::core::v1::Service;
 use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_k8s_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weft_translate::{ObjectKey, PodInfo};
 use weft_translate::ports::service_ports;
+use weft_translate::{ObjectKey, PodInfo};
 
 use crate::version::versioned;
 use crate::{SharedResource, Workloads, spiffe_id};
@@ -102,14 +102,14 @@ pub(crate) fn compile(
             // A meshed pod is reached over mTLS and must present its
             // ServiceAccount's identity; a pod of another mesh cannot be
             // reached at all (the meshes do not trust each other).
-            let pod = ep
-                .target_ref
+            let pod =
+                ep.target_ref.as_ref().filter(|t| t.kind.as_deref() == Some("Pod")).and_then(|t| {
+                    Some((t.namespace.clone().unwrap_or_else(|| key.namespace.clone()), t.name.clone()?))
+                });
+            let (identity, workload) = match pod
                 .as_ref()
-                .filter(|t| t.kind.as_deref() == Some("Pod"))
-                .and_then(|t| Some((t.namespace.clone().unwrap_or_else(|| key.namespace.clone()), t.name.clone()?)));
-            let (identity, workload) = match pod.as_ref().and_then(|(ns, name)| {
-                Some((ns, name, inputs.pods.get(&ObjectKey::new(ns.clone(), name.clone()))?))
-            }) {
+                .and_then(|(ns, name)| Some((ns, name, inputs.pods.get(&ObjectKey::new(ns.clone(), name.clone()))?)))
+            {
                 Some((_, _, info)) if info.mesh != mesh => continue,
                 Some((ns, name, info)) => (spiffe_id(trust_domain, ns, &info.service_account), format!("{ns}/{name}")),
                 None => match &pod {

@@ -35,7 +35,9 @@ fn is_empty(v: &Value) -> bool {
 /// never claims a field it has no value for.
 pub fn without_nulls(v: Value) -> Value {
     match v {
-        Value::Object(o) => Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
         other => other,
     }
@@ -72,7 +74,8 @@ mod tests {
 
     #[test]
     fn defaults_and_other_fields_in_the_cluster_do_not_count() {
-        let desired = json!({"spec": {"rules": [{"matches": [{"path": {"value": "/"}}]}]}, "metadata": {"labels": {"a": "1"}}});
+        let desired =
+            json!({"spec": {"rules": [{"matches": [{"path": {"value": "/"}}]}]}, "metadata": {"labels": {"a": "1"}}});
         let actual = json!({"spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]},
                             "metadata": {"labels": {"a": "1", "b": "2"}, "uid": "x"}});
         assert!(is_subset(&desired, &actual));

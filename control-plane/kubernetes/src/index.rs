@@ -276,7 +276,11 @@ fn change(old: Option<&Entry>, new: Option<&Entry>) -> Change {
     match (old, new) {
         (None, None) => Change::None,
         (Some(a), Some(b)) if a.essence == b.essence => {
-            if a.status_hash == b.status_hash { Change::None } else { Change::Status }
+            if a.status_hash == b.status_hash {
+                Change::None
+            } else {
+                Change::Status
+            }
         }
         _ => Change::Essence,
     }

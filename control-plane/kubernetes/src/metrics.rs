@@ -61,7 +61,11 @@ impl Metrics {
             "Objects that could not be read; their last good version is used",
             self.invalid_objects.clone(),
         );
-        r.register("watched_resources", "Resources the cluster serves that are watched", self.watched_resources.clone());
+        r.register(
+            "watched_resources",
+            "Resources the cluster serves that are watched",
+            self.watched_resources.clone(),
+        );
         r.register("applies", "Generated objects applied (server-side apply)", self.applies.clone());
         r.register("deletes", "Stale generated objects deleted", self.deletes.clone());
         r.register("status_writes", "Status writes", self.status_writes.clone());

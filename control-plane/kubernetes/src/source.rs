@@ -231,7 +231,10 @@ impl Loop {
             (index.revisions(), index.synced(), index.invalid_counts())
         };
         for kind in crate::kinds::Kind::ALL {
-            self.metrics.invalid_objects.get_or_create(&Metrics::kind(kind)).set(invalid.get(&kind).copied().unwrap_or(0) as i64);
+            self.metrics
+                .invalid_objects
+                .get_or_create(&Metrics::kind(kind))
+                .set(invalid.get(&kind).copied().unwrap_or(0) as i64);
         }
         let served = self.running.iter().map(|(r, run)| (*r, run.api_resource.clone())).collect();
         self.state.send_if_modified(|s| {

@@ -91,7 +91,9 @@ pub async fn run(
             Ok(watcher::Event::Apply(obj)) => {
                 Event::Apply { resource, init: false, object: index::convert(resource, to_value(obj)) }
             }
-            Ok(watcher::Event::Delete(obj)) => Event::Delete { resource, object: index::convert(resource, to_value(obj)) },
+            Ok(watcher::Event::Delete(obj)) => {
+                Event::Delete { resource, object: index::convert(resource, to_value(obj)) }
+            }
             Err(e) => {
                 metrics.watch_errors.get_or_create(&kind_label).inc();
                 if is_not_found(&e) {

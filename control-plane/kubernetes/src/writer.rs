@@ -209,9 +209,9 @@ pub fn plan(desired: &Desired, index: &Index, served: &BTreeMap<Resource, ApiRes
     for (kind, statuses) in route_statuses {
         for (key, entry) in index.objects(kind) {
             let ours: Vec<Value> = statuses.get(key).map(|st| ours_of(st)).unwrap_or_default();
-            let current: Vec<Value> = entry.status.get("parents").and_then(Value::as_array).cloned().unwrap_or_default();
-            let mut merged: Vec<Value> =
-                current.iter().filter(|p| !is_ours(p)).cloned().collect();
+            let current: Vec<Value> =
+                entry.status.get("parents").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut merged: Vec<Value> = current.iter().filter(|p| !is_ours(p)).cloned().collect();
             merged.extend(ours);
             if same_status(&json!({"parents": merged}), &json!({"parents": current})) {
                 stats.statuses_equal += 1;
@@ -271,26 +271,33 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let drain = {
         let (awaiting, wake, queue) = (awaiting.clone(), wake.clone(), queue.clone());
-        tokio::spawn(queue::drain(client, queue, config.limits, leadership.clone(), metrics.clone(), move |key, outcome| {
-            let mut a = awaiting.lock();
-            match outcome {
-                Outcome::Done => {}
-                Outcome::NotFound => {
-                    a.by_key.remove(key);
+        tokio::spawn(queue::drain(
+            client,
+            queue,
+            config.limits,
+            leadership.clone(),
+            metrics.clone(),
+            move |key, outcome| {
+                let mut a = awaiting.lock();
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::NotFound => {
+                        a.by_key.remove(key);
+                    }
+                    Outcome::Conflict => {
+                        // The newer object arrives through the watch and
+                        // triggers the next pass.
+                        a.by_key.remove(key);
+                    }
+                    Outcome::Failed(_) => {
+                        a.by_key.remove(key);
+                        a.retry = true;
+                        wake.notify_one();
+                    }
+                    Outcome::NotLeader => a.by_key.clear(),
                 }
-                Outcome::Conflict => {
-                    // The newer object arrives through the watch and
-                    // triggers the next pass.
-                    a.by_key.remove(key);
-                }
-                Outcome::Failed(_) => {
-                    a.by_key.remove(key);
-                    a.retry = true;
-                    wake.notify_one();
-                }
-                Outcome::NotLeader => a.by_key.clear(),
-            }
-        }))
+            },
+        ))
     };
     let _stop_drain = AbortOnDrop(drain);
     let mut state = source.state.clone();

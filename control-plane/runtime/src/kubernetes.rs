@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use weft_identity::store::SharedCas;
 use weft_k8s_api::crds::MeshStatus;
-use weft_kubernetes::leader::{LeaseConfig, Leadership};
+use weft_kubernetes::leader::{Leadership, LeaseConfig};
 use weft_kubernetes::queue::Limits;
 use weft_kubernetes::source::{ClusterSnapshot, Source};
 use weft_kubernetes::writer::{Desired, WriterConfig};
@@ -108,8 +108,12 @@ fn mesh_status(ready: bool, generation: Option<i64>) -> MeshStatus {
 pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Result<Running> {
     let client = client(&options).await?;
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(v)) => tracing::info!(server = %v.git_version, namespace = %options.namespace, identity = %options.identity, "talking to the Kubernetes API"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "the Kubernetes API did not answer /version; retrying in the background"),
+        Ok(Ok(v)) => {
+            tracing::info!(server = %v.git_version, namespace = %options.namespace, identity = %options.identity, "talking to the Kubernetes API")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the Kubernetes API did not answer /version; retrying in the background")
+        }
         Err(_) => tracing::warn!("the Kubernetes API did not answer /version within 10 s; retrying in the background"),
     }
     let kube_metrics = weft_kubernetes::metrics::Metrics::default();
@@ -199,10 +203,8 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
             loop {
                 let p: Arc<Published> = published.borrow_and_update().clone();
                 if p.loaded {
-                    let meshes: BTreeMap<String, String> = control::mesh_identities(&p.snapshot)
-                        .into_iter()
-                        .map(|m| (m.name, m.trust_domain))
-                        .collect();
+                    let meshes: BTreeMap<String, String> =
+                        control::mesh_identities(&p.snapshot).into_iter().map(|m| (m.name, m.trust_domain)).collect();
                     meshes_tx.send_if_modified(|m| {
                         let changed = *m != meshes;
                         *m = meshes;
@@ -212,7 +214,9 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
                         .snapshot
                         .meshes
                         .iter()
-                        .map(|(name, mesh)| (name.clone(), mesh_status(identities.has_mesh(name), mesh.metadata.generation)))
+                        .map(|(name, mesh)| {
+                            (name.clone(), mesh_status(identities.has_mesh(name), mesh.metadata.generation))
+                        })
                         .collect();
                     desired_tx.send_replace(Some(Arc::new(Desired {
                         output: p.output.clone(),
@@ -230,7 +234,8 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
 
     {
         let config = WriterConfig { limits: Limits { per_second: options.write_qps, burst: options.write_qps * 2.0 } };
-        let (client, source, leadership, metrics) = (client.clone(), source.clone(), leadership.clone(), kube_metrics.clone());
+        let (client, source, leadership, metrics) =
+            (client.clone(), source.clone(), leadership.clone(), kube_metrics.clone());
         core.tasks.push(tokio::spawn(async move {
             writer::run(client, source, desired_rx, leadership, metrics, config).await;
             anyhow::bail!("the writer stopped")

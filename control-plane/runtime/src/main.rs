@@ -142,9 +142,7 @@ fn hostname() -> anyhow::Result<String> {
     {
         return Ok(name);
     }
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default();
     anyhow::ensure!(!name.is_empty(), "no --pod-name given and the host name is unknown");
     Ok(name)
 }
