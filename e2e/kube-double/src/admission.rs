@@ -19,6 +19,85 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Validation of Mutating/ValidatingWebhookConfigurations, as the API
+/// server does it for admissionregistration.k8s.io/v1 (the fields the
+/// double relies on when calling webhooks).
+pub fn validate_config(obj: &Value) -> Vec<crate::error::FieldError> {
+    use crate::error::FieldError;
+    let mut errs = Vec::new();
+    let hooks = obj.get("webhooks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut names = Vec::new();
+    for (i, wh) in hooks.iter().enumerate() {
+        let f = |x: &str| format!("webhooks[{i}].{x}");
+        let name = wh.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            errs.push(FieldError::required(&f("name"), ""));
+        } else if names.contains(&name) {
+            errs.push(FieldError {
+                reason: "FieldValueDuplicate",
+                field: f("name"),
+                value: None,
+                detail: format!("Duplicate value: \"{name}\""),
+            });
+        } else if name.split('.').count() < 3 {
+            errs.push(FieldError::invalid(
+                &f("name"),
+                &json!(name),
+                "should be a domain with at least three segments separated by dots",
+            ));
+        }
+        names.push(name);
+        match wh.get("sideEffects").and_then(Value::as_str) {
+            Some("None" | "NoneOnDryRun") => {}
+            Some(other) => errs.push(FieldError::not_supported(
+                &f("sideEffects"),
+                &json!(other),
+                &[json!("None"), json!("NoneOnDryRun")],
+            )),
+            None => errs.push(FieldError::required(&f("sideEffects"), "must specify one of None, NoneOnDryRun")),
+        }
+        let versions = strs(wh.get("admissionReviewVersions"));
+        if versions.is_empty() {
+            errs.push(FieldError::required(&f("admissionReviewVersions"), "must specify one of v1, v1beta1"));
+        } else if !versions.iter().any(|v| v == "v1" || v == "v1beta1") {
+            errs.push(FieldError::invalid(
+                &f("admissionReviewVersions"),
+                &json!(versions),
+                "must include at least one of v1, v1beta1",
+            ));
+        }
+        let cc = wh.get("clientConfig").cloned().unwrap_or(json!({}));
+        match (cc.get("url"), cc.get("service")) {
+            (Some(_), Some(_)) => {
+                errs.push(FieldError::invalid(&f("clientConfig"), &cc, "exactly one of url or service is required"))
+            }
+            (None, None) => {
+                errs.push(FieldError::required(&f("clientConfig"), "exactly one of url or service is required"))
+            }
+            (Some(u), None) if !u.as_str().is_some_and(|u| u.starts_with("https://")) => {
+                errs.push(FieldError::invalid(&f("clientConfig.url"), u, "'https' is the only allowed URL scheme"))
+            }
+            _ => {}
+        }
+        if let Some(t) = wh.get("timeoutSeconds").and_then(Value::as_i64)
+            && !(1..=30).contains(&t)
+        {
+            errs.push(FieldError::invalid(
+                &f("timeoutSeconds"),
+                &json!(t),
+                "the timeout value must be between 1 and 30 seconds",
+            ));
+        }
+        if let Some(fp) = wh.get("failurePolicy").and_then(Value::as_str)
+            && fp != "Fail"
+            && fp != "Ignore"
+        {
+            errs.push(FieldError::not_supported(&f("failurePolicy"), &json!(fp), &[json!("Fail"), json!("Ignore")]));
+        }
+    }
+    errs
+}
+
 /// One webhook to call.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -96,6 +175,12 @@ pub fn plan(state: &State, p: &Prepared, op: &str, object: Option<&Value>) -> Re
             }
             if !strs(wh.get("admissionReviewVersions")).iter().any(|v| v == "v1") {
                 continue;
+            }
+            if p.dry_run
+                && wh.get("sideEffects").and_then(Value::as_str) != Some("None")
+                && wh.get("sideEffects").and_then(Value::as_str) != Some("NoneOnDryRun")
+            {
+                return Err(ApiError::bad_request(format!("admission webhook \"{name}\" does not support dry run")));
             }
             let ns_sel_applies = p.rt.namespaced || (p.rt.group.is_empty() && p.rt.plural == "namespaces");
             if ns_sel_applies {

@@ -181,6 +181,18 @@ async fn injects_only_where_selectors_match() {
         .unwrap();
     assert_eq!(p.spec.unwrap().containers.len(), 1);
     assert_eq!(hook.requests.lock().unwrap().len(), 1);
+
+    // Configurations are validated as the API server does.
+    let mut bad = mwc("bad", &hook.ca_pem, service_ref(), "Fail", 5);
+    bad["webhooks"][0].as_object_mut().unwrap().remove("sideEffects");
+    bad["webhooks"][0]["timeoutSeconds"] = json!(60);
+    let err = server.create(bad).unwrap_err();
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("webhooks[0].sideEffects") && err.message.contains("webhooks[0].timeoutSeconds"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
