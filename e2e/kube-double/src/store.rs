@@ -357,6 +357,9 @@ impl State {
             schema::default(obj, &schema);
             errs.extend(schema::validate(obj, &schema));
         }
+        if rt.group == "admissionregistration.k8s.io" {
+            errs.extend(crate::admission::validate_config(obj));
+        }
         if rt.group == "apiextensions.k8s.io"
             && let Err(e) = crate::registry::from_crd(obj)
         {
