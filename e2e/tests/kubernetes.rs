@@ -537,7 +537,7 @@ fn one_leader_writes_and_a_replica_takes_over_within_the_lease() -> anyhow::Resu
     std::thread::sleep(Duration::from_secs(3));
     kube.api.clear_recorded();
     std::thread::sleep(Duration::from_secs(30));
-    let all: Vec<_> = kube.api.recorded().into_iter().filter(|r| is_write(r)).collect();
+    let all: Vec<_> = kube.api.recorded().into_iter().filter(is_write).collect();
     let leases = all.iter().filter(|r| r.resource == "leases").count();
     let others: Vec<String> = all
         .iter()

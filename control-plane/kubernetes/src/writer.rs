@@ -208,7 +208,7 @@ pub fn plan(desired: &Desired, index: &Index, served: &BTreeMap<Resource, ApiRes
     ];
     for (kind, statuses) in route_statuses {
         for (key, entry) in index.objects(kind) {
-            let ours: Vec<Value> = statuses.get(key).map(|st| ours_of(st)).unwrap_or_default();
+            let ours: Vec<Value> = statuses.get(key).map(ours_of).unwrap_or_default();
             let current: Vec<Value> =
                 entry.status.get("parents").and_then(Value::as_array).cloned().unwrap_or_default();
             let mut merged: Vec<Value> = current.iter().filter(|p| !is_ours(p)).cloned().collect();
@@ -388,5 +388,196 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use weft_k8s_api::crds::MeshHTTPRoute;
+    use weft_k8s_api::gateway::{GatewayStatus, HttpRouteStatus};
+
+    use super::*;
+    use crate::index::{Event, convert};
+
+    fn served() -> BTreeMap<Resource, ApiResource> {
+        Resource::ALL
+            .into_iter()
+            .map(|r| {
+                let ar = ApiResource {
+                    group: r.group().into(),
+                    version: r.versions()[0].into(),
+                    api_version: r.api_version(),
+                    kind: r.kind().into(),
+                    plural: r.plural().into(),
+                };
+                (r, ar)
+            })
+            .collect()
+    }
+
+    fn index_with(objects: &[(Resource, Value)]) -> Index {
+        let mut index = Index::new();
+        let mut resources: Vec<Resource> = objects.iter().map(|(r, _)| *r).collect();
+        resources.sort();
+        resources.dedup();
+        for r in &resources {
+            index.apply(Event::Started(*r));
+            index.apply(Event::Init(*r));
+        }
+        for (r, v) in objects {
+            index.apply(Event::Apply { resource: *r, init: true, object: convert(*r, v.clone()) });
+        }
+        for r in resources {
+            index.apply(Event::InitDone(r));
+        }
+        index
+    }
+
+    fn generated_route(name: &str, weight: i64) -> Value {
+        json!({"apiVersion": "weft.io/v1alpha1", "kind": "MeshHTTPRoute",
+            "metadata": {"name": name, "namespace": "shop",
+                         "labels": {"weft.io/origin-kind": "HTTPRoute", "weft.io/origin-name": "r"}},
+            "spec": {"targetRef": {"kind": "Mesh"},
+                     "rules": [{"backendRefs": [{"kind": "Service", "name": "v1", "namespace": "shop", "port": 80, "weight": weight}]}]}})
+    }
+
+    fn in_cluster(mut v: Value, rv: &str) -> Value {
+        v["metadata"]["resourceVersion"] = json!(rv);
+        v["metadata"]["uid"] = json!(format!("uid-{rv}"));
+        // Fields other managers or API-server defaults add must not look
+        // like drift.
+        v["metadata"]["annotations"] = json!({"example.com/note": "added by someone else"});
+        v["spec"]["rules"][0]["backendRefs"][0]["example"] = json!("a default");
+        v
+    }
+
+    fn desired_routes(routes: &[Value], complete: bool) -> Desired {
+        let output = Output {
+            mesh_http_routes: routes.iter().map(|r| serde_json::from_value::<MeshHTTPRoute>(r.clone()).unwrap()).collect(),
+            ..Default::default()
+        };
+        Desired { output: Arc::new(output), complete, ..Default::default() }
+    }
+
+    fn ops(planned: &[Planned]) -> Vec<(String, String)> {
+        planned
+            .iter()
+            .map(|p| {
+                let op = match &p.write.op {
+                    Op::Apply { .. } => "apply",
+                    Op::Delete { .. } => "delete",
+                    Op::ApplyStatus { .. } => "apply-status",
+                    Op::MergeStatus { .. } => "merge-status",
+                };
+                (op.to_string(), p.write.key.key.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generated_objects_are_applied_only_when_they_differ() {
+        let want = generated_route("a", 90);
+        let index = index_with(&[]);
+        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served());
+        assert_eq!(ops(&planned), vec![("apply".to_string(), "shop/a".to_string())]);
+        let Op::Apply { body } = &planned[0].write.op else { panic!("an apply") };
+        assert!(body.get("status").is_none() && body["metadata"].get("resourceVersion").is_none());
+        assert_eq!(planned[0].resource_version, "");
+
+        let index = index_with(&[(Resource::MeshHttpRoute, in_cluster(want.clone(), "7"))]);
+        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served());
+        assert!(planned.is_empty(), "{:?}", ops(&planned));
+
+        // Someone changed a weight Weft sets: applied again.
+        let index = index_with(&[(Resource::MeshHttpRoute, in_cluster(generated_route("a", 100), "8"))]);
+        let (planned, _) = plan(&desired_routes(&[want], true), &index, &served());
+        assert_eq!(ops(&planned), vec![("apply".to_string(), "shop/a".to_string())]);
+        assert_eq!(planned[0].resource_version, "8");
+    }
+
+    #[test]
+    fn stale_generated_objects_are_deleted_only_from_a_complete_snapshot_and_handwritten_never() {
+        let handwritten = json!({"apiVersion": "weft.io/v1alpha1", "kind": "MeshHTTPRoute",
+            "metadata": {"name": "by-hand", "namespace": "shop", "resourceVersion": "3"},
+            "spec": {"targetRef": {"kind": "Mesh"}}});
+        let index = index_with(&[
+            (Resource::MeshHttpRoute, in_cluster(generated_route("stale", 1), "5")),
+            (Resource::MeshHttpRoute, handwritten),
+        ]);
+        let (planned, _) = plan(&desired_routes(&[], true), &index, &served());
+        assert_eq!(ops(&planned), vec![("delete".to_string(), "shop/stale".to_string())]);
+        let Op::Delete { uid, resource_version } = &planned[0].write.op else { panic!("a delete") };
+        assert_eq!((uid.as_str(), resource_version.as_str()), ("uid-5", "5"));
+        let (planned, _) = plan(&desired_routes(&[], false), &index, &served());
+        assert!(planned.is_empty(), "deleted from an incomplete snapshot: {:?}", ops(&planned));
+    }
+
+    fn route_with_parents(parents: Value) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "shop", "resourceVersion": "11", "generation": 2},
+            "spec": {"parentRefs": [{"name": "gw"}]},
+            "status": {"parents": parents}})
+    }
+
+    fn parent(controller: &str, status: &str, time: &str) -> Value {
+        json!({"controllerName": controller, "parentRef": {"name": "gw"},
+               "conditions": [{"type": "Accepted", "status": status, "reason": "Accepted", "message": "",
+                               "observedGeneration": 2, "lastTransitionTime": time}]})
+    }
+
+    #[test]
+    fn route_parents_of_other_controllers_are_kept_and_times_alone_are_no_change() {
+        let theirs = parent("example.com/other", "True", "2026-01-01T00:00:00Z");
+        let index = index_with(&[(
+            Resource::HttpRoute,
+            route_with_parents(json!([theirs.clone(), parent(GATEWAY_CONTROLLER_NAME, "False", "2026-01-01T00:00:00Z")])),
+        )]);
+        let ours_now = parent(GATEWAY_CONTROLLER_NAME, "True", "2026-06-01T00:00:00Z");
+        let status: HttpRouteStatus = serde_json::from_value(json!({"parents": [ours_now.clone()]})).unwrap();
+        let mut output = Output::default();
+        output.status.http_routes.insert(ObjectKey::new("shop", "r"), status);
+        let desired = Desired { output: Arc::new(output), complete: true, ..Default::default() };
+        let (planned, _) = plan(&desired, &index, &served());
+        assert_eq!(ops(&planned), vec![("merge-status".to_string(), "shop/r".to_string())]);
+        let Op::MergeStatus { body } = &planned[0].write.op else { panic!("a merge") };
+        assert_eq!(body["metadata"]["resourceVersion"], "11");
+        let parents = body["status"]["parents"].as_array().unwrap();
+        assert_eq!(parents[0]["controllerName"], "example.com/other");
+        assert_eq!(parents[1]["conditions"][0]["status"], "True");
+
+        // The cluster already says so (with another transition time).
+        let index = index_with(&[(
+            Resource::HttpRoute,
+            route_with_parents(json!([theirs, parent(GATEWAY_CONTROLLER_NAME, "True", "2025-01-01T00:00:00Z")])),
+        )]);
+        let (planned, stats) = plan(&desired, &index, &served());
+        assert!(planned.is_empty(), "{:?}", ops(&planned));
+        assert_eq!(stats.statuses_equal, 1);
+    }
+
+    #[test]
+    fn owned_statuses_are_applied_when_they_differ() {
+        let gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "shop", "resourceVersion": "4"},
+            "spec": {"gatewayClassName": "weft", "listeners": []},
+            "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}});
+        let index = index_with(&[(Resource::Gateway, gateway)]);
+        let status = |s: &str| -> GatewayStatus {
+            serde_json::from_value(json!({"conditions": [{"type": "Accepted", "status": s, "reason": "Accepted",
+                "message": "", "lastTransitionTime": "2026-06-01T00:00:00Z", "observedGeneration": 1}]}))
+            .unwrap()
+        };
+        let mut output = Output::default();
+        output.status.gateways.insert(ObjectKey::new("shop", "gw"), status("True"));
+        let (planned, _) = plan(&Desired { output: Arc::new(output.clone()), ..Default::default() }, &index, &served());
+        assert!(planned.is_empty(), "{:?}", ops(&planned));
+        output.status.gateways.insert(ObjectKey::new("shop", "gw"), status("False"));
+        let (planned, _) = plan(&Desired { output: Arc::new(output), ..Default::default() }, &index, &served());
+        assert_eq!(ops(&planned), vec![("apply-status".to_string(), "shop/gw".to_string())]);
+        let Op::ApplyStatus { body } = &planned[0].write.op else { panic!("an apply") };
+        assert_eq!(body["kind"], "Gateway");
+        assert_eq!(body["metadata"], json!({"name": "gw", "namespace": "shop"}));
     }
 }
