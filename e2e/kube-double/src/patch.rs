@@ -65,6 +65,10 @@ fn smp(target: &Value, patch: &Value, types: &Types, fpath: &mut Vec<String>) ->
             out.remove(k);
             continue;
         }
+        if v.get("$patch").and_then(Value::as_str) == Some("delete") {
+            out.remove(k);
+            continue;
+        }
         fpath.push(k.clone());
         let merged = match (out.get(k), v) {
             (Some(cur @ Value::Object(_)), Value::Object(_)) => smp(cur, v, types, fpath)?,

@@ -1170,6 +1170,48 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
             }
         }
     }
+    let meta = obj.get("metadata");
+    for (field, want_object) in
+        [("labels", true), ("annotations", true), ("finalizers", false), ("ownerReferences", false)]
+    {
+        if let Some(v) = meta.and_then(|m| m.get(field)).filter(|v| !v.is_null()) {
+            let ok = if want_object { v.is_object() } else { v.is_array() };
+            if !ok {
+                errs.push(FieldError::type_invalid(
+                    &format!("metadata.{field}"),
+                    v,
+                    if want_object { "must be a map of strings" } else { "must be a list" },
+                ));
+            }
+        }
+    }
+    if let Some(fins) = meta.and_then(|m| m.get("finalizers")).and_then(Value::as_array) {
+        for (i, f) in fins.iter().enumerate() {
+            if f.as_str().is_none_or(|s| s.is_empty()) {
+                errs.push(FieldError::invalid(&format!("metadata.finalizers[{i}]"), f, "must be a non-empty string"));
+            }
+        }
+    }
+    if let Some(refs) = meta.and_then(|m| m.get("ownerReferences")).and_then(Value::as_array) {
+        for (i, r) in refs.iter().enumerate() {
+            for key in ["apiVersion", "kind", "name", "uid"] {
+                if r.get(key).and_then(Value::as_str).is_none_or(|s| s.is_empty()) {
+                    errs.push(FieldError::invalid(
+                        &format!("metadata.ownerReferences[{i}].{key}"),
+                        r.get(key).unwrap_or(&Value::Null),
+                        format!("{key} must not be empty"),
+                    ));
+                }
+            }
+        }
+        if refs.iter().filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true)).count() > 1 {
+            errs.push(FieldError::invalid(
+                "metadata.ownerReferences",
+                &Value::Null,
+                "Only one reference can have Controller set to true",
+            ));
+        }
+    }
     let qualified = re(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$");
     if let Some(labels) = util::labels_of(obj) {
         for (k, val) in labels {
