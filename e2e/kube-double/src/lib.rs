@@ -52,7 +52,12 @@
 //!   answer 400 like the real server.
 //! - **Validation of built-in kinds.** Only metadata: names (DNS-1123
 //!   subdomain; label for Namespace; DNS-1035 for Service; path segment for
-//!   RBAC), label keys/values, annotation values. Unknown fields of built-in
+//!   RBAC), label keys/values, annotation values, the shape of labels,
+//!   annotations, finalizers and ownerReferences (apiVersion, kind, name, uid
+//!   set; at most one controller); plus webhook configurations (names,
+//!   sideEffects, admissionReviewVersions, clientConfig, timeoutSeconds,
+//!   failurePolicy) and CRDs (group, names, scope, one storage version, name
+//!   = plural.group). Unknown fields of built-in
 //!   kinds are kept (no OpenAPI schemas for built-ins), so
 //!   `fieldValidation=Strict` only rejects unknown fields of custom resources.
 //!   Unknown fields under `Strict` answer **400 BadRequest** (`strict decoding

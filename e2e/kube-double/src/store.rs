@@ -412,7 +412,7 @@ impl State {
         if name.is_empty()
             && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
         {
-            let prefix = if prefix.len() > 58 { &prefix[..58] } else { prefix };
+            let prefix: String = prefix.chars().take(58).collect();
             name = format!("{prefix}{}", util::random_suffix(5));
         }
         if name.is_empty() {
