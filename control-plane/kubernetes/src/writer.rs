@@ -43,8 +43,13 @@ use crate::source::Source;
 
 /// Everything is compared again this often, even when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(600);
-/// Changes arriving within this window cause one pass.
+/// Changes of what Weft wants arriving within this window cause one pass.
 const SETTLE: Duration = Duration::from_millis(50);
+/// Changes seen only in the cluster (mostly Weft's own writes coming back
+/// through the watch, which need no write) are batched longer: a pass
+/// compares every object, and during an initial sync thousands of such
+/// echoes arrive.
+const CLUSTER_SETTLE: Duration = Duration::from_millis(500);
 
 /// What Weft wants the cluster to hold.
 #[derive(Debug, Clone, Default)]
@@ -307,17 +312,31 @@ pub async fn run(
     let mut retry_backoff = Duration::from_secs(1);
     loop {
         let retry = awaiting.lock().retry;
-        tokio::select! {
-            r = desired.changed() => if r.is_err() { return },
-            r = state.changed() => if r.is_err() { return },
-            r = leadership.changed() => if r.is_err() { return },
-            _ = resync.tick() => {}
-            _ = wake.notified() => {}
+        let settle = tokio::select! {
+            r = desired.changed() => if r.is_err() { return } else { SETTLE },
+            r = state.changed() => if r.is_err() { return } else { CLUSTER_SETTLE },
+            r = leadership.changed() => if r.is_err() { return } else { SETTLE },
+            _ = resync.tick() => SETTLE,
+            _ = wake.notified() => SETTLE,
             _ = tokio::time::sleep(retry_backoff), if retry => {
                 retry_backoff = (retry_backoff * 2).min(Duration::from_secs(30));
+                SETTLE
             }
+        };
+        if settle == CLUSTER_SETTLE {
+            // A change of what Weft wants cuts the wait short.
+            tokio::select! {
+                _ = tokio::time::sleep(CLUSTER_SETTLE) => {}
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                }
+            }
+        } else {
+            tokio::time::sleep(settle).await;
         }
-        tokio::time::sleep(SETTLE).await;
         let leader = leadership.borrow().is_leader();
         if !leader {
             if was_leader {
@@ -454,7 +473,10 @@ mod tests {
 
     fn desired_routes(routes: &[Value], complete: bool) -> Desired {
         let output = Output {
-            mesh_http_routes: routes.iter().map(|r| serde_json::from_value::<MeshHTTPRoute>(r.clone()).unwrap()).collect(),
+            mesh_http_routes: routes
+                .iter()
+                .map(|r| serde_json::from_value::<MeshHTTPRoute>(r.clone()).unwrap())
+                .collect(),
             ..Default::default()
         };
         Desired { output: Arc::new(output), complete, ..Default::default() }
@@ -531,7 +553,10 @@ mod tests {
         let theirs = parent("example.com/other", "True", "2026-01-01T00:00:00Z");
         let index = index_with(&[(
             Resource::HttpRoute,
-            route_with_parents(json!([theirs.clone(), parent(GATEWAY_CONTROLLER_NAME, "False", "2026-01-01T00:00:00Z")])),
+            route_with_parents(json!([
+                theirs.clone(),
+                parent(GATEWAY_CONTROLLER_NAME, "False", "2026-01-01T00:00:00Z")
+            ])),
         )]);
         let ours_now = parent(GATEWAY_CONTROLLER_NAME, "True", "2026-06-01T00:00:00Z");
         let status: HttpRouteStatus = serde_json::from_value(json!({"parents": [ours_now.clone()]})).unwrap();
