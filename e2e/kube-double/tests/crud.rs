@@ -94,8 +94,17 @@ async fn create_get_list_replace_delete_with_preconditions() {
         }),
         ..Default::default()
     };
+    let dry = DeleteParams { dry_run: true, ..Default::default() };
+    api.delete("a", &dry).await.unwrap();
+    assert!(api.get("a").await.is_ok(), "a dry-run delete keeps the object");
     api.delete("a", &good).await.unwrap();
     assert_eq!(api_err(api.get("a").await.unwrap_err()).code, 404);
+
+    // deletecollection with a label selector.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("page=yes")).await.unwrap();
+    assert!(api.list(&ListParams::default().labels("page=yes")).await.unwrap().items.is_empty());
+    assert!(api.get("p0").await.is_err());
+    assert!(server.recorded().iter().any(|r| r.verb == "deletecollection" && r.resource == "configmaps"));
 }
 
 #[tokio::test]

@@ -239,3 +239,16 @@ async fn deserialize_guard_surfaces_one_bad_object_without_failing_the_watch() {
     }
     assert_eq!((good, bad), (1, 1));
 }
+
+#[tokio::test]
+async fn timeout_seconds_ends_the_stream_cleanly() {
+    let server = server();
+    let client = server.client("c").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = api.list(&Default::default()).await.unwrap().metadata.resource_version.unwrap();
+    let t = std::time::Instant::now();
+    let mut stream = api.watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv).await.unwrap().boxed();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("the stream ends by itself");
+    assert!(end.is_none(), "a clean end, not {end:?}");
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+}
