@@ -49,6 +49,10 @@ enum Command {
     /// Mesh certificate authorities (local mode's state directory).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Add the Weft proxy to every pod template of YAML manifests (Pods,
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs,
+    /// Lists) and print them, as the admission webhook would.
+    Inject(cmd::inject::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::ConfigDump { proxy, target } => block_on(cmd::admin::config_dump(&target, &proxy)),
         Command::Token(TokenCommand::Create(args)) => cmd::token::create(args),
         Command::Ca(CaCommand::Rotate(args)) => cmd::ca::rotate(args),
+        Command::Inject(args) => cmd::inject::run(args),
     };
     match result {
         Ok(code) => code,

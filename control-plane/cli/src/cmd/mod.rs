@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod ca;
+pub mod inject;
 pub mod token;
 pub mod translate;
