@@ -11,6 +11,7 @@ pub mod client;
 pub mod detect;
 pub mod filters;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod init;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -29,6 +30,22 @@ enum Command {
     /// Write (or with --remove, delete) the iptables rules that redirect
     /// the pod's TCP traffic through the sidecar, as an init container does.
     Init(weft_proxy::init::InitArgs),
+    /// Wait until a proxy's health port reports it ready (the postStart
+    /// hook that holds an application's containers when the proxy is not a
+    /// native sidecar).
+    WaitReady {
+        /// The proxy's health port.
+        #[arg(long, default_value = "127.0.0.1:15021")]
+        health: SocketAddr,
+        /// How long to wait, in seconds (`120` or `120s`).
+        #[arg(long, default_value = "120s", value_parser = seconds)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.strip_suffix('s').unwrap_or(s);
+    n.parse::<u64>().map(std::time::Duration::from_secs).map_err(|_| format!("{s:?} is not a number of seconds"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -47,7 +64,7 @@ struct RunArgs {
     #[arg(long = "label", value_parser = key_value)]
     labels: Vec<(String, String)>,
     /// The pod's IPs (its endpoint addresses).
-    #[arg(long = "ip")]
+    #[arg(long = "ip", env = "WEFT_POD_IP", value_delimiter = ',')]
     ips: Vec<IpAddr>,
     /// Named container ports, `name=port`.
     #[arg(long = "port", value_parser = key_value)]
@@ -68,6 +85,15 @@ struct RunArgs {
     /// Admin port: /ready, /live, /metrics, /config_dump.
     #[arg(long, default_value = "127.0.0.1:15020")]
     admin: SocketAddr,
+    /// Health port for the kubelet (on the pod's address; left out of the
+    /// capture): /ready, /live and the application probes moved here by
+    /// injection. Shows nothing else.
+    #[arg(long, env = "WEFT_HEALTH")]
+    health: Option<SocketAddr>,
+    /// The application's probes, as injection recorded them (JSON by
+    /// `<container>/<probe>`), performed on the health port.
+    #[arg(long, env = "WEFT_APP_PROBES", hide_env_values = true)]
+    app_probes: Option<String>,
     /// A file holding the join token that proves the workload's identity
     /// (`weftctl token create`); read again at every renewal.
     #[arg(long, env = "WEFT_TOKEN_FILE", conflicts_with = "token")]
@@ -95,6 +121,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Init(args) => weft_proxy::init::run(&args),
+        Command::WaitReady { health, timeout } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(weft_proxy::health::wait_ready(health, timeout)),
         Command::Run(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -185,6 +215,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     tasks.spawn(weft_proxy::admin::serve(admin, proxy.clone()));
+    if let Some(addr) = args.health {
+        let probes = match args.app_probes.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(json) => weft_proxy::health::AppProbes::parse(json).context("--app-probes (WEFT_APP_PROBES)")?,
+            None => weft_proxy::health::AppProbes::default(),
+        };
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("--health {addr}: cannot listen"))?;
+        tracing::info!(health = %addr, app_probes = probes.0.len(), "health port");
+        tasks.spawn(weft_proxy::health::serve(listener, proxy.clone(), Arc::new(probes), args.app_ip));
+    }
     tasks.spawn(weft_proxy::proxy::close_idle_connections(proxy.clone()));
     tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));
     let proof = match (args.token_file, args.token) {

@@ -113,9 +113,8 @@ impl Context<'_> {
         };
         let pod = Pod { metadata, spec: Some(spec), status: None };
         let ns = NamespaceInfo { name: namespace, ..Default::default() };
-        let outcome = inject(&pod, &ns, self.settings, self.native, Mode::Explicit).map_err(|source| {
-            ManifestError::Inject { document: self.document, object: object.clone(), source }
-        })?;
+        let outcome = inject(&pod, &ns, self.settings, self.native, Mode::Explicit)
+            .map_err(|source| ManifestError::Inject { document: self.document, object: object.clone(), source })?;
         let outcome = match outcome {
             Outcome::Injected(pod) => {
                 let obj = target.as_object_mut().ok_or_else(|| ManifestError::Field {
@@ -138,7 +137,11 @@ impl Context<'_> {
 /// Injects every pod template of a YAML stream; returns the stream (one
 /// document per input document, in order) and what happened to each
 /// template.
-pub fn inject_yaml(text: &str, settings: &Settings, native_sidecars: bool) -> Result<(String, Vec<Note>), ManifestError> {
+pub fn inject_yaml(
+    text: &str,
+    settings: &Settings,
+    native_sidecars: bool,
+) -> Result<(String, Vec<Note>), ManifestError> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml(e.to_string()))?;
     let mut cx = Context { settings, native: native_sidecars, document: 0, notes: Vec::new() };
     let mut out = String::new();

@@ -258,7 +258,8 @@ fn has_proxy(spec: &PodSpec) -> bool {
 /// Why a pod is not injected, if it is not.
 fn skip(pod: &Pod, namespace: &NamespaceInfo, mode: Mode) -> Option<Skip> {
     let m = &pod.metadata;
-    let pod_setting = get(&m.labels, labels::SIDECAR_INJECTION).or_else(|| get(&m.annotations, labels::SIDECAR_INJECTION));
+    let pod_setting =
+        get(&m.labels, labels::SIDECAR_INJECTION).or_else(|| get(&m.annotations, labels::SIDECAR_INJECTION));
     if pod_setting == Some("disabled") {
         return Some(Skip::OptedOut);
     }

@@ -137,5 +137,8 @@ fn injecting_twice_changes_nothing() {
     let Outcome::Injected(once) = inject(&pod, &ns, &settings(), true, Mode::Webhook).unwrap() else {
         panic!("injected")
     };
-    assert_eq!(inject(&once, &ns, &settings(), true, Mode::Webhook).unwrap(), Outcome::Skipped(weft_inject::Skip::AlreadyInjected));
+    assert_eq!(
+        inject(&once, &ns, &settings(), true, Mode::Webhook).unwrap(),
+        Outcome::Skipped(weft_inject::Skip::AlreadyInjected)
+    );
 }
