@@ -47,6 +47,8 @@ pub enum SignError {
     Token(TokenError),
     #[error("the token is for mesh {token:?}, not {requested:?}")]
     OtherMesh { token: String, requested: String },
+    #[error("the ServiceAccount token is refused: {0}")]
+    Refused(String),
     #[error("the CSR cannot be used: {0}")]
     Csr(String),
     #[error("the CSR asks for {requested}, but the proof is for {proven}")]
@@ -120,8 +122,25 @@ impl Signer {
     /// whatever else the CSR asked for, and serves as both client and
     /// server certificate.
     pub fn sign(&self, csr_pem: &str, proof: &str, mesh: &str, now: OffsetDateTime) -> Result<Issued, SignError> {
-        let signing = self.meshes.get(mesh).ok_or_else(|| SignError::UnknownMesh(mesh.to_owned()))?;
+        if !self.meshes.contains_key(mesh) {
+            return Err(SignError::UnknownMesh(mesh.to_owned()));
+        }
         let proven = self.proof.verify(proof, mesh, now.unix_timestamp())?;
+        self.sign_proven(csr_pem, &proven, mesh, now)
+    }
+
+    /// Signs for an identity the caller has already proven some other way
+    /// (Kubernetes mode checks ServiceAccount tokens with a TokenReview,
+    /// which needs the network): the CSR must ask for exactly that
+    /// identity.
+    pub fn sign_proven(
+        &self,
+        csr_pem: &str,
+        proven: &Proven,
+        mesh: &str,
+        now: OffsetDateTime,
+    ) -> Result<Issued, SignError> {
+        let signing = self.meshes.get(mesh).ok_or_else(|| SignError::UnknownMesh(mesh.to_owned()))?;
         let identity = SpiffeId::new(&signing.ca.trust_domain, &proven.namespace, &proven.service_account);
 
         // Parsing verifies the CSR's own signature: the caller holds the key.

@@ -16,7 +16,9 @@
 //!   where the cluster differs from what Weft computed, through a
 //!   rate-limited queue ([`queue`]);
 //! * [`ca`]: each mesh's CA and the join-token key in Secrets, shared by
-//!   every replica.
+//!   every replica;
+//! * [`tokenreview`]: proxies' ServiceAccount tokens checked with
+//!   TokenReviews.
 //!
 //! Index, status computation and the comparisons are plain data functions
 //! with unit tests; the tasks around them are thin.
@@ -27,11 +29,13 @@ pub mod ca;
 pub mod compare;
 pub mod gate;
 pub mod index;
+pub mod injector;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod source;
+pub mod tokenreview;
 pub mod watch;
 pub mod writer;
 

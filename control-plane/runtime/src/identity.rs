@@ -170,6 +170,16 @@ impl Identities {
     pub fn sign(&self, csr_pem: &str, proof: &str, mesh: &str) -> Result<weft_identity::Issued, SignError> {
         self.signer.read().sign(csr_pem, proof, mesh, time::OffsetDateTime::now_utc())
     }
+
+    /// Signs for an identity proven elsewhere (a TokenReview).
+    pub fn sign_proven(
+        &self,
+        csr_pem: &str,
+        proven: &weft_identity::signer::Proven,
+        mesh: &str,
+    ) -> Result<weft_identity::Issued, SignError> {
+        self.signer.read().sign_proven(csr_pem, proven, mesh, time::OffsetDateTime::now_utc())
+    }
 }
 
 /// The gRPC `Certificates` service.
@@ -177,6 +187,23 @@ impl Identities {
 pub struct CertificateService {
     pub identities: Arc<Identities>,
     pub metrics: Arc<Metrics>,
+    /// Kubernetes mode: ServiceAccount tokens are checked with TokenReviews
+    /// (join tokens, `weft1.…`, keep working).
+    pub reviewer: Option<Arc<weft_kubernetes::tokenreview::TokenReviewer>>,
+}
+
+impl CertificateService {
+    /// Signs with whichever proof the caller sent.
+    async fn issue(&self, req: &api::SignRequest, mesh: &str) -> Result<weft_identity::Issued, SignError> {
+        let join_token = req.token.trim_start().starts_with("weft1.");
+        match &self.reviewer {
+            Some(reviewer) if !join_token => {
+                let proven = reviewer.verify(req.token.trim(), mesh).await.map_err(|e| SignError::Refused(e.to_string()))?;
+                self.identities.sign_proven(&req.csr_pem, &proven, mesh)
+            }
+            _ => self.identities.sign(&req.csr_pem, &req.token, mesh),
+        }
+    }
 }
 
 /// Largest CSR or token accepted (a CSR for one P-256 key is about 500 bytes).
@@ -194,7 +221,7 @@ impl api::server::certificates_server::Certificates for CertificateService {
             return Err(tonic::Status::invalid_argument("the CSR or token is larger than 16 KiB"));
         }
         let mesh = if req.mesh.is_empty() { weft_k8s_api::labels::DEFAULT_MESH } else { req.mesh.as_str() };
-        match self.identities.sign(&req.csr_pem, &req.token, mesh) {
+        match self.issue(&req, mesh).await {
             Ok(issued) => {
                 tracing::info!(?peer, %mesh, identity = %issued.identity, not_after = issued.not_after_unix, "certificate issued");
                 self.metrics.certificates_issued.get_or_create(&vec![("mesh".into(), mesh.to_owned())]).inc();
@@ -210,6 +237,7 @@ impl api::server::certificates_server::Certificates for CertificateService {
                 let reason = match &e {
                     SignError::UnknownMesh(_) => "unknown_mesh",
                     SignError::Token(_) => "bad_token",
+                    SignError::Refused(_) => "token_refused",
                     SignError::OtherMesh { .. } => "other_mesh",
                     SignError::Csr(_) => "bad_csr",
                     SignError::IdentityMismatch { .. } => "identity_mismatch",

@@ -38,6 +38,8 @@ pub struct KubeOptions {
     pub lease_duration: Duration,
     /// Writes per second (and twice that in a burst).
     pub write_qps: f64,
+    /// Audience of the ServiceAccount tokens proxies present.
+    pub token_audience: String,
 }
 
 impl KubeOptions {
@@ -49,6 +51,7 @@ impl KubeOptions {
             identity: identity.to_owned(),
             lease_duration: Duration::from_secs(15),
             write_qps: 50.0,
+            token_audience: "weft.io/identity".to_owned(),
         }
     }
 }
@@ -151,7 +154,13 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
     let (snapshots_tx, mut snapshots) = mpsc::channel::<ClusterSnapshot>(4);
     let (source, source_task) = source::spawn(client.clone(), kube_metrics.clone(), snapshots_tx);
     let extra = admin::Extra { kubernetes: Some(admin_view(source.clone(), leadership.clone())) };
-    let mut core = start_core(config, control::Mode::Kubernetes, metrics, identities.clone(), extra).await?;
+    let reviewer = Arc::new(weft_kubernetes::tokenreview::TokenReviewer::new(
+        client.clone(),
+        &options.token_audience,
+        source.index.clone(),
+    ));
+    let mut core =
+        start_core(config, control::Mode::Kubernetes, metrics, identities.clone(), extra, Some(reviewer)).await?;
     core.tasks.append(&mut tasks);
     core.tasks.push(tokio::spawn(async move {
         source_task.await.context("the Kubernetes source panicked")?;

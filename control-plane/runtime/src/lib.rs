@@ -120,6 +120,7 @@ async fn start_core(
     metrics: Arc<Metrics>,
     identities: Arc<Identities>,
     extra: admin::Extra,
+    reviewer: Option<Arc<weft_kubernetes::tokenreview::TokenReviewer>>,
 ) -> anyhow::Result<Core> {
     let proxies = Arc::new(Proxies::default());
     let (control, published) = control::spawn(mode, metrics.clone(), identities.clone());
@@ -159,6 +160,7 @@ async fn start_core(
             .add_service(weft_api::server::certificates_server::CertificatesServer::new(identity::CertificateService {
                 identities,
                 metrics: certificate_metrics,
+                reviewer,
             }))
             .serve_with_incoming(TcpListenerStream::new(grpc_listener))
             .await
@@ -186,7 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .with_context(|| format!("opening the state directory {}", state_dir.display()))?,
             );
             let mut core =
-                start_core(&config, control::Mode::Local, metrics, identities, admin::Extra::default()).await?;
+                start_core(&config, control::Mode::Local, metrics, identities, admin::Extra::default(), None).await?;
             let (dir, source_control) = (dir.clone(), core.control.clone());
             core.tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
             tracing::info!(grpc_addr = %core.grpc_addr, admin_addr = %core.admin_addr, dir = %config_dir(&config), "control plane started (local mode)");
