@@ -52,6 +52,8 @@ pub struct ControlPlane {
     pub process: ChildHandle,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The injection webhook (HTTPS).
+    pub webhook_addr: Option<SocketAddr>,
 }
 
 impl ControlPlane {
@@ -268,10 +270,12 @@ impl Kube {
             grpc.to_string(),
             "--admin-addr".into(),
             admin.to_string(),
+            "--webhook-addr".into(),
+            "127.0.0.1:0".into(),
         ];
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let process = spawn_on_host(&workspace_bin("weft-cp")?, &refs, &[("RUST_LOG", "info")], &log)?;
-        let mut cp = ControlPlane { name: name.into(), process, grpc_addr: grpc, admin_addr: admin };
+        let mut cp = ControlPlane { name: name.into(), process, grpc_addr: grpc, admin_addr: admin, webhook_addr: None };
         // The bound addresses are in its start line (ports may be 0).
         let started = Instant::now();
         loop {
@@ -280,6 +284,9 @@ impl Kube {
             if let Some(line) = text.lines().find(|l| l.contains("control plane started")) {
                 cp.grpc_addr = field(line, "grpc_addr=")?;
                 cp.admin_addr = field(line, "admin_addr=")?;
+                if let Some(line) = text.lines().find(|l| l.contains("injection webhook listening")) {
+                    cp.webhook_addr = Some(field(line, "webhook_addr=")?);
+                }
                 break;
             }
             if started.elapsed() > Duration::from_secs(30) {

@@ -37,6 +37,7 @@ pub mod queue;
 pub mod source;
 pub mod tokenreview;
 pub mod watch;
+pub mod webhook;
 pub mod writer;
 
 /// Field manager of every write Weft makes.

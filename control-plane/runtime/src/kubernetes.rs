@@ -2,6 +2,7 @@
 //! Secrets) to the control loop and servers every mode shares.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,16 @@ pub struct KubeOptions {
     pub write_qps: f64,
     /// Audience of the ServiceAccount tokens proxies present.
     pub token_audience: String,
+    /// Where the injection webhook listens (HTTPS); `None`: no webhook.
+    pub webhook_addr: Option<SocketAddr>,
+    /// The Service in front of the webhook (names its certificate).
+    pub webhook_service: String,
+    /// The MutatingWebhookConfiguration whose caBundle the leader keeps.
+    pub webhook_configuration: String,
+    /// What injection adds (proxy image, resources, log level...).
+    pub inject: weft_inject::Settings,
+    /// Native sidecars; `None`: when the API server is 1.29 or newer.
+    pub native_sidecars: Option<bool>,
 }
 
 impl KubeOptions {
@@ -52,6 +63,11 @@ impl KubeOptions {
             lease_duration: Duration::from_secs(15),
             write_qps: 50.0,
             token_audience: "weft.io/identity".to_owned(),
+            webhook_addr: None,
+            webhook_service: "weft-cp".to_owned(),
+            webhook_configuration: "weft-injector".to_owned(),
+            inject: weft_inject::Settings::default(),
+            native_sidecars: None,
         }
     }
 }
@@ -110,17 +126,34 @@ fn mesh_status(ready: bool, generation: Option<i64>) -> MeshStatus {
 /// Starts the control plane in Kubernetes mode.
 pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Result<Running> {
     let client = client(&options).await?;
+    let mut server_minor = None;
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(v)) => {
-            tracing::info!(server = %v.git_version, namespace = %options.namespace, identity = %options.identity, "talking to the Kubernetes API")
+            tracing::info!(server = %v.git_version, namespace = %options.namespace, identity = %options.identity, "talking to the Kubernetes API");
+            if v.major.trim_end_matches('+') == "1" {
+                server_minor = v.minor.trim_end_matches('+').parse::<u32>().ok();
+            }
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "the Kubernetes API did not answer /version; retrying in the background")
         }
         Err(_) => tracing::warn!("the Kubernetes API did not answer /version within 10 s; retrying in the background"),
     }
+    // Native sidecars are GA from 1.29; an unknown version gets them too
+    // (every supported Kubernetes has them), unless told otherwise.
+    let native_sidecars = options.native_sidecars.unwrap_or(server_minor.is_none_or(|m| m >= 29));
     let kube_metrics = weft_kubernetes::metrics::Metrics::default();
-    let metrics = Arc::new(Metrics::with(|registry| kube_metrics.register(registry)));
+    let injector_metrics = weft_kubernetes::injector::InjectorMetrics::default();
+    let ca_bundle_repairs = prometheus_client::metrics::counter::Counter::default();
+    let metrics = Arc::new(Metrics::with(|registry| {
+        kube_metrics.register(registry);
+        injector_metrics.register(registry);
+        registry.register(
+            "webhook_ca_bundle_repairs",
+            "Times the leader set the injection webhook's caBundle (first setting and every drift)",
+            ca_bundle_repairs.clone(),
+        );
+    }));
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
 
     // Leader election first: the leader creates the Secrets every replica
@@ -238,6 +271,42 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
                     return Ok(());
                 }
             }
+        }));
+    }
+
+    // The injection webhook: every replica serves it; the leader keeps its
+    // certificate and caBundle.
+    if let Some(addr) = options.webhook_addr {
+        let config = weft_kubernetes::webhook::WebhookConfig {
+            namespace: options.namespace.clone(),
+            service: options.webhook_service.clone(),
+            configuration: options.webhook_configuration.clone(),
+        };
+        let cert = Arc::new(weft_kubernetes::webhook::ServingCert::default());
+        let injector = Arc::new(weft_kubernetes::injector::Injector::new(
+            options.inject.clone(),
+            native_sidecars,
+            source.index.clone(),
+            injector_metrics,
+        ));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the webhook address {addr}"))?;
+        let webhook_addr = listener.local_addr()?;
+        tracing::info!(%webhook_addr, native_sidecars, "injection webhook listening");
+        let serving = cert.clone();
+        core.tasks.push(tokio::spawn(async move {
+            weft_kubernetes::webhook::serve(listener, serving, injector).await.context("the webhook server")
+        }));
+        let (c, cfg, l, ct) = (client.clone(), config.clone(), leadership.clone(), cert.clone());
+        core.tasks.push(tokio::spawn(async move {
+            weft_kubernetes::webhook::sync_certificate(c, cfg, l, ct).await;
+            anyhow::bail!("the webhook certificate task stopped")
+        }));
+        let (c, l) = (client.clone(), leadership.clone());
+        core.tasks.push(tokio::spawn(async move {
+            weft_kubernetes::webhook::keep_ca_bundle(c, config, l, cert, ca_bundle_repairs).await;
+            anyhow::bail!("the caBundle task stopped")
         }));
     }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -60,6 +61,44 @@ struct RunArgs {
     /// Kubernetes mode: most writes (applies, deletes, status) per second.
     #[arg(long, default_value_t = 50.0)]
     write_qps: f64,
+    /// Kubernetes mode: where the sidecar injection webhook listens (HTTPS).
+    /// Empty: no webhook.
+    #[arg(long, env = "WEFT_WEBHOOK_ADDR", default_value = "0.0.0.0:15017")]
+    webhook_addr: String,
+    /// The Service in front of the webhook (its certificate names
+    /// `<service>.<namespace>.svc`).
+    #[arg(long, default_value = "weft-cp")]
+    webhook_service: String,
+    /// The MutatingWebhookConfiguration whose caBundle the leader keeps.
+    #[arg(long, default_value = "weft-injector")]
+    webhook_configuration: String,
+    /// Injection: the weft-proxy image.
+    #[arg(long, env = "WEFT_PROXY_IMAGE")]
+    proxy_image: Option<String>,
+    /// Injection: the image pull policy of injected containers.
+    #[arg(long)]
+    proxy_image_pull_policy: Option<String>,
+    /// Injection: the control plane's gRPC address as injected proxies
+    /// reach it (default: http://<webhook-service>.<namespace>.svc:15010).
+    #[arg(long)]
+    proxy_control_plane: Option<String>,
+    /// Injection: the proxies' default log level.
+    #[arg(long, default_value = "info")]
+    proxy_log_level: String,
+    /// Injection: proxy resources (Kubernetes quantities); per-pod
+    /// annotations override them.
+    #[arg(long, default_value = "50m")]
+    proxy_cpu_request: String,
+    #[arg(long, default_value = "32Mi")]
+    proxy_memory_request: String,
+    #[arg(long)]
+    proxy_cpu_limit: Option<String>,
+    #[arg(long, default_value = "256Mi")]
+    proxy_memory_limit: String,
+    /// Injection: `true`, `false` or `auto` (native sidecars when the API
+    /// server is 1.29 or newer).
+    #[arg(long, default_value = "auto")]
+    native_sidecars: String,
     /// Address proxies connect to (gRPC).
     #[arg(long, default_value = "127.0.0.1:15010", env = "WEFT_GRPC_ADDR")]
     grpc_addr: SocketAddr,
@@ -117,6 +156,45 @@ async fn main() -> anyhow::Result<()> {
             options.lease_duration = std::time::Duration::from_secs(args.lease_duration);
             anyhow::ensure!(args.write_qps > 0.0, "--write-qps must be positive");
             options.write_qps = args.write_qps;
+            if !args.webhook_addr.is_empty() {
+                options.webhook_addr =
+                    Some(args.webhook_addr.parse().with_context(|| format!("--webhook-addr {}", args.webhook_addr))?);
+            }
+            options.webhook_service = args.webhook_service.clone();
+            options.webhook_configuration = args.webhook_configuration;
+            options.native_sidecars = match args.native_sidecars.as_str() {
+                "auto" => None,
+                "true" => Some(true),
+                "false" => Some(false),
+                other => anyhow::bail!("--native-sidecars {other}: use true, false or auto"),
+            };
+            let quantity = |q: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_owned());
+            let mut requests = std::collections::BTreeMap::from([
+                ("cpu".to_string(), quantity(&args.proxy_cpu_request)),
+                ("memory".to_string(), quantity(&args.proxy_memory_request)),
+            ]);
+            requests.retain(|_, q| !q.0.is_empty());
+            let mut limits = std::collections::BTreeMap::from([("memory".to_string(), quantity(&args.proxy_memory_limit))]);
+            if let Some(cpu) = &args.proxy_cpu_limit {
+                limits.insert("cpu".into(), quantity(cpu));
+            }
+            limits.retain(|_, q| !q.0.is_empty());
+            let defaults = weft_inject::Settings::default();
+            options.inject = weft_inject::Settings {
+                image: args.proxy_image.unwrap_or(defaults.image),
+                image_pull_policy: args.proxy_image_pull_policy,
+                control_plane: args.proxy_control_plane.unwrap_or_else(|| {
+                    format!("http://{}.{}.svc:{}", args.webhook_service, args.namespace, args.grpc_addr.port())
+                }),
+                control_plane_port: args.grpc_addr.port(),
+                log_level: args.proxy_log_level,
+                resources: k8s_openapi::api::core::v1::ResourceRequirements {
+                    requests: Some(requests),
+                    limits: Some(limits),
+                    ..Default::default()
+                },
+                ..defaults
+            };
             weft_cp::Source::Kubernetes(options)
         }
     };
