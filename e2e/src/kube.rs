@@ -45,6 +45,48 @@ pub fn weft_crds() -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The injection webhook's configuration as the chart installs it:
+/// namespaces labelled for injection (never kube-system or the control
+/// plane's own), and pods labelled for it in namespaces that say nothing;
+/// opted-out pods never reach the webhook. No caBundle: the control plane
+/// sets it.
+pub const INJECTOR_WEBHOOK: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: weft-injector}
+webhooks:
+- name: namespaces.injector.weft.io
+  clientConfig:
+    service: {name: weft-cp, namespace: weft-system, port: 443, path: /inject}
+  rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods], scope: Namespaced}]
+  namespaceSelector:
+    matchLabels: {weft.io/sidecar-injection: enabled}
+    matchExpressions:
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system, weft-system]}
+  objectSelector:
+    matchExpressions:
+    - {key: weft.io/sidecar-injection, operator: NotIn, values: [disabled]}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+  reinvocationPolicy: IfNeeded
+- name: pods.injector.weft.io
+  clientConfig:
+    service: {name: weft-cp, namespace: weft-system, port: 443, path: /inject}
+  rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods], scope: Namespaced}]
+  namespaceSelector:
+    matchExpressions:
+    - {key: weft.io/sidecar-injection, operator: DoesNotExist}
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system, weft-system]}
+  objectSelector:
+    matchLabels: {weft.io/sidecar-injection: enabled}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+  reinvocationPolicy: IfNeeded
+"#;
+
 /// A control plane process started by [`Kube::start_control_plane`].
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -275,7 +317,8 @@ impl Kube {
         ];
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let process = spawn_on_host(&workspace_bin("weft-cp")?, &refs, &[("RUST_LOG", "info")], &log)?;
-        let mut cp = ControlPlane { name: name.into(), process, grpc_addr: grpc, admin_addr: admin, webhook_addr: None };
+        let mut cp =
+            ControlPlane { name: name.into(), process, grpc_addr: grpc, admin_addr: admin, webhook_addr: None };
         // The bound addresses are in its start line (ports may be 0).
         let started = Instant::now();
         loop {
@@ -296,6 +339,22 @@ impl Kube {
         }
         self.control_planes.push(cp);
         Ok(self.control_planes.last().expect("just pushed"))
+    }
+
+    /// Installs [`INJECTOR_WEBHOOK`] pointing at the first control plane's
+    /// webhook (the double reaches the Service `weft-system/weft-cp:443`
+    /// there; the real API server would go through the Service) and waits
+    /// until the control plane has set its caBundle.
+    pub fn install_webhook(&mut self) -> anyhow::Result<()> {
+        let webhook = self.control_planes.first().and_then(|c| c.webhook_addr).context("no control plane webhook")?;
+        self.api.route_service("weft-system", "weft-cp", 443, webhook);
+        self.apply(INJECTOR_WEBHOOK)?;
+        self.wait_for("the caBundle set by the control plane", Duration::from_secs(20), |k| {
+            let mwc = k.get("mutatingwebhookconfiguration", None, "weft-injector")?.context("the configuration")?;
+            let set =
+                mwc["webhooks"].as_array().into_iter().flatten().all(|w| w["clientConfig"]["caBundle"].is_string());
+            Ok(set.then_some(()))
+        })
     }
 
     /// The control plane named `name`.

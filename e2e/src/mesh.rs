@@ -4,7 +4,7 @@
 //! processes. Tests and the conformance runner build scenarios from it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -310,6 +310,184 @@ impl Mesh {
         self.register_pod(spec, &pod)?;
         self.pods.push(pod.clone());
         Ok(pod)
+    }
+
+    /// Kubernetes mode: creates the pod through the API (so the injection
+    /// webhook mutates it), then runs it as the kubelet would run the
+    /// injected spec: the application, then `weft-init`'s command as
+    /// written, then the `weft-proxy` sidecar's command with its arguments,
+    /// its environment (downward-API fields resolved) and its projected
+    /// token mounted at the path the spec says, as the uid its security
+    /// context says. `token` replaces the projected token (to test refused
+    /// ones). The pod is reported Ready once the proxy's health port says
+    /// so. Returns the netns pod and the pod as the API stored it.
+    pub fn add_injected_pod(
+        &mut self,
+        spec: &PodSpec,
+        token: Option<String>,
+    ) -> anyhow::Result<(Pod, serde_json::Value)> {
+        let kube = self.kube.as_ref().context("injected pods need Kubernetes mode")?;
+        let labels: serde_json::Map<String, serde_json::Value> =
+            spec.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let ports: Vec<serde_json::Value> = spec
+            .ports
+            .iter()
+            .map(|(name, port)| serde_json::json!({"name": name, "containerPort": port, "protocol": "TCP"}))
+            .collect();
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+            "spec": {"serviceAccountName": spec.service_account,
+                     "containers": [{"name": "app", "image": "weft-echo", "ports": ports}]},
+        });
+        kube.apply(&object.to_string())?;
+        let stored = kube.get("pod", Some(&spec.namespace), &spec.name)?.context("the pod was not stored")?;
+        let find = |name: &str| {
+            stored["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(stored["spec"]["containers"].as_array().into_iter().flatten())
+                .find(|c| c["name"] == name)
+                .cloned()
+        };
+        let (Some(init), Some(sidecar)) = (find("weft-init"), find("weft-proxy")) else {
+            bail!("pod {}/{} was not injected: {stored}", spec.namespace, spec.name);
+        };
+        let pod = self.cluster.pod(&spec.name)?;
+        let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let status = serde_json::json!({"status": {"phase": "Running", "podIP": pod.ip().to_string(),
+            "podIPs": [{"ip": pod.ip().to_string()}]}});
+        let kube = self.kube.as_ref().context("Kubernetes mode")?;
+        kube.api
+            .patch_status("v1", "Pod", &spec.namespace, &spec.name, status)
+            .map_err(|e| anyhow::anyhow!("status of pod {}: {e}", spec.name))?;
+
+        // The application.
+        if !spec.ports.is_empty() {
+            let mut args =
+                vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
+            for (_, port) in &spec.ports {
+                args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+                args.extend(["--listen".to_owned(), format!("{}:{port}", pod.ip())]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.processes.push(pod.spawn(&workspace_bin("weft-echo")?, &refs, &[], &pod.log_file("echo"))?);
+        }
+        let proxy = workspace_bin("weft-proxy")?;
+        let command_of = |c: &serde_json::Value| -> anyhow::Result<Vec<String>> {
+            let mut argv: Vec<String> = c["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(c["args"].as_array().into_iter().flatten())
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            // The image's binary is this workspace's.
+            match argv.first_mut() {
+                Some(bin) if bin.ends_with("/weft-proxy") => *bin = proxy.to_string_lossy().into_owned(),
+                _ => bail!("unexpected command in {c}"),
+            }
+            Ok(argv)
+        };
+
+        // The init container, as root, to completion.
+        let argv = command_of(&init)?;
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        pod.exec_ok(&refs).context("weft-init")?;
+
+        // The sidecar's environment, as the kubelet resolves it.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in sidecar["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            let value = match (e["value"].as_str(), e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+                (Some(v), _) => v.to_string(),
+                (None, Some("metadata.name")) => spec.name.clone(),
+                (None, Some("metadata.namespace")) => spec.namespace.clone(),
+                (None, Some("spec.serviceAccountName")) => spec.service_account.clone(),
+                (None, Some("status.podIP")) => pod.ip().to_string(),
+                (None, other) => bail!("unsupported environment source {other:?} in {e}"),
+            };
+            env.push((name, value));
+        }
+        // The projected token at the mount path, and the cluster DNS name
+        // of the control plane in the pod's hosts file.
+        let token_volume = stored["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["projected"]["sources"][0]["serviceAccountToken"].is_object())
+            .context("no projected token volume")?;
+        let projection = &token_volume["projected"]["sources"][0]["serviceAccountToken"];
+        let mount = sidecar["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == token_volume["name"])
+            .context("the sidecar does not mount the token")?;
+        let mount_path = mount["mountPath"].as_str().unwrap_or_default().to_string();
+        let token = match token {
+            Some(t) => t,
+            None => kube.api.issue_token(
+                &spec.namespace,
+                &spec.service_account,
+                &[projection["audience"].as_str().unwrap_or_default()],
+                Duration::from_secs(projection["expirationSeconds"].as_u64().unwrap_or(3600)),
+                Some((&spec.name, &uid)),
+            ),
+        };
+        let volume_dir = self.cluster.log_dir().join(format!("{}-token", spec.name));
+        std::fs::create_dir_all(&volume_dir)?;
+        let file = volume_dir.join(projection["path"].as_str().unwrap_or("token"));
+        std::fs::write(&file, &token)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&volume_dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        let hosts = self.cluster.log_dir().join(format!("{}-hosts", spec.name));
+        std::fs::write(&hosts, format!("127.0.0.1 localhost\n{} weft-cp.weft-system.svc\n", self.cluster.gateway()))?;
+        let user = sidecar["securityContext"]["runAsUser"].as_u64().context("the sidecar names no runAsUser")?;
+        // `ip netns exec` gives the process its own mount namespace: the
+        // mounts stay the pod's.
+        let script = format!(
+            "mkdir -p {mount_path} && mount --bind {} {mount_path} && mount --bind {} /etc/hosts && \
+             exec setpriv --reuid={user} --regid={user} --clear-groups -- \"$@\"",
+            volume_dir.display(),
+            hosts.display()
+        );
+        let mut args = vec!["-c".to_string(), script, "sh".into()];
+        args.extend(command_of(&sidecar)?);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.processes.push(pod.spawn(Path::new("/bin/sh"), &refs, &env_refs, &pod.log_file("proxy"))?);
+        self.pods.push(pod.clone());
+        Ok((pod, stored))
+    }
+
+    /// Kubernetes mode: waits until the injected pod's proxy is ready on its
+    /// health port (the kubelet's startup probe), then reports the pod Ready
+    /// so that EndpointSlices list it.
+    pub fn wait_ready_and_report(&mut self, pod: &Pod, namespace: &str, timeout: Duration) -> anyhow::Result<()> {
+        let health: SocketAddr = "127.0.0.1:15021".parse()?;
+        let start = Instant::now();
+        loop {
+            self.ensure_running()?;
+            let req = b"GET /ready HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n";
+            if let Ok(raw) = pod.tcp_exchange(None, health, req, Duration::from_secs(5))
+                && crate::http1::Response::parse(&raw).is_ok_and(|r| r.status == 200)
+            {
+                break;
+            }
+            if start.elapsed() > timeout {
+                bail!("pod {}: the proxy was not ready within {timeout:?}\n{}", pod.name(), self.log_tails(pod));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        self.kube()?
+            .api
+            .patch_status("v1", "Pod", namespace, pod.name(), status)
+            .map_err(|e| anyhow::anyhow!("readiness of pod {}: {e}", pod.name()))?;
+        Ok(())
     }
 
     /// GETs a path of the sidecar's admin port from inside the pod.

@@ -87,6 +87,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, probes: Arc<AppProb
                 async move { Ok::<_, Infallible>(handle(&proxy, &probes, app_ip, req.method(), req.uri().path()).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
