@@ -55,7 +55,7 @@ fn start() -> anyhow::Result<Kube> {
 
 #[test]
 fn pods_are_injected_where_enabled_and_left_alone_elsewhere() -> anyhow::Result<()> {
-    let kube = start()?;
+    let mut kube = start()?;
 
     // A pod of an enabled namespace: stored with the proxy.
     kube.apply(&pod("web", "shop", "app: web"))?;
@@ -98,6 +98,23 @@ fn pods_are_injected_where_enabled_and_left_alone_elsewhere() -> anyhow::Result<
     assert!(!ok && err.contains("weft.io/exclude-inbound-ports"), "{err}");
     let admissions = kube.control_planes[0].metric("weft_cp_injector_admissions_total", &["kind=\"injected\""])?;
     assert_eq!(admissions, 3.0);
+
+    // A pod that got past injection (created while the webhook was set to
+    // Ignore and down, say; here written straight into the store) is
+    // flagged: counted, listed, and an Event on it.
+    let missed: Value = serde_saphyr::from_str(&pod("missed", "shop", "app: web"))?;
+    kube.api.create(missed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listed = kube.wait_for("the unmeshed pod flagged", WAIT, |k| {
+        let view = k.control_planes[0].kubernetes()?;
+        Ok(view["uninjected_pods"].as_array().filter(|a| !a.is_empty()).cloned())
+    })?;
+    assert_eq!(listed, vec![Value::from("shop/missed")]);
+    assert_eq!(kube.control_planes[0].metric("weft_cp_uninjected_pods", &[])?, 1.0);
+    let event = kube.wait_for("the NotMeshed event", WAIT, |k| {
+        let events = k.list("events.events.k8s.io", Some("shop"), None)?;
+        Ok(events.into_iter().find(|e| e["reason"] == "NotMeshed" && e["regarding"]["name"] == "missed"))
+    })?;
+    assert_eq!(event["type"], "Warning");
     Ok(())
 }
 

@@ -37,7 +37,7 @@ fn core(resource: Resource) -> Option<ApiResource> {
         Resource::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Resource::Namespace => ApiResource::erase::<Namespace>(&()),
         Resource::Secret => ApiResource::erase::<Secret>(&()),
-        Resource::Pod => ApiResource::erase::<Pod>(&()),
+        Resource::Pod | Resource::UnmeshedPod => ApiResource::erase::<Pod>(&()),
         _ => return None,
     })
 }

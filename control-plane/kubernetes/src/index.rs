@@ -55,7 +55,18 @@ pub enum Item {
     /// it has been checked.
     Secret(SecretInfo),
     Pod(PodInfo),
+    UnmeshedPod(UnmeshedPod),
     Generated(Box<Generated>),
+}
+
+/// A pod without a proxy, as far as flagging it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmeshedPod {
+    pub host_network: bool,
+    /// Labelled `weft.io/sidecar-injection: disabled`.
+    pub opted_out: bool,
+    /// Ended (Succeeded or Failed): nothing to flag.
+    pub finished: bool,
 }
 
 /// A stored object.
@@ -113,6 +124,8 @@ pub struct Revisions {
     pub inputs: u64,
     /// Only statuses of input objects changed.
     pub statuses: u64,
+    /// Observed-only kinds (unmeshed pods) changed.
+    pub observed: u64,
     /// Generated objects changed.
     pub generated: u64,
 }
@@ -235,6 +248,17 @@ pub fn convert(resource: Resource, mut value: Value) -> Converted {
                 .unwrap_or_else(|| "default".to_string());
             Item::Pod(PodInfo { service_account, mesh })
         }),
+        Kind::UnmeshedPod => typed::<Pod>(value).map(|p| {
+            let opted_out =
+                p.metadata.labels.as_ref().and_then(|l| l.get(labels::SIDECAR_INJECTION)).map(String::as_str)
+                    == Some("disabled");
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            Item::UnmeshedPod(UnmeshedPod {
+                host_network: p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+                opted_out,
+                finished: phase == "Succeeded" || phase == "Failed",
+            })
+        }),
         Kind::GeneratedMeshGateway
         | Kind::GeneratedMeshGatewayInstance
         | Kind::GeneratedMeshHttpRoute
@@ -304,6 +328,7 @@ impl Index {
     fn note(&mut self, kind: Kind, change: Change) {
         match change {
             Change::None => {}
+            _ if kind.is_observed() => self.revisions.observed += 1,
             Change::Status if !kind.is_generated() => self.revisions.statuses += 1,
             _ if kind.is_generated() => self.revisions.generated += 1,
             _ => self.revisions.inputs += 1,
@@ -518,7 +543,7 @@ impl Index {
                     Item::Pod(info) => {
                         s.pods.insert(k, info.clone());
                     }
-                    Item::Generated(_) => {}
+                    Item::Generated(_) | Item::UnmeshedPod(_) => {}
                 }
             }
         }

@@ -160,7 +160,8 @@ fn encode(response: AdmissionResponse) -> Vec<u8> {
     use base64::Engine as _;
     let mut review = serde_json::to_value(response.into_review()).unwrap_or_default();
     if let Some(patch) = review.pointer_mut("/response/patch")
-        && let Some(bytes) = patch.as_array().map(|a| a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<u8>>())
+        && let Some(bytes) =
+            patch.as_array().map(|a| a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<u8>>())
     {
         *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
@@ -190,7 +191,11 @@ mod tests {
         index.apply(Event::Init(Resource::Namespace));
         for (name, labels) in [("shop", json!({"weft.io/sidecar-injection": "enabled"})), ("plain", json!({}))] {
             let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
-            index.apply(Event::Apply { resource: Resource::Namespace, init: true, object: convert(Resource::Namespace, ns) });
+            index.apply(Event::Apply {
+                resource: Resource::Namespace,
+                init: true,
+                object: convert(Resource::Namespace, ns),
+            });
         }
         index.apply(Event::InitDone(Resource::Namespace));
         Injector::new(Settings::default(), true, Arc::new(RwLock::new(index)), InjectorMetrics::default())
@@ -231,9 +236,10 @@ mod tests {
         assert_eq!(r["allowed"], true);
         assert_eq!(r["patchType"], "JSONPatch");
         use base64::Engine as _;
-        let patch: json_patch::Patch =
-            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap())
-                .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
         let mut patched = pod(json!({}));
         json_patch::patch(&mut patched, &patch).unwrap();
         let inits: Vec<&str> =

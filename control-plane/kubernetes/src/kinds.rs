@@ -39,11 +39,15 @@ pub enum Kind {
     Namespace,
     Secret,
     Pod,
+    /// Pods without a proxy (`weft.io/mesh` unset): not translator input,
+    /// only watched to flag pods of injection-enabled namespaces that run
+    /// unmeshed.
+    UnmeshedPod,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 22] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::ListenerSet,
@@ -65,7 +69,14 @@ impl Kind {
         Kind::Namespace,
         Kind::Secret,
         Kind::Pod,
+        Kind::UnmeshedPod,
     ];
+
+    /// Whether the kind is only observed (its changes never cause a
+    /// translation).
+    pub fn is_observed(self) -> bool {
+        self == Kind::UnmeshedPod
+    }
 
     /// Whether objects of this kind are Weft's output (not translator input).
     pub fn is_generated(self) -> bool {
@@ -100,6 +111,7 @@ impl Kind {
             Kind::Namespace => Resource::Namespace,
             Kind::Secret => Resource::Secret,
             Kind::Pod => Resource::Pod,
+            Kind::UnmeshedPod => Resource::UnmeshedPod,
         }
     }
 }
@@ -113,6 +125,7 @@ impl fmt::Display for Kind {
             Kind::GeneratedMeshTcpRoute => "MeshTCPRoute (generated)",
             Kind::MeshHttpRoute => "MeshHTTPRoute",
             Kind::MeshTcpRoute => "MeshTCPRoute",
+            Kind::UnmeshedPod => "Pod (without a proxy)",
             other => other.resource().kind(),
         };
         f.write_str(name)
@@ -141,11 +154,12 @@ pub enum Resource {
     Namespace,
     Secret,
     Pod,
+    UnmeshedPod,
 }
 
 impl Resource {
     /// Every resource, in a fixed order.
-    pub const ALL: [Resource; 19] = [
+    pub const ALL: [Resource; 20] = [
         Resource::GatewayClass,
         Resource::Gateway,
         Resource::ListenerSet,
@@ -165,6 +179,7 @@ impl Resource {
         Resource::Namespace,
         Resource::Secret,
         Resource::Pod,
+        Resource::UnmeshedPod,
     ];
 
     /// The kinds of the index this resource's watcher fills.
@@ -189,6 +204,7 @@ impl Resource {
             Resource::Namespace => &[Kind::Namespace],
             Resource::Secret => &[Kind::Secret],
             Resource::Pod => &[Kind::Pod],
+            Resource::UnmeshedPod => &[Kind::UnmeshedPod],
         }
     }
 
@@ -210,7 +226,7 @@ impl Resource {
             | Resource::MeshHttpRoute
             | Resource::MeshTcpRoute => labels::GROUP,
             Resource::EndpointSlice => "discovery.k8s.io",
-            Resource::Service | Resource::Namespace | Resource::Secret | Resource::Pod => "",
+            Resource::Service | Resource::Namespace | Resource::Secret | Resource::Pod | Resource::UnmeshedPod => "",
         }
     }
 
@@ -235,7 +251,7 @@ impl Resource {
             Resource::EndpointSlice => "EndpointSlice",
             Resource::Namespace => "Namespace",
             Resource::Secret => "Secret",
-            Resource::Pod => "Pod",
+            Resource::Pod | Resource::UnmeshedPod => "Pod",
         }
     }
 
@@ -260,7 +276,7 @@ impl Resource {
             Resource::EndpointSlice => "endpointslices",
             Resource::Namespace => "namespaces",
             Resource::Secret => "secrets",
-            Resource::Pod => "pods",
+            Resource::Pod | Resource::UnmeshedPod => "pods",
         }
     }
 
@@ -269,7 +285,12 @@ impl Resource {
     pub fn is_custom(self) -> bool {
         !matches!(
             self,
-            Resource::Service | Resource::EndpointSlice | Resource::Namespace | Resource::Secret | Resource::Pod
+            Resource::Service
+                | Resource::EndpointSlice
+                | Resource::Namespace
+                | Resource::Secret
+                | Resource::Pod
+                | Resource::UnmeshedPod
         )
     }
 
@@ -306,9 +327,12 @@ impl Resource {
             | Resource::MeshGatewayInstance
             | Resource::MeshHttpRoute
             | Resource::MeshTcpRoute => &["v1alpha1"],
-            Resource::EndpointSlice | Resource::Service | Resource::Namespace | Resource::Secret | Resource::Pod => {
-                &["v1"]
-            }
+            Resource::EndpointSlice
+            | Resource::Service
+            | Resource::Namespace
+            | Resource::Secret
+            | Resource::Pod
+            | Resource::UnmeshedPod => &["v1"],
         }
     }
 

@@ -27,6 +27,7 @@
 
 pub mod ca;
 pub mod compare;
+pub mod flagger;
 pub mod gate;
 pub mod index;
 pub mod injector;

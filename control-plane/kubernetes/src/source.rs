@@ -237,6 +237,9 @@ impl Loop {
                 .set(invalid.get(&kind).copied().unwrap_or(0) as i64);
         }
         let served = self.running.iter().map(|(r, run)| (*r, run.api_resource.clone())).collect();
+        // Pods without a proxy are only looked at periodically: their churn
+        // must not wake the writer.
+        let revisions = Revisions { observed: 0, ..revisions };
         self.state.send_if_modified(|s| {
             let new = SourceState { revisions, synced, served };
             if *s == new {

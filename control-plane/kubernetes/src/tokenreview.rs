@@ -61,7 +61,10 @@ pub struct TokenReviewer {
 
 impl std::fmt::Debug for TokenReviewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenReviewer").field("audience", &self.audience).field("cached", &self.cache.lock().len()).finish()
+        f.debug_struct("TokenReviewer")
+            .field("audience", &self.audience)
+            .field("cached", &self.cache.lock().len())
+            .finish()
     }
 }
 
@@ -130,7 +133,8 @@ impl TokenReviewer {
             spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: Some(vec![self.audience.clone()]) },
             ..Default::default()
         };
-        let answer = api.create(&PostParams::default(), &review).await.map_err(|e| ReviewError::Unavailable(e.to_string()))?;
+        let answer =
+            api.create(&PostParams::default(), &review).await.map_err(|e| ReviewError::Unavailable(e.to_string()))?;
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let why = status.error.filter(|e| !e.is_empty()).unwrap_or_else(|| "not authenticated".into());
@@ -168,10 +172,9 @@ impl TokenReviewer {
                 }
                 match &entry.item {
                     Item::Pod(info) if info.mesh == mesh => Ok(()),
-                    Item::Pod(info) => Err(ReviewError::Refused(format!(
-                        "the pod {key} is in mesh {:?}, not {mesh:?}",
-                        info.mesh
-                    ))),
+                    Item::Pod(info) => {
+                        Err(ReviewError::Refused(format!("the pod {key} is in mesh {:?}, not {mesh:?}", info.mesh)))
+                    }
                     _ => Err(ReviewError::Refused(format!("the pod {key} is not a meshed pod"))),
                 }
             }

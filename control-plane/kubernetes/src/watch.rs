@@ -43,6 +43,7 @@ pub fn config(resource: Resource) -> watcher::Config {
     match resource {
         Resource::Secret => config.fields("type=kubernetes.io/tls"),
         Resource::Pod => config.labels(labels::MESH),
+        Resource::UnmeshedPod => config.labels(&format!("!{}", labels::MESH)),
         _ => config,
     }
 }

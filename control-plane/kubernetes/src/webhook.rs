@@ -115,7 +115,11 @@ pub fn generate(config: &WebhookConfig, now: OffsetDateTime) -> Result<BTreeMap<
     ]))
 }
 
-fn leaf(config: &WebhookConfig, issuer: &Issuer<'_, KeyPair>, now: OffsetDateTime) -> Result<(String, String), rcgen::Error> {
+fn leaf(
+    config: &WebhookConfig,
+    issuer: &Issuer<'_, KeyPair>,
+    now: OffsetDateTime,
+) -> Result<(String, String), rcgen::Error> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names(config))?;
     params.distinguished_name.push(DnType::CommonName, format!("{}.{}.svc", config.service, config.namespace));
@@ -128,7 +132,11 @@ fn leaf(config: &WebhookConfig, issuer: &Issuer<'_, KeyPair>, now: OffsetDateTim
 }
 
 /// The Secret data with a new serving certificate from the same CA.
-fn renewed(config: &WebhookConfig, data: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Result<BTreeMap<String, Vec<u8>>, String> {
+fn renewed(
+    config: &WebhookConfig,
+    data: &BTreeMap<String, Vec<u8>>,
+    now: OffsetDateTime,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned()).ok_or(format!("no {k}"));
     let key = KeyPair::from_pem(&text("ca.key")?).map_err(|e| e.to_string())?;
     let issuer = Issuer::from_ca_cert_pem(&text("ca.crt")?, key).map_err(|e| e.to_string())?;
@@ -269,7 +277,9 @@ pub fn ca_bundle_patch(config: &MutatingWebhookConfiguration, ca_pem: &str) -> O
         use base64::Engine as _;
         let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
         ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
-        ops.push(serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}));
+        ops.push(
+            serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}),
+        );
     }
     if ops.is_empty() {
         return None;
@@ -372,7 +382,8 @@ pub async fn serve(listener: TcpListener, cert: Arc<ServingCert>, injector: Arc<
                         let mut r = Response::new(Full::new(bytes::Bytes::from(body)));
                         *r.status_mut() = status;
                         let ct = if json { "application/json" } else { "text/plain" };
-                        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ct));
+                        r.headers_mut()
+                            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ct));
                         Ok::<_, std::convert::Infallible>(r)
                     };
                     match (req.method().as_str(), req.uri().path()) {
@@ -381,9 +392,17 @@ pub async fn serve(listener: TcpListener, cert: Arc<ServingCert>, injector: Arc<
                             match Limited::new(req.into_body(), 16 << 20).collect().await {
                                 Ok(body) => {
                                     let answer = injector.admit(&body.to_bytes());
-                                    respond(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body, true)
+                                    respond(
+                                        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+                                        answer.body,
+                                        true,
+                                    )
                                 }
-                                Err(e) => respond(StatusCode::BAD_REQUEST, format!("cannot read the request: {e}\n").into_bytes(), false),
+                                Err(e) => respond(
+                                    StatusCode::BAD_REQUEST,
+                                    format!("cannot read the request: {e}\n").into_bytes(),
+                                    false,
+                                ),
                             }
                         }
                         ("GET", "/healthz") => respond(StatusCode::OK, b"ok\n".to_vec(), false),
@@ -403,7 +422,11 @@ mod tests {
     use super::*;
 
     fn config() -> WebhookConfig {
-        WebhookConfig { namespace: "weft-system".into(), service: "weft-cp".into(), configuration: "weft-injector".into() }
+        WebhookConfig {
+            namespace: "weft-system".into(),
+            service: "weft-cp".into(),
+            configuration: "weft-injector".into(),
+        }
     }
 
     #[test]

@@ -198,7 +198,8 @@ impl CertificateService {
         let join_token = req.token.trim_start().starts_with("weft1.");
         match &self.reviewer {
             Some(reviewer) if !join_token => {
-                let proven = reviewer.verify(req.token.trim(), mesh).await.map_err(|e| SignError::Refused(e.to_string()))?;
+                let proven =
+                    reviewer.verify(req.token.trim(), mesh).await.map_err(|e| SignError::Refused(e.to_string()))?;
                 self.identities.sign_proven(&req.csr_pem, &proven, mesh)
             }
             _ => self.identities.sign(&req.csr_pem, &req.token, mesh),

@@ -145,6 +145,7 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
     let kube_metrics = weft_kubernetes::metrics::Metrics::default();
     let injector_metrics = weft_kubernetes::injector::InjectorMetrics::default();
     let ca_bundle_repairs = prometheus_client::metrics::counter::Counter::default();
+    let uninjected = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     let metrics = Arc::new(Metrics::with(|registry| {
         kube_metrics.register(registry);
         injector_metrics.register(registry);
@@ -152,6 +153,11 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
             "webhook_ca_bundle_repairs",
             "Times the leader set the injection webhook's caBundle (first setting and every drift)",
             ca_bundle_repairs.clone(),
+        );
+        registry.register(
+            "uninjected_pods",
+            "Pods of namespaces with injection enabled that run without a proxy",
+            uninjected.clone(),
         );
     }));
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -186,7 +192,8 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
 
     let (snapshots_tx, mut snapshots) = mpsc::channel::<ClusterSnapshot>(4);
     let (source, source_task) = source::spawn(client.clone(), kube_metrics.clone(), snapshots_tx);
-    let extra = admin::Extra { kubernetes: Some(admin_view(source.clone(), leadership.clone())) };
+    let flagged = Arc::new(parking_lot::RwLock::new(Vec::new()));
+    let extra = admin::Extra { kubernetes: Some(admin_view(source.clone(), leadership.clone(), flagged.clone())) };
     let reviewer = Arc::new(weft_kubernetes::tokenreview::TokenReviewer::new(
         client.clone(),
         &options.token_audience,
@@ -274,6 +281,15 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
         }));
     }
 
+    {
+        let (c, index, l, identity) =
+            (client.clone(), source.index.clone(), leadership.clone(), options.identity.clone());
+        core.tasks.push(tokio::spawn(async move {
+            weft_kubernetes::flagger::run(c, index, l, identity, uninjected, flagged).await;
+            anyhow::bail!("the task flagging unmeshed pods stopped")
+        }));
+    }
+
     // The injection webhook: every replica serves it; the leader keeps its
     // certificate and caBundle.
     if let Some(addr) = options.webhook_addr {
@@ -289,9 +305,8 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
             source.index.clone(),
             injector_metrics,
         ));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the webhook address {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the webhook address {addr}"))?;
         let webhook_addr = listener.local_addr()?;
         tracing::info!(%webhook_addr, native_sidecars, "injection webhook listening");
         let serving = cert.clone();
@@ -332,7 +347,11 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
     })
 }
 
-fn admin_view(source: Source, leadership: watch::Receiver<Leadership>) -> admin::View {
+fn admin_view(
+    source: Source,
+    leadership: watch::Receiver<Leadership>,
+    flagged: Arc<parking_lot::RwLock<Vec<String>>>,
+) -> admin::View {
     Arc::new(move || {
         let state = source.state.borrow().clone();
         let index = source.index.read();
@@ -348,6 +367,7 @@ fn admin_view(source: Source, leadership: watch::Receiver<Leadership>) -> admin:
             "served": state.served.iter().map(|(r, ar)| (r.to_string(), ar.api_version.clone())).collect::<BTreeMap<_, _>>(),
             "objects": index.len(),
             "invalid": invalid,
+            "uninjected_pods": *flagged.read(),
         })
     })
 }

@@ -174,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
                 ("memory".to_string(), quantity(&args.proxy_memory_request)),
             ]);
             requests.retain(|_, q| !q.0.is_empty());
-            let mut limits = std::collections::BTreeMap::from([("memory".to_string(), quantity(&args.proxy_memory_limit))]);
+            let mut limits =
+                std::collections::BTreeMap::from([("memory".to_string(), quantity(&args.proxy_memory_limit))]);
             if let Some(cpu) = &args.proxy_cpu_limit {
                 limits.insert("cpu".into(), quantity(cpu));
             }
