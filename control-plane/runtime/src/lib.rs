@@ -39,7 +39,7 @@ pub enum Source {
     /// A directory of YAML; CAs and the join-token key in `state_dir`.
     Local { dir: PathBuf, state_dir: PathBuf },
     /// The Kubernetes API.
-    Kubernetes(kubernetes::KubeOptions),
+    Kubernetes(Box<kubernetes::KubeOptions>),
 }
 
 /// Where the control plane listens and what it serves.
@@ -202,7 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 kube: None,
             })
         }
-        Source::Kubernetes(options) => kubernetes::start(&config, options.clone()).await,
+        Source::Kubernetes(options) => kubernetes::start(&config, (**options).clone()).await,
     }
 }
 

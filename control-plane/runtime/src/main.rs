@@ -196,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 ..defaults
             };
-            weft_cp::Source::Kubernetes(options)
+            weft_cp::Source::Kubernetes(Box::new(options))
         }
     };
     let mut running =
