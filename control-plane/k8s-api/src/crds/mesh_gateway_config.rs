@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -59,6 +62,14 @@ pub struct GatewayDeployment {
     /// Resources of the gateway proxy container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Scale with a HorizontalPodAutoscaler instead of a fixed `replicas`
+    /// (the Deployment then leaves its replica count to the autoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<GatewayAutoscaling>,
+    /// JSON merge patches (RFC 7386) applied to the rendered objects, for
+    /// anything the fields above do not cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<GatewayPatches>,
 }
 
 impl Default for GatewayDeployment {
@@ -69,8 +80,47 @@ impl Default for GatewayDeployment {
             service_template: None,
             pod_template: None,
             resources: None,
+            autoscaling: None,
+            patches: None,
         }
     }
+}
+
+/// Autoscaling of the gateway proxies on CPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAutoscaling {
+    /// Fewest replicas (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: Option<i32>,
+    /// Most replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilization to aim for, in percent of the request
+    /// (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+}
+
+/// JSON merge patches of the rendered gateway objects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPatches {
+    /// Patch of the Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_object")]
+    pub deployment: Option<serde_json::Value>,
+    /// Patch of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_object")]
+    pub service: Option<serde_json::Value>,
+}
+
+/// An object of any shape (kept by the API server as given).
+fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
 fn default_replicas() -> i32 {
@@ -123,6 +173,9 @@ pub struct ServiceTemplateSpec {
     /// `Cluster` or `Local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_traffic_policy: Option<String>,
+    /// The load balancer implementation to use (`spec.loadBalancerClass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
 }
 
 /// What users may set on the gateway's pods.
@@ -162,6 +215,12 @@ pub struct PodTemplateSpec {
     /// Priority class of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// How the pods spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Secrets for pulling the proxy image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 /// Observed state of a MeshGatewayConfig.

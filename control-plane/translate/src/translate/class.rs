@@ -85,11 +85,56 @@ pub(crate) fn resolve_config(
     if namespace.is_some_and(|n| !n.is_empty()) {
         return Err("parametersRef must not set a namespace: MeshGatewayConfig is cluster-scoped".into());
     }
-    ctx.snapshot
+    let config = ctx
+        .snapshot
         .mesh_gateway_configs
         .get(name)
         .map(|c| c.spec.clone())
-        .ok_or_else(|| format!("MeshGatewayConfig {name:?} does not exist"))
+        .ok_or_else(|| format!("MeshGatewayConfig {name:?} does not exist"))?;
+    validate(&config).map_err(|e| format!("MeshGatewayConfig {name:?}: {e}"))?;
+    Ok(config)
+}
+
+/// What the API server's schema cannot say about a MeshGatewayConfig (and
+/// what local mode, which has no API server, must check itself). Errors
+/// name the field.
+pub(crate) fn validate(config: &MeshGatewayConfigSpec) -> Result<(), String> {
+    let d = &config.deployment;
+    if d.replicas < 1 {
+        return Err(format!("spec.replicas: must be at least 1, not {}", d.replicas));
+    }
+    if let Some(a) = &d.autoscaling {
+        let min = a.min_replicas.unwrap_or(1);
+        if min < 1 {
+            return Err(format!("spec.autoscaling.minReplicas: must be at least 1, not {min}"));
+        }
+        if a.max_replicas < min {
+            return Err(format!("spec.autoscaling.maxReplicas: {} is less than minReplicas {min}", a.max_replicas));
+        }
+        if let Some(t) = a.target_cpu_utilization_percentage.filter(|t| !(1..=100).contains(t)) {
+            return Err(format!("spec.autoscaling.targetCPUUtilizationPercentage: {t} is not between 1 and 100"));
+        }
+    }
+    if let Some(policy) =
+        d.service_template.as_ref().and_then(|t| t.spec.as_ref()).and_then(|s| s.external_traffic_policy.as_deref())
+    {
+        if policy != "Cluster" && policy != "Local" {
+            return Err(format!("spec.serviceTemplate.spec.externalTrafficPolicy: {policy:?} is not Cluster or Local"));
+        }
+        if d.service_type == weft_k8s_api::crds::ServiceType::ClusterIP || config.cross_mesh {
+            return Err(
+                "spec.serviceTemplate.spec.externalTrafficPolicy: only for LoadBalancer and NodePort Services".into()
+            );
+        }
+    }
+    if let Some(p) = &d.patches {
+        for (field, patch) in [("deployment", &p.deployment), ("service", &p.service)] {
+            if patch.as_ref().is_some_and(|v| !v.is_object()) {
+                return Err(format!("spec.patches.{field}: must be an object (a JSON merge patch)"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Computes the status of Weft's GatewayClasses and what each means for its
