@@ -57,6 +57,9 @@ pub enum Item {
     Pod(PodInfo),
     UnmeshedPod(UnmeshedPod),
     Generated(Box<Generated>),
+    /// A provisioned gateway Deployment, with its available replicas
+    /// (which the gateway's status depends on).
+    GatewayDeployment(Box<Generated>, i32),
 }
 
 /// A pod without a proxy, as far as flagging it needs.
@@ -259,7 +262,16 @@ pub fn convert(resource: Resource, mut value: Value) -> Converted {
                 finished: phase == "Succeeded" || phase == "Failed",
             })
         }),
-        Kind::GeneratedMeshGateway
+        Kind::GatewayDeployment => {
+            let available = value.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) as i32;
+            let mut value = value;
+            if let Some(obj) = value.as_object_mut() {
+                obj.remove("status");
+            }
+            Ok(Item::GatewayDeployment(Box::new(Generated { value }), available))
+        }
+        Kind::GatewayServiceAccount | Kind::GatewayHpa
+        | Kind::GeneratedMeshGateway
         | Kind::GeneratedMeshGatewayInstance
         | Kind::GeneratedMeshHttpRoute
         | Kind::GeneratedMeshTcpRoute => {
@@ -271,6 +283,13 @@ pub fn convert(resource: Resource, mut value: Value) -> Converted {
         }
     };
     let essence = match &item {
+        // What status says of these decides a Gateway's addresses and
+        // Programmed condition: part of the essence.
+        Ok(Item::Service(_) | Item::GatewayDeployment(..)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (essence, status_hash).hash(&mut h);
+            h.finish()
+        }
         Ok(Item::Secret(info)) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (essence, format!("{info:?}")).hash(&mut h);
@@ -542,6 +561,9 @@ impl Index {
                     }
                     Item::Pod(info) => {
                         s.pods.insert(k, info.clone());
+                    }
+                    Item::GatewayDeployment(_, available) => {
+                        s.gateway_deployments.insert(k, *available);
                     }
                     Item::Generated(_) | Item::UnmeshedPod(_) => {}
                 }

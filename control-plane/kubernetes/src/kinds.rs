@@ -43,11 +43,15 @@ pub enum Kind {
     /// only watched to flag pods of injection-enabled namespaces that run
     /// unmeshed.
     UnmeshedPod,
+    /// Provisioned gateway objects (label `weft.io/gateway-instance`).
+    GatewayDeployment,
+    GatewayServiceAccount,
+    GatewayHpa,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 25] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::ListenerSet,
@@ -70,6 +74,9 @@ impl Kind {
         Kind::Secret,
         Kind::Pod,
         Kind::UnmeshedPod,
+        Kind::GatewayDeployment,
+        Kind::GatewayServiceAccount,
+        Kind::GatewayHpa,
     ];
 
     /// Whether the kind is only observed (its changes never cause a
@@ -86,7 +93,15 @@ impl Kind {
                 | Kind::GeneratedMeshGatewayInstance
                 | Kind::GeneratedMeshHttpRoute
                 | Kind::GeneratedMeshTcpRoute
+                | Kind::GatewayServiceAccount
+                | Kind::GatewayHpa
         )
+    }
+
+    /// Whether Weft provisions objects of this kind for gateways (the
+    /// gateway Services are among the Services).
+    pub fn is_provisioned(self) -> bool {
+        matches!(self, Kind::GatewayDeployment | Kind::GatewayServiceAccount | Kind::GatewayHpa)
     }
 
     /// The resource this kind is read from.
@@ -112,6 +127,9 @@ impl Kind {
             Kind::Secret => Resource::Secret,
             Kind::Pod => Resource::Pod,
             Kind::UnmeshedPod => Resource::UnmeshedPod,
+            Kind::GatewayDeployment => Resource::GatewayDeployment,
+            Kind::GatewayServiceAccount => Resource::GatewayServiceAccount,
+            Kind::GatewayHpa => Resource::GatewayHpa,
         }
     }
 }
@@ -126,6 +144,9 @@ impl fmt::Display for Kind {
             Kind::MeshHttpRoute => "MeshHTTPRoute",
             Kind::MeshTcpRoute => "MeshTCPRoute",
             Kind::UnmeshedPod => "Pod (without a proxy)",
+            Kind::GatewayDeployment => "Deployment (gateway)",
+            Kind::GatewayServiceAccount => "ServiceAccount (gateway)",
+            Kind::GatewayHpa => "HorizontalPodAutoscaler (gateway)",
             other => other.resource().kind(),
         };
         f.write_str(name)
@@ -155,11 +176,14 @@ pub enum Resource {
     Secret,
     Pod,
     UnmeshedPod,
+    GatewayDeployment,
+    GatewayServiceAccount,
+    GatewayHpa,
 }
 
 impl Resource {
     /// Every resource, in a fixed order.
-    pub const ALL: [Resource; 20] = [
+    pub const ALL: [Resource; 23] = [
         Resource::GatewayClass,
         Resource::Gateway,
         Resource::ListenerSet,
@@ -180,6 +204,9 @@ impl Resource {
         Resource::Secret,
         Resource::Pod,
         Resource::UnmeshedPod,
+        Resource::GatewayDeployment,
+        Resource::GatewayServiceAccount,
+        Resource::GatewayHpa,
     ];
 
     /// The kinds of the index this resource's watcher fills.
@@ -205,6 +232,9 @@ impl Resource {
             Resource::Secret => &[Kind::Secret],
             Resource::Pod => &[Kind::Pod],
             Resource::UnmeshedPod => &[Kind::UnmeshedPod],
+            Resource::GatewayDeployment => &[Kind::GatewayDeployment],
+            Resource::GatewayServiceAccount => &[Kind::GatewayServiceAccount],
+            Resource::GatewayHpa => &[Kind::GatewayHpa],
         }
     }
 
@@ -226,7 +256,14 @@ impl Resource {
             | Resource::MeshHttpRoute
             | Resource::MeshTcpRoute => labels::GROUP,
             Resource::EndpointSlice => "discovery.k8s.io",
-            Resource::Service | Resource::Namespace | Resource::Secret | Resource::Pod | Resource::UnmeshedPod => "",
+            Resource::Service
+            | Resource::Namespace
+            | Resource::Secret
+            | Resource::Pod
+            | Resource::UnmeshedPod
+            | Resource::GatewayServiceAccount => "",
+            Resource::GatewayDeployment => "apps",
+            Resource::GatewayHpa => "autoscaling",
         }
     }
 
@@ -252,6 +289,9 @@ impl Resource {
             Resource::Namespace => "Namespace",
             Resource::Secret => "Secret",
             Resource::Pod | Resource::UnmeshedPod => "Pod",
+            Resource::GatewayDeployment => "Deployment",
+            Resource::GatewayServiceAccount => "ServiceAccount",
+            Resource::GatewayHpa => "HorizontalPodAutoscaler",
         }
     }
 
@@ -277,6 +317,9 @@ impl Resource {
             Resource::Namespace => "namespaces",
             Resource::Secret => "secrets",
             Resource::Pod | Resource::UnmeshedPod => "pods",
+            Resource::GatewayDeployment => "deployments",
+            Resource::GatewayServiceAccount => "serviceaccounts",
+            Resource::GatewayHpa => "horizontalpodautoscalers",
         }
     }
 
@@ -291,6 +334,9 @@ impl Resource {
                 | Resource::Secret
                 | Resource::Pod
                 | Resource::UnmeshedPod
+                | Resource::GatewayDeployment
+                | Resource::GatewayServiceAccount
+                | Resource::GatewayHpa
         )
     }
 
@@ -315,6 +361,8 @@ impl Resource {
         match self {
             Resource::TlsRoute => &["v1", "v1alpha3", "v1alpha2"],
             Resource::TcpRoute => &["v1alpha2", "v1"],
+            Resource::GatewayHpa => &["v2"],
+            Resource::GatewayDeployment | Resource::GatewayServiceAccount => &["v1"],
             Resource::ReferenceGrant => &["v1", "v1beta1"],
             Resource::GatewayClass
             | Resource::Gateway
@@ -340,6 +388,8 @@ impl Resource {
     pub fn api_version(self) -> String {
         match self.group() {
             "" => "v1".to_string(),
+            "apps" => "apps/v1".to_string(),
+            "autoscaling" => "autoscaling/v2".to_string(),
             g if g == labels::GROUP => WEFT_API_VERSION.to_string(),
             g => format!("{g}/{}", self.versions()[0]),
         }

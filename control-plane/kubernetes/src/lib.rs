@@ -34,6 +34,7 @@ pub mod injector;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
+pub mod provision;
 pub mod queue;
 pub mod source;
 pub mod tokenreview;

@@ -44,6 +44,9 @@ pub fn config(resource: Resource) -> watcher::Config {
         Resource::Secret => config.fields("type=kubernetes.io/tls"),
         Resource::Pod => config.labels(labels::MESH),
         Resource::UnmeshedPod => config.labels(&format!("!{}", labels::MESH)),
+        Resource::GatewayDeployment | Resource::GatewayServiceAccount | Resource::GatewayHpa => {
+            config.labels(crate::provision::INSTANCE_LABEL)
+        }
         _ => config,
     }
 }

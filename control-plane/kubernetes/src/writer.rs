@@ -110,7 +110,15 @@ pub struct PlanStats {
 }
 
 /// What to write so that the cluster holds `desired`; see the module docs.
-pub fn plan(desired: &Desired, index: &Index, served: &BTreeMap<Resource, ApiResource>) -> (Vec<Planned>, PlanStats) {
+/// With `gateways` (the proxy settings), the objects that run each
+/// MeshGatewayInstance are provisioned too, once the instance exists (its
+/// uid makes it their owner).
+pub fn plan(
+    desired: &Desired,
+    index: &Index,
+    served: &BTreeMap<Resource, ApiResource>,
+    gateways: Option<&weft_inject::Settings>,
+) -> (Vec<Planned>, PlanStats) {
     let mut out = Vec::new();
     let mut stats = PlanStats::default();
     let mut push = |resource: Resource, key: ObjectKey, part: Part, op: Op, rv: &str| {
@@ -165,6 +173,58 @@ pub fn plan(desired: &Desired, index: &Index, served: &BTreeMap<Resource, ApiRes
                     let op = Op::Delete { uid: entry.uid.clone(), resource_version: entry.resource_version.clone() };
                     push(resource, key.clone(), Part::Object, op, &entry.resource_version);
                 }
+            }
+        }
+    }
+
+    // Objects that run the gateways.
+    if let Some(settings) = gateways {
+        let mut wanted: std::collections::BTreeSet<(Resource, ObjectKey)> = std::collections::BTreeSet::new();
+        for mgi in &o.mesh_gateway_instances {
+            let key = key_of(&mgi.metadata);
+            let Some(instance) = index.get(Kind::GeneratedMeshGatewayInstance, &key) else { continue };
+            let mut owned = mgi.clone();
+            owned.metadata.uid = Some(instance.uid.clone());
+            for p in crate::provision::render(&owned, settings) {
+                let resource = match p.kind {
+                    "Deployment" => Resource::GatewayDeployment,
+                    "ServiceAccount" => Resource::GatewayServiceAccount,
+                    "HorizontalPodAutoscaler" => Resource::GatewayHpa,
+                    _ => Resource::Service,
+                };
+                let key = ObjectKey::new(p.namespace.clone(), p.name.clone());
+                wanted.insert((resource, key.clone()));
+                let current = index.get(resource.kinds()[0], &key);
+                let current_json = current.and_then(|e| match &e.item {
+                    Item::Generated(g) | Item::GatewayDeployment(g, _) => Some(g.value.clone()),
+                    Item::Service(svc) => Some(to_value(svc)),
+                    _ => None,
+                });
+                if !current_json.is_some_and(|c| is_subset(&p.body, &c)) {
+                    stats.applies += 1;
+                    let rv = current.map(|e| e.resource_version.as_str()).unwrap_or("");
+                    push(resource, key, Part::Object, Op::Apply { body: p.body }, rv);
+                }
+            }
+        }
+        if desired.complete && index.synced() {
+            let provisioned_services = index.objects(Kind::Service).filter(|(_, e)| match &e.item {
+                Item::Service(svc) => {
+                    svc.metadata.labels.as_ref().is_some_and(|l| l.contains_key(crate::provision::INSTANCE_LABEL))
+                }
+                _ => false,
+            });
+            let stale: Vec<(Resource, ObjectKey, String, String)> = [Kind::GatewayDeployment, Kind::GatewayServiceAccount, Kind::GatewayHpa]
+                .into_iter()
+                .flat_map(|k| index.objects(k).map(move |(key, e)| (k.resource(), key, e)))
+                .chain(provisioned_services.map(|(key, e)| (Resource::Service, key, e)))
+                .filter(|(r, key, _)| !wanted.contains(&(*r, (*key).clone())))
+                .map(|(r, key, e)| (r, key.clone(), e.uid.clone(), e.resource_version.clone()))
+                .collect();
+            for (resource, key, uid, resource_version) in stale {
+                stats.deletes += 1;
+                let rv = resource_version.clone();
+                push(resource, key, Part::Object, Op::Delete { uid, resource_version }, &rv);
             }
         }
     }
@@ -255,9 +315,12 @@ struct Awaiting {
 }
 
 /// Writer settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriterConfig {
     pub limits: Limits,
+    /// Provision gateway Deployments and Services with these proxy
+    /// settings (`None`: do not provision).
+    pub gateways: Option<weft_inject::Settings>,
 }
 
 /// Runs the writer forever: plans while this replica leads, drops
@@ -356,7 +419,7 @@ pub async fn run(
         let served = state.borrow().served.clone();
         let (planned, stats) = {
             let index = source.index.read();
-            let (planned, stats) = plan(&d, &index, &served);
+            let (planned, stats) = plan(&d, &index, &served, config.gateways.as_ref());
             // Forget sent writes whose object has moved since.
             let mut a = awaiting.lock();
             a.by_key.retain(|key, rv| {
@@ -501,19 +564,19 @@ mod tests {
     fn generated_objects_are_applied_only_when_they_differ() {
         let want = generated_route("a", 90);
         let index = index_with(&[]);
-        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served());
+        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served(), None);
         assert_eq!(ops(&planned), vec![("apply".to_string(), "shop/a".to_string())]);
         let Op::Apply { body } = &planned[0].write.op else { panic!("an apply") };
         assert!(body.get("status").is_none() && body["metadata"].get("resourceVersion").is_none());
         assert_eq!(planned[0].resource_version, "");
 
         let index = index_with(&[(Resource::MeshHttpRoute, in_cluster(want.clone(), "7"))]);
-        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served());
+        let (planned, _) = plan(&desired_routes(std::slice::from_ref(&want), true), &index, &served(), None);
         assert!(planned.is_empty(), "{:?}", ops(&planned));
 
         // Someone changed a weight Weft sets: applied again.
         let index = index_with(&[(Resource::MeshHttpRoute, in_cluster(generated_route("a", 100), "8"))]);
-        let (planned, _) = plan(&desired_routes(&[want], true), &index, &served());
+        let (planned, _) = plan(&desired_routes(&[want], true), &index, &served(), None);
         assert_eq!(ops(&planned), vec![("apply".to_string(), "shop/a".to_string())]);
         assert_eq!(planned[0].resource_version, "8");
     }
@@ -527,11 +590,11 @@ mod tests {
             (Resource::MeshHttpRoute, in_cluster(generated_route("stale", 1), "5")),
             (Resource::MeshHttpRoute, handwritten),
         ]);
-        let (planned, _) = plan(&desired_routes(&[], true), &index, &served());
+        let (planned, _) = plan(&desired_routes(&[], true), &index, &served(), None);
         assert_eq!(ops(&planned), vec![("delete".to_string(), "shop/stale".to_string())]);
         let Op::Delete { uid, resource_version } = &planned[0].write.op else { panic!("a delete") };
         assert_eq!((uid.as_str(), resource_version.as_str()), ("uid-5", "5"));
-        let (planned, _) = plan(&desired_routes(&[], false), &index, &served());
+        let (planned, _) = plan(&desired_routes(&[], false), &index, &served(), None);
         assert!(planned.is_empty(), "deleted from an incomplete snapshot: {:?}", ops(&planned));
     }
 
@@ -563,7 +626,7 @@ mod tests {
         let mut output = Output::default();
         output.status.http_routes.insert(ObjectKey::new("shop", "r"), status);
         let desired = Desired { output: Arc::new(output), complete: true, ..Default::default() };
-        let (planned, _) = plan(&desired, &index, &served());
+        let (planned, _) = plan(&desired, &index, &served(), None);
         assert_eq!(ops(&planned), vec![("merge-status".to_string(), "shop/r".to_string())]);
         let Op::MergeStatus { body } = &planned[0].write.op else { panic!("a merge") };
         assert_eq!(body["metadata"]["resourceVersion"], "11");
@@ -576,7 +639,7 @@ mod tests {
             Resource::HttpRoute,
             route_with_parents(json!([theirs, parent(GATEWAY_CONTROLLER_NAME, "True", "2025-01-01T00:00:00Z")])),
         )]);
-        let (planned, stats) = plan(&desired, &index, &served());
+        let (planned, stats) = plan(&desired, &index, &served(), None);
         assert!(planned.is_empty(), "{:?}", ops(&planned));
         assert_eq!(stats.statuses_equal, 1);
     }
@@ -596,10 +659,11 @@ mod tests {
         };
         let mut output = Output::default();
         output.status.gateways.insert(ObjectKey::new("shop", "gw"), status("True"));
-        let (planned, _) = plan(&Desired { output: Arc::new(output.clone()), ..Default::default() }, &index, &served());
+        let (planned, _) =
+            plan(&Desired { output: Arc::new(output.clone()), ..Default::default() }, &index, &served(), None);
         assert!(planned.is_empty(), "{:?}", ops(&planned));
         output.status.gateways.insert(ObjectKey::new("shop", "gw"), status("False"));
-        let (planned, _) = plan(&Desired { output: Arc::new(output), ..Default::default() }, &index, &served());
+        let (planned, _) = plan(&Desired { output: Arc::new(output), ..Default::default() }, &index, &served(), None);
         assert_eq!(ops(&planned), vec![("apply-status".to_string(), "shop/gw".to_string())]);
         let Op::ApplyStatus { body } = &planned[0].write.op else { panic!("an apply") };
         assert_eq!(body["kind"], "Gateway");

@@ -219,7 +219,7 @@ impl ControlLoop {
             if retranslate {
                 let started = Instant::now();
                 let previous = (self.mode == Mode::Local).then_some(&self.output.status);
-                let input = with_observed_state(&self.snapshot, previous, &self.workloads);
+                let input = with_observed_state(&self.snapshot, previous, &self.workloads, self.mode);
                 let now = Time(Timestamp::now());
                 self.output = Arc::new(weft_translate::translate(&input, &now));
                 self.metrics.translate_seconds.observe(started.elapsed().as_secs_f64());
@@ -254,7 +254,7 @@ impl ControlLoop {
                 load_errors: Arc::new(self.load_errors.clone()),
                 loaded: self.loaded,
                 complete: self.complete,
-                instances: Arc::new(observed_instances(&self.workloads)),
+                instances: Arc::new(observed_instances(&self.snapshot, &self.workloads, self.mode)),
             }));
             for done in waiting {
                 let _ = done.send(self.generation);
@@ -296,7 +296,12 @@ pub fn mesh_identities(snapshot: &Snapshot) -> Vec<MeshIdentity> {
 /// transition times stay put while nothing changes; in Kubernetes mode they
 /// carry the cluster's), and each gateway's MeshGatewayInstance reports the
 /// connected gateway proxies as its ready replicas.
-fn with_observed_state(snapshot: &Snapshot, previous: Option<&Statuses>, workloads: &Workloads) -> Snapshot {
+fn with_observed_state(
+    snapshot: &Snapshot,
+    previous: Option<&Statuses>,
+    workloads: &Workloads,
+    mode: Mode,
+) -> Snapshot {
     let mut s = snapshot.clone();
     if let Some(previous) = previous {
         for (name, class) in s.gateway_classes.iter_mut() {
@@ -322,7 +327,7 @@ fn with_observed_state(snapshot: &Snapshot, previous: Option<&Statuses>, workloa
         restore!(mesh_http_routes);
         restore!(mesh_tcp_routes);
     }
-    for (key, status) in observed_instances(workloads) {
+    for (key, status) in observed_instances(snapshot, workloads, mode) {
         s.mesh_gateway_instances.insert(
             key.clone(),
             MeshGatewayInstance {
@@ -335,11 +340,21 @@ fn with_observed_state(snapshot: &Snapshot, previous: Option<&Statuses>, workloa
     s
 }
 
-/// Each MeshGatewayInstance's status from its connected gateway proxies.
-fn observed_instances(workloads: &Workloads) -> BTreeMap<ObjectKey, MeshGatewayInstanceStatus> {
-    let mut instances: BTreeMap<ObjectKey, (i32, Vec<GatewayAddress>)> = BTreeMap::new();
+/// Each MeshGatewayInstance's status. In local mode: its connected
+/// gateway proxies are its replicas and their addresses its addresses. In
+/// Kubernetes mode: its Service gives the addresses (the load balancer's
+/// ingress, else the external IPs Weft asked for, else the cluster IPs), and
+/// a replica is ready when its Deployment reports it available and its
+/// proxy is connected; requested hostnames cannot be assigned and are
+/// reported unusable.
+fn observed_instances(
+    snapshot: &Snapshot,
+    workloads: &Workloads,
+    mode: Mode,
+) -> BTreeMap<ObjectKey, MeshGatewayInstanceStatus> {
+    let mut connected: BTreeMap<ObjectKey, (i32, Vec<GatewayAddress>)> = BTreeMap::new();
     for w in workloads.values().filter(|w| w.role == api::Role::Gateway as i32 && !w.gateway.is_empty()) {
-        let entry = instances.entry(ObjectKey::new(w.namespace.clone(), w.gateway.clone())).or_default();
+        let entry = connected.entry(ObjectKey::new(w.namespace.clone(), w.gateway.clone())).or_default();
         entry.0 += 1;
         for ip in &w.ips {
             let a = GatewayAddress { type_: "IPAddress".into(), value: ip.clone() };
@@ -348,11 +363,81 @@ fn observed_instances(workloads: &Workloads) -> BTreeMap<ObjectKey, MeshGatewayI
             }
         }
     }
-    instances
-        .into_iter()
-        .map(|(key, (ready, mut addresses))| {
-            addresses.sort();
-            (key, MeshGatewayInstanceStatus { ready_replicas: ready, addresses, ..Default::default() })
-        })
-        .collect()
+    if mode == Mode::Local {
+        return connected
+            .into_iter()
+            .map(|(key, (ready, mut addresses))| {
+                addresses.sort();
+                (key, MeshGatewayInstanceStatus { ready_replicas: ready, addresses, ..Default::default() })
+            })
+            .collect();
+    }
+    let mut out = BTreeMap::new();
+    for (key, available) in &snapshot.gateway_deployments {
+        let proxies = connected.get(key).map(|c| c.0).unwrap_or(0);
+        let service_key = ObjectKey::new(key.namespace.clone(), weft_translate::translate::names::label_value(&key.name));
+        let mut addresses = Vec::new();
+        if let Some(svc) = snapshot.services.get(&service_key) {
+            let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.clone());
+            for i in ingress.iter().flatten() {
+                if let Some(ip) = i.ip.clone().filter(|ip| !ip.is_empty()) {
+                    addresses.push(GatewayAddress { type_: "IPAddress".into(), value: ip });
+                } else if let Some(host) = i.hostname.clone().filter(|h| !h.is_empty()) {
+                    addresses.push(GatewayAddress { type_: "Hostname".into(), value: host });
+                }
+            }
+            let spec = svc.spec.as_ref();
+            if addresses.is_empty() {
+                for ip in spec.and_then(|s| s.external_ips.clone()).into_iter().flatten() {
+                    addresses.push(GatewayAddress { type_: "IPAddress".into(), value: ip });
+                }
+            }
+            let load_balancer = spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+            if addresses.is_empty() && !load_balancer {
+                let ips = spec.and_then(|s| s.cluster_ips.clone().or_else(|| s.cluster_ip.clone().map(|ip| vec![ip])));
+                for ip in ips.into_iter().flatten().filter(|ip| ip != "None" && !ip.is_empty()) {
+                    addresses.push(GatewayAddress { type_: "IPAddress".into(), value: ip });
+                }
+            }
+        }
+        let unusable: Vec<GatewayAddress> = snapshot
+            .gateways
+            .get(key)
+            .and_then(|g| g.spec.addresses.clone())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.r#type.as_deref() == Some("Hostname"))
+            .map(|a| GatewayAddress { type_: "Hostname".into(), value: a.value.clone().unwrap_or_default() })
+            .collect();
+        let ready = (*available).min(proxies);
+        let (status, reason, message) = if addresses.is_empty() {
+            ("False", "AddressNotAssigned", "the gateway's Service has no address yet".to_string())
+        } else if ready == 0 {
+            (
+                "False",
+                "NoReadyReplicas",
+                format!("{available} available replicas, {proxies} gateway proxies connected to the control plane"),
+            )
+        } else {
+            ("True", "Ready", format!("{ready} replicas ready"))
+        };
+        let condition = weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::now()),
+        };
+        out.insert(
+            key.clone(),
+            MeshGatewayInstanceStatus {
+                ready_replicas: ready,
+                addresses,
+                unusable_addresses: unusable,
+                conditions: vec![condition],
+            },
+        );
+    }
+    out
 }

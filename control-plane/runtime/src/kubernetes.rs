@@ -326,7 +326,10 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
     }
 
     {
-        let config = WriterConfig { limits: Limits { per_second: options.write_qps, burst: options.write_qps * 2.0 } };
+        let config = WriterConfig {
+            limits: Limits { per_second: options.write_qps, burst: options.write_qps * 2.0 },
+            gateways: Some(options.inject.clone()),
+        };
         let (client, source, leadership, metrics) =
             (client.clone(), source.clone(), leadership.clone(), kube_metrics.clone());
         core.tasks.push(tokio::spawn(async move {

@@ -108,6 +108,9 @@ pub struct Snapshot {
     pub mesh_tcp_routes: BTreeMap<ObjectKey, MeshTCPRoute>,
     /// Meshed pods (Kubernetes mode), for the identities of endpoints.
     pub pods: BTreeMap<ObjectKey, PodInfo>,
+    /// Available replicas of each provisioned gateway Deployment
+    /// (Kubernetes mode), by namespace and MeshGatewayInstance name.
+    pub gateway_deployments: BTreeMap<ObjectKey, i32>,
 }
 
 impl Snapshot {
@@ -131,6 +134,7 @@ impl Snapshot {
             + self.mesh_http_routes.len()
             + self.mesh_tcp_routes.len()
             + self.pods.len()
+            + self.gateway_deployments.len()
     }
 
     /// True when no object is held.
