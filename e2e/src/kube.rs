@@ -157,7 +157,11 @@ impl Kube {
         let root = std::env::var_os("WEFT_E2E_LOG_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("weft-e2e"));
-        let dir = root.join(format!("kube-{tag}-{}", std::process::id()));
+        // Tests of one binary run in parallel: each double gets its own
+        // directory.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("kube-{tag}-{}-{seq}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }

@@ -40,9 +40,7 @@ fn core(resource: Resource) -> Option<ApiResource> {
         Resource::Pod | Resource::UnmeshedPod => ApiResource::erase::<Pod>(&()),
         Resource::GatewayDeployment => ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
         Resource::GatewayServiceAccount => ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&()),
-        Resource::GatewayHpa => {
-            ApiResource::erase::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(&())
-        }
+        Resource::GatewayHpa => ApiResource::erase::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(&()),
         _ => return None,
     })
 }

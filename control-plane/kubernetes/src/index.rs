@@ -270,7 +270,8 @@ pub fn convert(resource: Resource, mut value: Value) -> Converted {
             }
             Ok(Item::GatewayDeployment(Box::new(Generated { value }), available))
         }
-        Kind::GatewayServiceAccount | Kind::GatewayHpa
+        Kind::GatewayServiceAccount
+        | Kind::GatewayHpa
         | Kind::GeneratedMeshGateway
         | Kind::GeneratedMeshGatewayInstance
         | Kind::GeneratedMeshHttpRoute

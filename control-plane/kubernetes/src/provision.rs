@@ -49,7 +49,12 @@ fn owner(mgi: &MeshGatewayInstance) -> Option<Value> {
     }]))
 }
 
-fn metadata(mgi: &MeshGatewayInstance, name: &str, extra_labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Value {
+fn metadata(
+    mgi: &MeshGatewayInstance,
+    name: &str,
+    extra_labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Value {
     let instance = mgi.metadata.name.clone().unwrap_or_default();
     let mut labels_out: BTreeMap<String, String> = extra_labels.clone();
     labels_out.insert(INSTANCE_LABEL.into(), label_value(&instance));
@@ -190,7 +195,12 @@ pub fn render(mgi: &MeshGatewayInstance, settings: &weft_inject::Settings) -> Ve
     if let Some(patch) = d.patches.as_ref().and_then(|p| p.deployment.as_ref()) {
         json_patch::merge(&mut deployment, patch);
     }
-    out.push(Provisioned { kind: "Deployment", namespace: namespace.clone(), name: instance.clone(), body: deployment });
+    out.push(Provisioned {
+        kind: "Deployment",
+        namespace: namespace.clone(),
+        name: instance.clone(),
+        body: deployment,
+    });
 
     // The Service.
     let service_type = if spec.cross_mesh { ServiceType::ClusterIP } else { d.service_type };

@@ -214,13 +214,14 @@ pub fn plan(
                 }
                 _ => false,
             });
-            let stale: Vec<(Resource, ObjectKey, String, String)> = [Kind::GatewayDeployment, Kind::GatewayServiceAccount, Kind::GatewayHpa]
-                .into_iter()
-                .flat_map(|k| index.objects(k).map(move |(key, e)| (k.resource(), key, e)))
-                .chain(provisioned_services.map(|(key, e)| (Resource::Service, key, e)))
-                .filter(|(r, key, _)| !wanted.contains(&(*r, (*key).clone())))
-                .map(|(r, key, e)| (r, key.clone(), e.uid.clone(), e.resource_version.clone()))
-                .collect();
+            let stale: Vec<(Resource, ObjectKey, String, String)> =
+                [Kind::GatewayDeployment, Kind::GatewayServiceAccount, Kind::GatewayHpa]
+                    .into_iter()
+                    .flat_map(|k| index.objects(k).map(move |(key, e)| (k.resource(), key, e)))
+                    .chain(provisioned_services.map(|(key, e)| (Resource::Service, key, e)))
+                    .filter(|(r, key, _)| !wanted.contains(&(*r, (*key).clone())))
+                    .map(|(r, key, e)| (r, key.clone(), e.uid.clone(), e.resource_version.clone()))
+                    .collect();
             for (resource, key, uid, resource_version) in stale {
                 stats.deletes += 1;
                 let rv = resource_version.clone();

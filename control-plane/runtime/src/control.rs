@@ -375,7 +375,8 @@ fn observed_instances(
     let mut out = BTreeMap::new();
     for (key, available) in &snapshot.gateway_deployments {
         let proxies = connected.get(key).map(|c| c.0).unwrap_or(0);
-        let service_key = ObjectKey::new(key.namespace.clone(), weft_translate::translate::names::label_value(&key.name));
+        let service_key =
+            ObjectKey::new(key.namespace.clone(), weft_translate::translate::names::label_value(&key.name));
         let mut addresses = Vec::new();
         if let Some(svc) = snapshot.services.get(&service_key) {
             let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.clone());

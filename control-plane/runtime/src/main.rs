@@ -181,13 +181,19 @@ async fn main() -> anyhow::Result<()> {
             }
             limits.retain(|_, q| !q.0.is_empty());
             let defaults = weft_inject::Settings::default();
+            // Proxies reach the control plane through its Service, on the
+            // gRPC port it serves (15010 unless told otherwise).
+            let grpc_port = match args.grpc_addr.port() {
+                0 => defaults.control_plane_port,
+                port => port,
+            };
             options.inject = weft_inject::Settings {
                 image: args.proxy_image.unwrap_or(defaults.image),
                 image_pull_policy: args.proxy_image_pull_policy,
-                control_plane: args.proxy_control_plane.unwrap_or_else(|| {
-                    format!("http://{}.{}.svc:{}", args.webhook_service, args.namespace, args.grpc_addr.port())
-                }),
-                control_plane_port: args.grpc_addr.port(),
+                control_plane: args
+                    .proxy_control_plane
+                    .unwrap_or_else(|| format!("http://{}.{}.svc:{grpc_port}", args.webhook_service, args.namespace)),
+                control_plane_port: grpc_port,
                 log_level: args.proxy_log_level,
                 resources: k8s_openapi::api::core::v1::ResourceRequirements {
                     requests: Some(requests),
