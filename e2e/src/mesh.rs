@@ -314,13 +314,9 @@ impl Mesh {
 
     /// Kubernetes mode: creates the pod through the API (so the injection
     /// webhook mutates it), then runs it as the kubelet would run the
-    /// injected spec: the application, then `weft-init`'s command as
-    /// written, then the `weft-proxy` sidecar's command with its arguments,
-    /// its environment (downward-API fields resolved) and its projected
-    /// token mounted at the path the spec says, as the uid its security
-    /// context says. `token` replaces the projected token (to test refused
-    /// ones). The pod is reported Ready once the proxy's health port says
-    /// so. Returns the netns pod and the pod as the API stored it.
+    /// injected spec ([`Mesh::run_as_written`]). `token` replaces the
+    /// projected token (to test refused ones). Returns the netns pod and
+    /// the pod as the API stored it.
     pub fn add_injected_pod(
         &mut self,
         spec: &PodSpec,
@@ -342,39 +338,92 @@ impl Mesh {
         });
         kube.apply(&object.to_string())?;
         let stored = kube.get("pod", Some(&spec.namespace), &spec.name)?.context("the pod was not stored")?;
-        let find = |name: &str| {
+        let injected =
+            stored["spec"]["initContainers"].as_array().into_iter().flatten().any(|c| c["name"] == "weft-proxy");
+        if !injected {
+            bail!("pod {}/{} was not injected: {stored}", spec.namespace, spec.name);
+        }
+        let pod = self.run_as_written(&stored, "weft-proxy", &spec.ports, token)?;
+        Ok((pod, stored))
+    }
+
+    /// Kubernetes mode: a pod of a provisioned gateway Deployment, as its
+    /// ReplicaSet would create it from the Deployment's pod template, run as
+    /// the kubelet would. The Deployment is then reported as having one
+    /// more available replica.
+    pub fn add_gateway_replica(&mut self, namespace: &str, deployment: &str, name: &str) -> anyhow::Result<Pod> {
+        let kube = self.kube.as_ref().context("gateway replicas need Kubernetes mode")?;
+        let d = kube.get("deployment", Some(namespace), deployment)?.context("no such Deployment")?;
+        let template = &d["spec"]["template"];
+        let mut object = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": template["metadata"]["labels"].clone(),
+                         "annotations": template["metadata"]["annotations"].clone()},
+            "spec": template["spec"].clone(),
+        });
+        if object["metadata"]["annotations"].is_null() {
+            object["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+        }
+        kube.api.create(object).map_err(|e| anyhow::anyhow!("pod {name}: {e}"))?;
+        let stored = kube.get("pod", Some(namespace), name)?.context("the pod was not stored")?;
+        let pod = self.run_as_written(&stored, "weft-gateway", &[], None)?;
+        let kube = self.kube.as_ref().context("Kubernetes mode")?;
+        let available = d["status"]["availableReplicas"].as_i64().unwrap_or(0) + 1;
+        let status = serde_json::json!({"status": {"replicas": available, "readyReplicas": available, "availableReplicas": available}});
+        kube.api
+            .patch_status("apps/v1", "Deployment", namespace, deployment, status)
+            .map_err(|e| anyhow::anyhow!("status of deployment {deployment}: {e}"))?;
+        Ok(pod)
+    }
+
+    /// Runs a stored pod in a new network namespace exactly as its spec
+    /// says, as the kubelet would: the application (the echo, on `ports`),
+    /// `weft-init`'s command (if the pod has one) as root to completion,
+    /// then the proxy container `proxy` with its command, arguments, its
+    /// environment (downward-API fields resolved) and its projected token
+    /// mounted at the path the spec says, as the uid its security context
+    /// says; the cluster DNS name of the control plane resolves to it. The
+    /// pod's address is reported in its status.
+    pub fn run_as_written(
+        &mut self,
+        stored: &serde_json::Value,
+        proxy: &str,
+        ports: &[(String, u16)],
+        token: Option<String>,
+    ) -> anyhow::Result<Pod> {
+        let name = stored["metadata"]["name"].as_str().context("the pod has no name")?.to_string();
+        let namespace = stored["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let service_account = stored["spec"]["serviceAccountName"].as_str().unwrap_or("default").to_string();
+        let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let find = |n: &str| {
             stored["spec"]["initContainers"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .chain(stored["spec"]["containers"].as_array().into_iter().flatten())
-                .find(|c| c["name"] == name)
+                .find(|c| c["name"] == n)
                 .cloned()
         };
-        let (Some(init), Some(sidecar)) = (find("weft-init"), find("weft-proxy")) else {
-            bail!("pod {}/{} was not injected: {stored}", spec.namespace, spec.name);
-        };
-        let pod = self.cluster.pod(&spec.name)?;
-        let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let sidecar = find(proxy).with_context(|| format!("no container {proxy} in pod {namespace}/{name}"))?;
+        let pod = self.cluster.pod(&name)?;
         let status = serde_json::json!({"status": {"phase": "Running", "podIP": pod.ip().to_string(),
             "podIPs": [{"ip": pod.ip().to_string()}]}});
         let kube = self.kube.as_ref().context("Kubernetes mode")?;
         kube.api
-            .patch_status("v1", "Pod", &spec.namespace, &spec.name, status)
-            .map_err(|e| anyhow::anyhow!("status of pod {}: {e}", spec.name))?;
+            .patch_status("v1", "Pod", &namespace, &name, status)
+            .map_err(|e| anyhow::anyhow!("status of pod {name}: {e}"))?;
 
         // The application.
-        if !spec.ports.is_empty() {
-            let mut args =
-                vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
-            for (_, port) in &spec.ports {
+        if !ports.is_empty() {
+            let mut args = vec!["--namespace".to_owned(), namespace.clone(), "--pod".to_owned(), name.clone()];
+            for (_, port) in ports {
                 args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
                 args.extend(["--listen".to_owned(), format!("{}:{port}", pod.ip())]);
             }
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             self.processes.push(pod.spawn(&workspace_bin("weft-echo")?, &refs, &[], &pod.log_file("echo"))?);
         }
-        let proxy = workspace_bin("weft-proxy")?;
+        let proxy_bin = workspace_bin("weft-proxy")?;
         let command_of = |c: &serde_json::Value| -> anyhow::Result<Vec<String>> {
             let mut argv: Vec<String> = c["command"]
                 .as_array()
@@ -385,30 +434,40 @@ impl Mesh {
                 .collect();
             // The image's binary is this workspace's.
             match argv.first_mut() {
-                Some(bin) if bin.ends_with("/weft-proxy") => *bin = proxy.to_string_lossy().into_owned(),
+                Some(bin) if bin.ends_with("/weft-proxy") => *bin = proxy_bin.to_string_lossy().into_owned(),
                 _ => bail!("unexpected command in {c}"),
             }
             Ok(argv)
         };
 
         // The init container, as root, to completion.
-        let argv = command_of(&init)?;
-        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        pod.exec_ok(&refs).context("weft-init")?;
+        if let Some(init) = find("weft-init") {
+            let argv = command_of(&init)?;
+            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+            pod.exec_ok(&refs).context("weft-init")?;
+        }
+        // Unprivileged low ports, as the pod's safe sysctl asks.
+        let sysctls = stored["spec"]["securityContext"]["sysctls"].as_array().cloned().unwrap_or_default();
+        for s in sysctls {
+            if s["name"] == "net.ipv4.ip_unprivileged_port_start" {
+                let value = s["value"].as_str().unwrap_or("1024");
+                pod.exec_ok(&["sh", "-c", &format!("echo {value} > /proc/sys/net/ipv4/ip_unprivileged_port_start")])?;
+            }
+        }
 
-        // The sidecar's environment, as the kubelet resolves it.
+        // The proxy's environment, as the kubelet resolves it.
         let mut env: Vec<(String, String)> = Vec::new();
         for e in sidecar["env"].as_array().into_iter().flatten() {
-            let name = e["name"].as_str().unwrap_or_default().to_string();
+            let var = e["name"].as_str().unwrap_or_default().to_string();
             let value = match (e["value"].as_str(), e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
                 (Some(v), _) => v.to_string(),
-                (None, Some("metadata.name")) => spec.name.clone(),
-                (None, Some("metadata.namespace")) => spec.namespace.clone(),
-                (None, Some("spec.serviceAccountName")) => spec.service_account.clone(),
+                (None, Some("metadata.name")) => name.clone(),
+                (None, Some("metadata.namespace")) => namespace.clone(),
+                (None, Some("spec.serviceAccountName")) => service_account.clone(),
                 (None, Some("status.podIP")) => pod.ip().to_string(),
                 (None, other) => bail!("unsupported environment source {other:?} in {e}"),
             };
-            env.push((name, value));
+            env.push((var, value));
         }
         // The projected token at the mount path, and the cluster DNS name
         // of the control plane in the pod's hosts file.
@@ -424,28 +483,29 @@ impl Mesh {
             .into_iter()
             .flatten()
             .find(|m| m["name"] == token_volume["name"])
-            .context("the sidecar does not mount the token")?;
+            .context("the proxy does not mount the token")?;
         let mount_path = mount["mountPath"].as_str().unwrap_or_default().to_string();
+        let kube = self.kube.as_ref().context("Kubernetes mode")?;
         let token = match token {
             Some(t) => t,
             None => kube.api.issue_token(
-                &spec.namespace,
-                &spec.service_account,
+                &namespace,
+                &service_account,
                 &[projection["audience"].as_str().unwrap_or_default()],
                 Duration::from_secs(projection["expirationSeconds"].as_u64().unwrap_or(3600)),
-                Some((&spec.name, &uid)),
+                Some((&name, &uid)),
             ),
         };
-        let volume_dir = self.cluster.log_dir().join(format!("{}-token", spec.name));
+        let volume_dir = self.cluster.log_dir().join(format!("{name}-token"));
         std::fs::create_dir_all(&volume_dir)?;
         let file = volume_dir.join(projection["path"].as_str().unwrap_or("token"));
         std::fs::write(&file, &token)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&volume_dir, std::fs::Permissions::from_mode(0o755))?;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
-        let hosts = self.cluster.log_dir().join(format!("{}-hosts", spec.name));
+        let hosts = self.cluster.log_dir().join(format!("{name}-hosts"));
         std::fs::write(&hosts, format!("127.0.0.1 localhost\n{} weft-cp.weft-system.svc\n", self.cluster.gateway()))?;
-        let user = sidecar["securityContext"]["runAsUser"].as_u64().context("the sidecar names no runAsUser")?;
+        let user = sidecar["securityContext"]["runAsUser"].as_u64().context("the proxy names no runAsUser")?;
         // `ip netns exec` gives the process its own mount namespace: the
         // mounts stay the pod's.
         let script = format!(
@@ -460,7 +520,7 @@ impl Mesh {
         let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.processes.push(pod.spawn(Path::new("/bin/sh"), &refs, &env_refs, &pod.log_file("proxy"))?);
         self.pods.push(pod.clone());
-        Ok((pod, stored))
+        Ok(pod)
     }
 
     /// Kubernetes mode: waits until the injected pod's proxy is ready on its
