@@ -53,6 +53,16 @@ enum Command {
     /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs,
     /// Lists) and print them, as the admission webhook would.
     Inject(cmd::inject::Args),
+    /// Print the manifests of the Helm chart's default installation (rendered
+    /// from charts/weft by the real Helm), for clusters installed without
+    /// Helm: `weftctl install --crds | kubectl apply --server-side -f -`, then
+    /// `weftctl install | kubectl apply --server-side -f -`.
+    Install(cmd::install::Args),
+    /// Report what a cluster lacks for Weft: the Gateway API CRDs and their
+    /// bundle version, Weft's CRDs, the control plane's readiness and leader,
+    /// the injection webhook's certificate and caBundle. Exits 1 when a check
+    /// fails.
+    Check(cmd::check::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +93,11 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(args)) => cmd::token::create(args),
         Command::Ca(CaCommand::Rotate(args)) => cmd::ca::rotate(args),
         Command::Inject(args) => cmd::inject::run(args),
+        Command::Install(args) => cmd::install::run(args),
+        Command::Check(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            runtime.map_err(anyhow::Error::from).and_then(|r| r.block_on(cmd::check::run(args)))
+        }
     };
     match result {
         Ok(code) => code,
