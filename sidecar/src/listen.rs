@@ -17,6 +17,7 @@ use crate::metrics::ConnectionLabels;
 use crate::model::Protocol;
 use crate::orig_dst::original_dst;
 use crate::proxy::Proxy;
+use crate::reply::{Summary, finish};
 use crate::tls::MtlsMode;
 
 /// Accepts outbound connections until the task is dropped.
@@ -63,13 +64,30 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
     count(&proxy, "outbound_http");
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(outbound(proxy, req, dest).await) }
+        async move {
+            let started = std::time::Instant::now();
+            let summary = Summary::of(&req);
+            let resp = outbound(proxy.clone(), req, dest).await;
+            Ok::<_, Infallible>(finish(&proxy, "outbound", &summary, started, resp))
+        }
     });
-    if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
-    {
+    if let Err(e) = http_server().serve_connection_with_upgrades(TokioIo::new(stream), service).await {
         tracing::debug!(error = %e, "outbound HTTP connection ended with an error");
     }
+}
+
+/// The HTTP server every listener runs: HTTP/1.1 and HTTP/2 (prior
+/// knowledge), with header limits that refuse what validation would
+/// refuse before a whole oversized head is even read.
+pub fn http_server() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .max_headers(crate::validate::DEFAULT_MAX_HEADERS)
+        .max_buf_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES);
+    // A little over the validation limit, so that validation (which counts
+    // like HPACK) is what answers, with a reason.
+    b.http2().max_header_list_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES as u32).adaptive_window(true);
+    b
 }
 
 fn count(proxy: &Proxy, kind: &'static str) {
