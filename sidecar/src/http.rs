@@ -405,14 +405,12 @@ fn served(mut resp: Response<Body>, route: &LabelValue, backend: Option<&LabelVa
 
 /// Whether a backend is spoken to in HTTP/2: as its Service port declares
 /// (`appProtocol` `kubernetes.io/h2c`, `h2c`, `grpc`, `http2`, or such a
-/// port name), else HTTP/1.1, except for gRPC calls, which exist only over
-/// HTTP/2. The client's protocol does not decide: the proxy translates.
+/// port name), else HTTP/1.1. gRPC calls always go in HTTP/2, the only
+/// protocol gRPC is defined on (the translator reports a GRPCRoute backend
+/// declared HTTP/1.1 as `UnsupportedProtocol`). The client's protocol does
+/// not decide: the proxy translates.
 fn upstream_h2(config: &crate::state::Config, backend: &Backend, parts: &http::request::Parts) -> bool {
-    match config.backend_protocol(backend) {
-        Some(crate::model::Protocol::Http2) => true,
-        Some(crate::model::Protocol::Http) => false,
-        _ => grpc::is_grpc(&parts.headers),
-    }
+    grpc::is_grpc(&parts.headers) || config.backend_protocol(backend) == Some(crate::model::Protocol::Http2)
 }
 
 /// HTTP/1.1 carries the authority in Host; HTTP/2 in `:authority`, so a
