@@ -95,6 +95,10 @@ pub fn finish(
     started: Instant,
     mut resp: Response<Body>,
 ) -> Response<Body> {
+    // The response carries this proxy's HTTP version, not the backend's
+    // (RFC 9110 §6.2): an HTTP/1.0 server's answer goes to an HTTP/1.1
+    // client as HTTP/1.1 (hyper frames HTTP/2 responses by the connection).
+    *resp.version_mut() = Version::HTTP_11;
     let local = resp.extensions_mut().remove::<LocalReply>();
     let served = resp.extensions_mut().remove::<Served>().unwrap_or_default();
     let status = resp.status();
