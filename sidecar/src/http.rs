@@ -426,6 +426,46 @@ fn set_host(headers: &mut HeaderMap, host_header: Option<&HeaderValue>, authorit
     }
 }
 
+/// Serves one request that arrived for the pod's own application (the
+/// inbound listener, on a port declared HTTP): validated like every other
+/// listener's requests, then forwarded to `app` in the port's declared
+/// protocol (gRPC calls in HTTP/2).
+pub async fn inbound(proxy: Arc<Proxy>, req: Request<Incoming>, app: SocketAddr, app_h2: bool) -> Response<Body> {
+    let mut req = match admit(&proxy, req) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
+    };
+    let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut req));
+    let use_h2 = app_h2 || grpc::is_grpc(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
+    strip_hop_by_hop(&mut parts.headers, use_h2);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
+    parts.extensions.clear();
+    if use_h2 && parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+        // An HTTP/1.0 request without Host: name the application.
+        if let Ok(v) = HeaderValue::from_str(&app.to_string()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let mut req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
+    if retarget(&mut req, use_h2).is_err() {
+        return full(StatusCode::BAD_REQUEST, "cannot forward the request's authority");
+    }
+    let upstream = proxy.upstreams.get(app, "");
+    let mut resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| *r);
+    if let Some(client_side) = client_upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        splice_upgrade(client_side, hyper::upgrade::on(&mut resp));
+    }
+    resp
+}
+
 /// Joins the client's and the endpoint's upgraded connections (WebSocket)
 /// once both sides have switched protocols.
 fn splice_upgrade(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {

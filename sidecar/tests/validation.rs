@@ -1,5 +1,5 @@
-//! Malformed requests at the sidecar's outbound listener and at a gateway
-//! listener, sent as raw bytes (or, for HTTP/2, with a client that sends
+//! Malformed requests at the sidecar's outbound and inbound listeners and
+//! at a gateway listener, sent as raw bytes (or, for HTTP/2, with a client that sends
 //! what it is given): each gets the status RFC 9110/9112/9113 asks for,
 //! and no backend receives anything. Paths are normalised before matching
 //! and forwarded normalised.
@@ -18,8 +18,11 @@ use weft_proxy::validate::Limits;
 struct Setup {
     outbound: SocketAddr,
     gateway: SocketAddr,
+    inbound: SocketAddr,
     app: Record,
     other: Record,
+    /// What the pod's own application received through the inbound.
+    local_app: Record,
 }
 
 /// Service `web.ns` (and the gateway's listener) route `/app` to one
@@ -46,16 +49,22 @@ async fn setup() -> Setup {
     });
     assert!(rejected.is_empty(), "{rejected:?}");
     let outbound = outbound(proxy.clone()).await;
+    let (inbound, local_app) = inbound(proxy.clone(), api::Protocol::Http).await;
     let gateway = gateway_on(proxy, port).await;
-    Setup { outbound, gateway, app, other }
+    Setup { outbound, gateway, inbound, app, other, local_app }
 }
 
 impl Setup {
     fn received(&self) -> usize {
-        self.app.lock().unwrap().len() + self.other.lock().unwrap().len()
+        self.app.lock().unwrap().len() + self.other.lock().unwrap().len() + self.local_app.lock().unwrap().len()
     }
 
-    fn listeners(&self) -> [(&'static str, SocketAddr); 2] {
+    fn listeners(&self) -> [(&'static str, SocketAddr); 3] {
+        [("outbound", self.outbound), ("gateway", self.gateway), ("inbound", self.inbound)]
+    }
+
+    /// The routing listeners (the inbound forwards to its one application).
+    fn routing_listeners(&self) -> [(&'static str, SocketAddr); 2] {
         [("outbound", self.outbound), ("gateway", self.gateway)]
     }
 }
@@ -125,13 +134,14 @@ async fn malformed_http1_requests_are_refused_before_any_backend() {
 async fn length_with_chunked_is_framed_by_chunked_alone_and_closes_the_connection() {
     let s = setup().await;
     for (listener, addr) in s.listeners() {
-        let before = s.other.lock().unwrap().len();
+        let record = if listener == "inbound" { &s.local_app } else { &s.other };
+        let before = record.lock().unwrap().len();
         let smuggled = "POST /x HTTP/1.1\r\nHost: web.ns\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
                         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: web.ns\r\n\r\n";
         let (status, text) = raw_status(addr, smuggled.as_bytes()).await;
         assert_eq!(status, 200, "{listener}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{listener}: one response, then the connection closes");
-        let seen: Vec<Seen> = s.other.lock().unwrap()[before..].to_vec();
+        let seen: Vec<Seen> = record.lock().unwrap()[before..].to_vec();
         assert_eq!(seen.len(), 1, "{listener}: {seen:?}");
         assert_eq!(seen[0].path, "/x");
         assert!(!seen[0].headers.contains_key("content-length"), "{listener}: Content-Length forwarded");
@@ -157,12 +167,17 @@ async fn an_http2_host_that_disagrees_with_the_authority_is_refused() {
     }
     assert_eq!(s.app.lock().unwrap().len(), 0);
     assert_eq!(s.other.lock().unwrap().len(), 2, "only the agreeing requests arrive");
+    assert_eq!(s.local_app.lock().unwrap().len(), 1, "only the agreeing request arrives");
 }
 
 #[tokio::test]
 async fn paths_are_normalised_before_matching_and_forwarded_normalised() {
     let s = setup().await;
-    for (listener, addr) in s.listeners() {
+    // The inbound forwards normalised paths too.
+    let (status, _) = raw_status(s.inbound, b"GET /a/./b/../c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(s.local_app.lock().unwrap().last().map(|r| r.path.clone()).as_deref(), Some("/a/c"));
+    for (listener, addr) in s.routing_listeners() {
         for (sent, backend_is_app, forwarded) in [
             ("/app/../x", false, "/x"),
             ("/app/%2e%2e/x", false, "/x"),

@@ -37,7 +37,12 @@ pub type Record = Arc<Mutex<Vec<Seen>>>;
 /// one ending in `/slow` after two seconds; anything else with the
 /// protocol version it was asked in.
 pub async fn recording_backend() -> (SocketAddr, Record) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    recording_backend_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`recording_backend`] on a given address.
+pub async fn recording_backend_at(addr: SocketAddr) -> (SocketAddr, Record) {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let record: Record = Arc::default();
     let r = record.clone();
@@ -225,4 +230,40 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Ful
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     sender
+}
+
+/// Serves the sidecar's inbound listener on 127.0.0.1 in front of an
+/// application on 127.0.0.2 at the same port, declared `protocol`, with
+/// mTLS off; returns the listener's address and what the application
+/// received.
+pub async fn inbound(proxy: Arc<weft_proxy::proxy::Proxy>, protocol: api::Protocol) -> (SocketAddr, Record) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, record) = recording_backend_at(([127, 0, 0, 2], addr.port()).into()).await;
+    let rejected = proxy.install(&api::ConfigUpdate {
+        nonce: 100,
+        resources: vec![
+            api::Resource {
+                name: "mesh".into(),
+                version: "1".into(),
+                kind: Some(api::resource::Kind::Mesh(api::MeshSettings {
+                    name: "default".into(),
+                    mtls: api::MtlsMode::Off as i32,
+                    trust_domain: "default.weft.local".into(),
+                    roots_pem: vec![],
+                })),
+            },
+            api::Resource {
+                name: "inbound".into(),
+                version: "1".into(),
+                kind: Some(api::resource::Kind::Inbound(api::Inbound {
+                    ports: vec![api::InboundPort { port: u32::from(addr.port()), protocol: protocol as i32 }],
+                })),
+            },
+        ],
+        removed: vec![],
+    });
+    assert!(rejected.is_empty(), "{rejected:?}");
+    tokio::spawn(weft_proxy::listen::serve_inbound(listener, proxy, "127.0.0.2".parse().unwrap()));
+    (addr, record)
 }
