@@ -210,7 +210,8 @@ fn real_grpc_and_http_clients_and_servers_through_gateway_and_sidecars() -> anyh
             .port("h2c", 9000)
             .app(&["nghttpd", "--no-tls", "-d", &doc_s, "9000"]),
     )?;
-    let gateway = mesh.add_pod(&PodSpec::new("edge-gw", "apps").gateway("edge"))?;
+    let gateway =
+        mesh.add_pod(&PodSpec::new("edge-gw", "apps").gateway("edge").proxy_args(&["--access-log", "web"]))?;
     let client = mesh.add_pod(&PodSpec::new("client", "apps").label("app", "client"))?;
     let outsider = mesh.add_pod(&PodSpec::new("outsider", "apps").without_sidecar())?;
     for pod in mesh.pods.clone() {
@@ -314,5 +315,23 @@ fn real_grpc_and_http_clients_and_servers_through_gateway_and_sidecars() -> anyh
         status.to_string().contains("UnsupportedProtocol"),
         "the GRPCRoute to an HTTP/1.1 backend should report UnsupportedProtocol: {status}"
     );
+
+    // The gateway logged that 5xx at the default level, naming the route,
+    // the backend and why; and its listener wrote JSON access logs.
+    let log = std::fs::read_to_string(gateway.log_file("proxy"))?;
+    let error_line = log
+        .lines()
+        .find(|l| l.contains("proxy answered with an error") && l.contains("apps/legacy"))
+        .with_context(|| format!("no error line for the legacy route in the gateway's log:\n{log}"))?;
+    ensure!(
+        error_line.contains("apps/h1only") && error_line.contains("gRPC needs HTTP/2"),
+        "the error line should name the backend and the reason: {error_line}"
+    );
+    println!("gateway error log: {error_line}");
+    let access: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let grpc_ok =
+        access.iter().find(|a| a["listener"] == "web" && a["path"] == "/weft.test.Streams/Unary" && a["status"] == 200);
+    ensure!(grpc_ok.is_some(), "no access log line for a gRPC call on listener web; {} JSON lines", access.len());
+    println!("gateway access log: {}", grpc_ok.map(Value::to_string).unwrap_or_default());
     Ok(())
 }

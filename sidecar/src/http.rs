@@ -367,7 +367,7 @@ pub async fn route_request(
             }
         }
         Err(body) => {
-            let body = body.map_err(BoxError::from).boxed();
+            let body = limited(&proxy, body);
             // An upgraded connection outlives any request timeout.
             let per_try = if upgrade.is_some() { None } else { rule.timeouts.backend_request };
             let attempt = send.once(parts, body, per_try);
@@ -392,6 +392,16 @@ pub async fn route_request(
     backend.counters.inc(&proxy.metrics.requests, route_label, backend_label, resp.status().as_u16());
     selected.route.latency.observe(&proxy.metrics.latency, route_label, started.elapsed().as_secs_f64());
     served(resp, route_label, Some(backend_label))
+}
+
+/// A streamed request body, cut off at `--max-request-body` when one is
+/// set (the attempt then answers 413; declared lengths were checked
+/// before anything was sent).
+fn limited(proxy: &Proxy, body: Incoming) -> Body {
+    match proxy.limits.load().max_body_bytes {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+        None => body.map_err(BoxError::from).boxed(),
+    }
 }
 
 /// Records the route and backend a response came through (the endpoint is
@@ -452,7 +462,7 @@ pub async fn inbound(proxy: Arc<Proxy>, req: Request<Incoming>, app: SocketAddr,
             parts.headers.insert(header::HOST, v);
         }
     }
-    let mut req = request_from(&parts, body.map_err(BoxError::from).boxed(), use_h2);
+    let mut req = request_from(&parts, limited(&proxy, body), use_h2);
     if retarget(&mut req, use_h2).is_err() {
         return full(StatusCode::BAD_REQUEST, "cannot forward the request's authority");
     }

@@ -18,7 +18,8 @@
 //! - header sections above the limits (431, RFC 6585 §5) and declared
 //!   bodies above the limit (413, RFC 9110 §15.5.14);
 //! - targets that are not a path (other than `*` for OPTIONS), paths with a
-//!   backslash or a malformed percent escape.
+//!   backslash or a malformed percent escape;
+//! - CONNECT (501): Weft routes requests, it does not open tunnels.
 //!
 //! Paths are normalised before matching, and the normalised path is what
 //! the backend receives (Envoy's `normalize_path` plus `merge_slashes`):
@@ -85,6 +86,8 @@ pub enum Rejection {
     BadEscape(String),
     #[error("the path {0:?} holds a backslash, which Weft refuses rather than guess its meaning")]
     Backslash(String),
+    #[error("Weft does not tunnel CONNECT requests")]
+    Connect,
 }
 
 impl Rejection {
@@ -94,6 +97,7 @@ impl Rejection {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             Rejection::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Connect => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -212,9 +216,14 @@ fn check_length(headers: &HeaderMap, limits: &Limits) -> Result<(), Rejection> {
 
 /// The request target with its path normalised, when that changes it.
 fn normalized_target(method: &Method, uri: &Uri) -> Result<Option<Uri>, Rejection> {
+    // CONNECT asks for a tunnel (RFC 9110 §9.3.6), which no route
+    // describes: 501, for every form of it (HTTP/2's extended CONNECT
+    // included).
+    if method == Method::CONNECT {
+        return Err(Rejection::Connect);
+    }
     let Some(pq) = uri.path_and_query() else {
-        // Authority-form (CONNECT) has no path to normalise.
-        return Ok(None);
+        return Err(Rejection::InvalidTarget(uri.to_string()));
     };
     let path = pq.path();
     if path == "*" {
@@ -439,5 +448,11 @@ mod tests {
         let hs = headers(&[h]);
         assert_eq!(check(head(&Method::OPTIONS, &uri, v, &hs), &Limits::default()), Ok(None));
         assert!(check(head(&Method::GET, &uri, v, &hs), &Limits::default()).is_err());
+        let uri: Uri = "web.ns:80".parse().unwrap();
+        assert_eq!(check(head(&Method::CONNECT, &uri, v, &hs), &Limits::default()), Err(Rejection::Connect));
+        assert!(matches!(
+            check(head(&Method::GET, &uri, v, &hs), &Limits::default()),
+            Err(Rejection::InvalidTarget(_))
+        ));
     }
 }

@@ -101,6 +101,9 @@ async fn malformed_http1_requests_are_refused_before_any_backend() {
         ("a list in Host", "GET /x HTTP/1.1\r\nHost: web.ns, other.example\r\n\r\n".into(), 400),
         ("a backslash in the path", "GET /app\\..\\x HTTP/1.1\r\nHost: web.ns\r\n\r\n".into(), 400),
         ("a malformed escape", "GET /x%zz HTTP/1.1\r\nHost: web.ns\r\n\r\n".into(), 400),
+        ("CONNECT", "CONNECT web.ns:80 HTTP/1.1\r\nHost: web.ns:80\r\n\r\n".into(), 501),
+        ("CONNECT in absolute form", "CONNECT http://web.ns/app HTTP/1.1\r\nHost: web.ns\r\n\r\n".into(), 501),
+        ("an authority-form target", "GET web.ns:80 HTTP/1.1\r\nHost: web.ns:80\r\n\r\n".into(), 400),
         ("a header section over the limit", format!("GET /x HTTP/1.1\r\nHost: web.ns\r\nX-Big: {big}\r\n\r\n"), 431),
         (
             "a header section over the read buffer",
@@ -201,5 +204,21 @@ async fn paths_are_normalised_before_matching_and_forwarded_normalised() {
                 "{listener}: {sent} reached the wrong backend"
             );
         }
+    }
+}
+
+/// A body without a declared length is cut off at the limit, and the
+/// client hears 413.
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
+    let s = setup().await;
+    for (listener, addr) in s.listeners() {
+        let chunk = "x".repeat(600);
+        let request = format!(
+            "POST /x HTTP/1.1\r\nHost: web.ns\r\nTransfer-Encoding: chunked\r\n\r\n\
+             258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+        );
+        let (status, text) = raw_status(addr, request.as_bytes()).await;
+        assert_eq!(status, 413, "{listener}: {}", text.lines().next().unwrap_or(""));
     }
 }

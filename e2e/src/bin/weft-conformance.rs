@@ -415,8 +415,20 @@ const HTTP_EXPECT: &[&str] = &[
     "mirror_distribution",
     "distribution",
     "websocket",
+    "note",
 ];
-const GRPC_EXPECT: &[&str] = &["grpc_status", "grpc_status_not", "backend", "backend_request", "distribution"];
+/// Keys of `expect.backend_request` and `expect.response` the runner judges.
+const BACKEND_REQUEST_EXPECT: &[&str] = &[
+    "path",
+    "method",
+    "host",
+    "headers",
+    "absent_headers",
+    "header_single_value_is_backend_pod_prefix",
+    "grpc_method",
+];
+const RESPONSE_EXPECT: &[&str] = &["headers", "header_one_of", "absent_headers", "ignore_whitespace_in_header_values"];
+const GRPC_EXPECT: &[&str] = &["grpc_status", "grpc_status_not", "backend", "backend_request", "distribution", "note"];
 
 fn check_understood(case: &Value) -> anyhow::Result<bool> {
     if case.get("tcp_request").is_some() {
@@ -430,6 +442,13 @@ fn check_understood(case: &Value) -> anyhow::Result<bool> {
     for key in case["expect"].as_object().into_iter().flatten().map(|(k, _)| k) {
         if !known.contains(&key.as_str()) {
             bail!("expect.{key} is not judged by weft-conformance");
+        }
+    }
+    for (part, keys) in [("backend_request", BACKEND_REQUEST_EXPECT), ("response", RESPONSE_EXPECT)] {
+        for key in case["expect"][part].as_object().into_iter().flatten().map(|(k, _)| k) {
+            if !keys.contains(&key.as_str()) {
+                bail!("expect.{part}.{key} is not judged by weft-conformance");
+            }
         }
     }
     if let Some(p) = case["request"]["protocol"].as_str()
@@ -598,6 +617,25 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
                 / responses.len().max(1) as f64;
             if (*want == 0.0 && got > 0.0) || (got - want).abs() > tolerance {
                 bail!("{prefix} got {:.3} of requests, want {want} ± {tolerance}", got);
+            }
+        }
+        return Ok(());
+    }
+    if let Some(name) = expect["backend_request"]["header_single_value_is_backend_pod_prefix"].as_str() {
+        // Every sampled request: exactly one value of the header, and the
+        // serving pod's name starts with it (status is not asserted).
+        for r in responses {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+            let values: Vec<&str> = body["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .flat_map(|(_, v)| v.as_array().into_iter().flatten().filter_map(Value::as_str))
+                .collect();
+            let pod = body["pod"].as_str().unwrap_or_default();
+            if values.len() != 1 || !pod.starts_with(values[0]) {
+                bail!("the backend saw {name}: {values:?}, served by {pod:?}; want one value that starts the pod name");
             }
         }
         return Ok(());

@@ -100,7 +100,10 @@ async fn into_resp(resp: http::Response<hyper::body::Incoming>) -> anyhow::Resul
 
 fn build(uri: &str, req: &Req, with_host: bool) -> anyhow::Result<http::Request<Empty<Bytes>>> {
     let mut builder = http::Request::builder().method(req.method.as_str()).uri(uri);
-    if with_host {
+    // A Host among the headers replaces the one naming the target (the
+    // upstream mesh client's `-H Host:...`), rather than adding a second.
+    let host_given = req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    if with_host && !host_given {
         builder = builder.header("host", &req.host);
     }
     for (k, v) in &req.headers {
