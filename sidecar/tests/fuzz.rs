@@ -203,20 +203,38 @@ fn raw_http1_requests_through_the_outbound_listener() {
             out
         })
     };
-    let cases = run_for("raw HTTP/1 requests", raw_request(), |bytes| {
-        let before = (app.lock().unwrap().len(), other.lock().unwrap().len());
+    // Every request is tagged with its case number (an `X-Case` line right
+    // after the request line), so that a request reaching a backend late
+    // (after its client gave up) is judged against its own case.
+    let next_case = std::sync::atomic::AtomicU64::new(0);
+    let named_drop = std::sync::Mutex::new(std::collections::HashMap::<u64, bool>::new());
+    let checked = std::sync::Mutex::new((0usize, 0usize));
+    let cases = run_for("raw HTTP/1 requests", raw_request(), |mut bytes| {
+        let n = next_case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") {
+            bytes.splice(end + 2..end + 2, format!("X-Case: {n}\r\n").into_bytes());
+        }
         let named = String::from_utf8_lossy(&bytes).contains("Connection: keep-alive, x-drop");
+        named_drop.lock().unwrap().insert(n, named);
         let answer = send(&bytes, proxy_addr);
         if !answer.is_empty() && !answer.starts_with(b"HTTP/1.") {
             return Err(TestCaseError::fail(format!("not an HTTP/1 answer: {:?}", String::from_utf8_lossy(&answer))));
         }
-        for (record, is_app, from) in [(&app, true, before.0), (&other, false, before.1)] {
-            for seen in &record.lock().unwrap()[from..] {
+        let mut cursor = checked.lock().unwrap();
+        let (app_seen, other_seen) = (app.lock().unwrap().clone(), other.lock().unwrap().clone());
+        for (record, is_app, from) in [(&app_seen, true, cursor.0), (&other_seen, false, cursor.1)] {
+            for seen in &record[from..] {
+                let case = seen.headers.get("x-case").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                let named = case.and_then(|c| named_drop.lock().unwrap().get(&c).copied()).unwrap_or(false);
                 check_received(seen, is_app, named).map_err(|why| {
-                    TestCaseError::fail(format!("{why}; request {:?}; seen {seen:?}", String::from_utf8_lossy(&bytes)))
+                    TestCaseError::fail(format!(
+                        "{why}; case {case:?}, now {n}: {:?}; seen {seen:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ))
                 })?;
             }
         }
+        *cursor = (app_seen.len(), other_seen.len());
         Ok(())
     });
     assert!(cases > 0);
