@@ -417,9 +417,13 @@ fn served(mut resp: Response<Body>, route: &LabelValue, backend: Option<&LabelVa
 /// (`appProtocol` `kubernetes.io/h2c`, `h2c`, `grpc`, `http2`, or such a
 /// port name), else HTTP/1.1. gRPC calls always go in HTTP/2, the only
 /// protocol gRPC is defined on (the translator reports a GRPCRoute backend
-/// declared HTTP/1.1 as `UnsupportedProtocol`). The client's protocol does
-/// not decide: the proxy translates.
+/// declared HTTP/1.1 as `UnsupportedProtocol`), and upgrade requests in
+/// HTTP/1.1. The client's protocol does not decide: the proxy translates.
 fn upstream_h2(config: &crate::state::Config, backend: &Backend, parts: &http::request::Parts) -> bool {
+    // An HTTP/1.1 upgrade (WebSocket) exists only in HTTP/1.1.
+    if parts.version == Version::HTTP_11 && parts.headers.contains_key(header::UPGRADE) {
+        return false;
+    }
     grpc::is_grpc(&parts.headers) || config.backend_protocol(backend) == Some(crate::model::Protocol::Http2)
 }
 
@@ -447,7 +451,8 @@ pub async fn inbound(proxy: Arc<Proxy>, req: Request<Incoming>, app: SocketAddr,
     };
     let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
-    let use_h2 = app_h2 || grpc::is_grpc(req.headers());
+    // An HTTP/1.1 upgrade (WebSocket) exists only in HTTP/1.1.
+    let use_h2 = (app_h2 || grpc::is_grpc(req.headers())) && client_upgrade.is_none();
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
     strip_hop_by_hop(&mut parts.headers, use_h2);

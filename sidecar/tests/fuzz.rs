@@ -54,7 +54,9 @@ where
     while Instant::now() < deadline {
         // A fresh runner (randomly seeded) per batch: a runner counts its
         // successes and would run nothing more after the first batch.
-        let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
+        // Shrinking is bounded too, so a failure is reported in time.
+        let config = Config { cases: 64, failure_persistence: None, max_shrink_time: 60_000, ..Config::default() };
+        let mut runner = TestRunner::new(config);
         if let Err(e) = runner.run(&strategy, counted) {
             panic!("{name}: {e}");
         }
