@@ -449,6 +449,7 @@ mod tests {
         assert_eq!(check(head(&Method::OPTIONS, &uri, v, &hs), &Limits::default()), Ok(None));
         assert!(check(head(&Method::GET, &uri, v, &hs), &Limits::default()).is_err());
         let uri: Uri = "web.ns:80".parse().unwrap();
+        let hs = headers(&[("host", "web.ns:80")]);
         assert_eq!(check(head(&Method::CONNECT, &uri, v, &hs), &Limits::default()), Err(Rejection::Connect));
         assert!(matches!(
             check(head(&Method::GET, &uri, v, &hs), &Limits::default()),
