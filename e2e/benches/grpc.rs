@@ -383,8 +383,7 @@ async fn run() -> anyhow::Result<()> {
     let secs = Duration::from_secs(env_u64("WEFT_BENCH_SECONDS", 10));
     let t = Topology::start().await?;
     println!(
-        "gRPC/HTTP/2 benchmark: {} CPUs, {rounds} rounds of {secs:?}; commit {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "gRPC/HTTP/2 benchmark: generator on CPU 1, everything else on CPU 0; {rounds} rounds of {secs:?}; commit {}",
         std::env::var("WEFT_BENCH_COMMIT").unwrap_or_else(|_| "(set WEFT_BENCH_COMMIT)".into())
     );
     let mut table: Vec<(String, Metrics)> = Vec::new();
@@ -396,12 +395,16 @@ async fn run() -> anyhow::Result<()> {
         for (name, connect, authority) in peers {
             for concurrency in [1usize, 16] {
                 let label = format!("{name}, {concurrency} in flight");
-                let cpu0 = [t.cpu(0), t.cpu(1)];
-                match guarded(&t, &label, || unary(connect, authority, concurrency, secs)).await {
-                    Some((Ok(u), foreign)) => {
+                // CPU is read around each attempt: only the kept one counts.
+                let measure = || async {
+                    let before = [t.cpu(0), t.cpu(1)];
+                    let result = unary(connect, authority, concurrency, secs).await;
+                    (result, [t.cpu(0) - before[0], t.cpu(1) - before[1]])
+                };
+                match guarded(&t, &label, measure).await {
+                    Some(((Ok(u), spent), foreign)) => {
                         let rps = u.calls as f64 / u.seconds;
-                        let cpu: Vec<f64> =
-                            (0..2).map(|i| (t.cpu(i) - cpu0[i]) * 1e6 / u.calls.max(1) as f64).collect();
+                        let cpu: Vec<f64> = spent.iter().map(|c| c * 1e6 / u.calls.max(1) as f64).collect();
                         let row = vec![
                             ("calls/s", vec![rps]),
                             ("p50 ms", vec![u.quantile_ms(0.5)]),
@@ -414,7 +417,7 @@ async fn run() -> anyhow::Result<()> {
                         ];
                         merge(&mut table, label, row);
                     }
-                    Some((Err(e), _)) => bail!("{label}: {e:#}"),
+                    Some(((Err(e), _), _)) => bail!("{label}: {e:#}"),
                     None => refused.push(format!("round {round}: {label}")),
                 }
             }
@@ -422,10 +425,14 @@ async fn run() -> anyhow::Result<()> {
         for (name, target) in
             [("h2load direct", t.backend), ("h2load via gateway (mTLS to the backend's sidecar)", t.gateway)]
         {
-            let cpu0 = t.cpu(2);
-            match guarded(&t, name, || h2load(target, 10, 10, secs)).await {
-                Some((Ok(h), foreign)) => {
-                    let cpu = (t.cpu(2) - cpu0) * 1e6 / h.succeeded.max(1) as f64;
+            let measure = || async {
+                let before = t.cpu(2);
+                let result = h2load(target, 10, 10, secs).await;
+                (result, t.cpu(2) - before)
+            };
+            match guarded(&t, name, measure).await {
+                Some(((Ok(h), spent), foreign)) => {
+                    let cpu = spent * 1e6 / h.succeeded.max(1) as f64;
                     let row = vec![
                         ("req/s", vec![h.rps]),
                         ("mean ms", vec![h.mean_ms]),
@@ -435,7 +442,7 @@ async fn run() -> anyhow::Result<()> {
                     ];
                     merge(&mut table, name.to_owned(), row);
                 }
-                Some((Err(e), _)) => bail!("{name}: {e:#}"),
+                Some(((Err(e), _), _)) => bail!("{name}: {e:#}"),
                 None => refused.push(format!("round {round}: {name}")),
             }
         }
