@@ -71,31 +71,47 @@ impl EchoResponse {
 /// Accepts connections until the listener fails, serving HTTP/1.1 and h2c (prior knowledge) on
 /// each. Connection-level errors end only that connection.
 pub async fn serve(listener: TcpListener, identity: Arc<Identity>) -> std::io::Result<()> {
+    let grpc = crate::grpc_echo::routes(identity.clone());
     loop {
         let (stream, peer) = listener.accept().await?;
         let identity = identity.clone();
+        let grpc = grpc.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let identity = identity.clone();
+                let grpc = grpc.clone();
                 async move {
+                    // gRPC calls go to the gRPC echo services.
+                    if is_grpc(&req) {
+                        let authority = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+                            .unwrap_or_default();
+                        req.extensions_mut().insert(crate::grpc_echo::CallAuthority(authority));
+                        let resp = tower::ServiceExt::oneshot(grpc, req).await.unwrap_or_else(|never| match never {});
+                        return Ok(resp.map(|b| b.map_err(|s| Box::new(s) as BoxError).boxed_unsync()));
+                    }
                     // Logged per request, as the conformance echo does: the
                     // mirror tests look for these lines.
                     println!(
                         "Echoing back request made to {} to client ({peer})",
                         req.uri().path_and_query().map_or("/", |pq| pq.as_str())
                     );
-                    match retry_failure(&req) {
+                    let resp = match retry_failure(&req) {
                         // Closing without a response stands for the TCP
                         // reset of a failing backend.
-                        Some(Failure::Reset) => Err(ResetConnection),
-                        Some(Failure::Status(status)) => Ok(plain(status, "failing as /retry/ asks".to_owned())),
+                        Some(Failure::Reset) => return Err(ResetConnection),
+                        Some(Failure::Status(status)) => plain(status, "failing as /retry/ asks".to_owned()),
                         None => {
                             if let Some(delay) = requested_delay(&req) {
                                 tokio::time::sleep(delay).await;
                             }
-                            Ok(handle(req, &identity).await)
+                            handle(req, &identity).await
                         }
-                    }
+                    };
+                    Ok(resp.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
@@ -104,6 +120,15 @@ pub async fn serve(listener: TcpListener, identity: Arc<Identity>) -> std::io::R
             }
         });
     }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a request is a gRPC call (`application/grpc`, `+proto`...).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct.strip_prefix("application/grpc").is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+    })
 }
 
 /// A request the echo answers by dropping the connection.

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod echo;
+pub mod grpc_echo;
 pub mod http1;
 pub mod kube;
 pub mod load;

@@ -41,6 +41,11 @@ pub struct PodSpec {
     pub gateway: Option<String>,
     /// The sidecar's scheduler threads (`--workers`); its default when unset.
     pub workers: Option<u16>,
+    /// The application to run instead of `weft-echo` (program and
+    /// arguments), e.g. a third-party server; it must serve `ports`.
+    pub app: Option<Vec<String>>,
+    /// Extra arguments for the sidecar (`weft-proxy run`).
+    pub proxy_args: Vec<String>,
 }
 
 impl PodSpec {
@@ -82,6 +87,29 @@ impl PodSpec {
         self.ports.push((name.into(), port));
         self
     }
+    /// Runs `command` (program first) as the pod's application instead of
+    /// the echo.
+    pub fn app(mut self, command: &[&str]) -> Self {
+        self.app = Some(command.iter().map(|s| s.to_string()).collect());
+        self
+    }
+    /// Passes `args` to the sidecar or gateway proxy.
+    pub fn proxy_args(mut self, args: &[&str]) -> Self {
+        self.proxy_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+}
+
+/// The path of a program: as given when it holds a `/`, else found on
+/// `PATH`; a program that is not installed is an error naming it.
+pub fn which(program: &str) -> anyhow::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{program} is not installed (not on PATH); .ci/run installs it"))
 }
 
 /// A running mesh. Dropping it stops every process and removes the pods.
@@ -241,7 +269,12 @@ impl Mesh {
         let pod = self.cluster.pod(&spec.name)?;
         let echo = workspace_bin("weft-echo")?;
         let proxy = workspace_bin("weft-proxy")?;
-        if !spec.ports.is_empty() {
+        if let Some(command) = &spec.app {
+            let (program, args) = command.split_first().context("an empty application command")?;
+            let program = which(program)?;
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.processes.push(pod.spawn(&program, &refs, &[], &pod.log_file("app"))?);
+        } else if !spec.ports.is_empty() {
             let mut args =
                 vec!["--namespace".to_owned(), spec.namespace.clone(), "--pod".to_owned(), spec.name.clone()];
             // Like an application in a pod, the echo serves on loopback and
@@ -304,6 +337,7 @@ impl Mesh {
         if let Some(instance) = &spec.gateway {
             args.extend(["--gateway".into(), instance.clone()]);
         }
+        args.extend(spec.proxy_args.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = [("WEFT_LOG", "info"), ("WEFT_TOKEN", token.as_str())];
         self.processes.push(pod.spawn_as(PROXY_UID, &proxy, &refs, &env, &pod.log_file("proxy"))?);

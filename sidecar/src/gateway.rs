@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::http::{Owner, RouteTable, authority_str, full, route_request, split_authority};
+use crate::http::{Owner, RouteTable, admit, authority_str, full, route_request, split_authority};
 use crate::metrics::ConnectionLabels;
 use crate::model::{Gateway, ListenerProtocol};
 use crate::proxy::Proxy;
+use crate::reply::{Summary, finish};
 use crate::upstream::Body;
 
 /// How a port is served, from the protocol of its listeners.
@@ -142,39 +142,45 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, port: u16, kind: PortK
 async fn serve_http(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(gateway_request(proxy, req, port).await) }
+        async move {
+            let started = Instant::now();
+            let summary = Summary::of(&req);
+            let (listener, resp) = gateway_request(proxy.clone(), req, port).await;
+            Ok::<_, Infallible>(finish(&proxy, &listener, &summary, started, resp))
+        }
     });
-    if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
-    {
+    if let Err(e) = crate::listen::http_server().serve_connection_with_upgrades(TokioIo::new(stream), service).await {
         tracing::debug!(port, error = %e, "gateway HTTP connection ended with an error");
     }
 }
 
 /// One request on an HTTP listener port: the listener whose host name
-/// admits the request's host, then its routes.
-async fn gateway_request(proxy: Arc<Proxy>, req: Request<Incoming>, port: u16) -> Response<Body> {
+/// admits the request's host, then its routes. Returns the listener's
+/// name (for logs) with the response.
+async fn gateway_request(proxy: Arc<Proxy>, req: Request<Incoming>, port: u16) -> (String, Response<Body>) {
     let started = Instant::now();
+    let unmatched = || format!("port {port}");
+    let req = match admit(&proxy, req) {
+        Ok(req) => req,
+        Err(refused) => return (unmatched(), *refused),
+    };
     let Some(gateway) = current_gateway(&proxy) else {
-        return full(StatusCode::SERVICE_UNAVAILABLE, "this gateway has no listeners yet");
+        return (unmatched(), full(StatusCode::SERVICE_UNAVAILABLE, "this gateway has no listeners yet"));
     };
     let uri = req.uri().clone();
     let host_header = req.headers().get(header::HOST).cloned();
     let (host, _) = split_authority(authority_str(&uri, host_header.as_ref()).unwrap_or(""));
     let Some(listener) = gateway.listener_for(port, &host) else {
-        return full(
-            StatusCode::NOT_FOUND,
-            format!("no listener of gateway {} on port {port} serves host {host:?}", gateway.name),
-        );
+        let text = format!("no listener of gateway {} on port {port} serves host {host:?}", gateway.name);
+        return (unmatched(), full(StatusCode::NOT_FOUND, text));
     };
     let table = RouteTable {
         routes: &listener.http_routes,
         port,
         scheme: "http",
-        backend_h2: false,
         owner: Owner::Listener { gateway: &gateway.name, listener: &listener.name },
     };
-    route_request(proxy.clone(), req, table, &host, started).await
+    (listener.name.clone(), route_request(proxy.clone(), req, table, &host, started).await)
 }
 
 async fn serve_tcp(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {

@@ -15,11 +15,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::filters::{self, RedirectFrom};
+use crate::grpc;
 use crate::metrics::{LabelValue, NO_LABEL, RequestLabels, RouteLabels};
 use crate::model::{Backend, Filter, HttpRule, PathMatch, Service, ServicePort};
 use crate::proxy::Proxy;
+use crate::reply::{Kind, LocalReply, Served};
 use crate::route::{self, RequestInfo};
 use crate::upstream::{Body, BoxError, Upstream};
+use crate::validate;
 
 /// Request bodies up to this size are kept so a retry or mirror can send
 /// them again; larger ones are streamed once.
@@ -36,13 +39,57 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// A response the proxy makes up itself, of the kind its status implies
+/// (404: nothing serves it; 502, 503: unavailable; 504: a timeout).
 pub fn full(status: StatusCode, text: impl Into<String>) -> Response<Body> {
-    let mut text = text.into();
-    text.push('\n');
-    let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed());
+    let kind = match status.as_u16() {
+        404 => Kind::NoRoute,
+        502 | 503 => Kind::Unavailable,
+        504 => Kind::Timeout,
+        400 | 413 | 431 => Kind::Invalid,
+        _ => Kind::Other,
+    };
+    local(kind, status, text)
+}
+
+/// A response the proxy makes up itself: plain text saying why, marked so
+/// that [`crate::reply::finish`] can log it and answer gRPC clients in
+/// gRPC.
+pub fn local(kind: Kind, status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let message = text.into();
+    let mut body = message.clone();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.extensions_mut().insert(LocalReply { kind, message });
     r
+}
+
+/// Validates a request head at a listener (see [`crate::validate`]) and
+/// puts its normalised target in place; a refused request gets its 4xx
+/// here and goes no further.
+pub fn admit<B>(proxy: &Proxy, mut req: Request<B>) -> Result<Request<B>, Box<Response<Body>>> {
+    let limits = **proxy.limits.load();
+    let head = validate::Head { method: req.method(), uri: req.uri(), version: req.version(), headers: req.headers() };
+    match validate::check(head, &limits) {
+        Ok(None) => Ok(req),
+        Ok(Some(normal)) => {
+            *req.uri_mut() = normal;
+            Ok(req)
+        }
+        Err(why) => {
+            count(proxy, &NO_LABEL, &NO_LABEL, why.status(), Instant::now());
+            tracing::debug!(reason = %why, uri = %req.uri(), "request refused");
+            let mut resp = local(Kind::Invalid, why.status(), why.to_string());
+            // What follows a malformed HTTP/1 request on its connection
+            // cannot be trusted to be framed as its client meant.
+            if req.version() < Version::HTTP_2 {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Err(Box::new(resp))
+        }
+    }
 }
 
 fn empty_body() -> Body {
@@ -61,6 +108,10 @@ pub enum Destination {
 /// Serves one outbound request.
 pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destination) -> Response<Body> {
     let started = Instant::now();
+    let req = match admit(&proxy, req) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
+    };
     let config = proxy.config.load_full();
     // Shared-buffer copies (no bytes copied), so the host name can be
     // borrowed while the request moves on.
@@ -93,7 +144,6 @@ pub async fn outbound(proxy: Arc<Proxy>, req: Request<Incoming>, dest: Destinati
         routes: &service_port.http_routes,
         port: service_port.port,
         scheme: "http",
-        backend_h2: service_port.protocol == crate::model::Protocol::Http2,
         owner: Owner::Service(service),
     };
     route_request(proxy, req, table, &host, started).await
@@ -108,8 +158,6 @@ pub struct RouteTable<'a> {
     pub port: u16,
     /// The scheme the client used, for redirects.
     pub scheme: &'static str,
-    /// The backends take HTTP/2 whatever the client speaks.
-    pub backend_h2: bool,
     pub owner: Owner<'a>,
 }
 
@@ -204,7 +252,7 @@ pub async fn route_request(
     };
     if let Some(failure) = &rule.failure {
         count(&proxy, route_label, &NO_LABEL, StatusCode::INTERNAL_SERVER_ERROR, started);
-        return full(StatusCode::INTERNAL_SERVER_ERROR, failure.clone());
+        return served(full(StatusCode::INTERNAL_SERVER_ERROR, failure.clone()), route_label, None);
     }
 
     // CORS: a preflight is answered here; other responses get the headers.
@@ -236,28 +284,39 @@ pub async fn route_request(
     let mut req = req;
     let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
+    let grpc_deadline = if grpc::is_grpc(req.headers()) { grpc::timeout(req.headers()) } else { None };
     let (mut parts, body) = req.into_parts();
     let mut rewritten = Rewritten::default();
     apply_request_filters(&rule.filters, &mut parts.headers, &mut rewritten, path, query, matched_prefix);
 
     let Some(backend) = pick_backend(&rule.backends) else {
         count(&proxy, route_label, &NO_LABEL, StatusCode::INTERNAL_SERVER_ERROR, started);
-        return full(StatusCode::INTERNAL_SERVER_ERROR, "the rule has no backend with a weight above zero");
+        let resp = local(
+            Kind::Unavailable,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the rule has no backend with a weight above zero",
+        );
+        return served(resp, route_label, None);
     };
     let backend_label = &backend.label;
     if let Some(why) = &backend.unresolved {
         count(&proxy, route_label, backend_label, StatusCode::INTERNAL_SERVER_ERROR, started);
-        return full(StatusCode::INTERNAL_SERVER_ERROR, format!("backend {backend_label} is unresolved: {why}"));
+        let resp = local(
+            Kind::Unavailable,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backend {backend_label} is unresolved: {why}"),
+        );
+        return served(resp, route_label, Some(backend_label));
     }
     apply_request_filters(&backend.filters, &mut parts.headers, &mut rewritten, path, query, matched_prefix);
 
     let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
-    strip_hop_by_hop(&mut parts.headers);
+    let use_h2 = upstream_h2(&proxy.config.load(), backend, &parts);
+    strip_hop_by_hop(&mut parts.headers, use_h2);
     if let Some(u) = &upgrade {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
     }
-    let use_h2 = parts.version == Version::HTTP_2 || table.backend_h2;
     let host_header = parts.headers.get(header::HOST).cloned();
     let fallback_authority;
     let authority = match rewritten.authority.as_deref().or_else(|| authority_str(&uri, host_header.as_ref())) {
@@ -271,16 +330,12 @@ pub async fn route_request(
         Ok(t) => t,
         Err(()) => {
             count(&proxy, route_label, backend_label, StatusCode::BAD_REQUEST, started);
-            return full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
+            let resp = full(StatusCode::BAD_REQUEST, format!("cannot forward to authority {authority:?}"));
+            return served(resp, route_label, Some(backend_label));
         }
     };
     parts.uri = target;
-    if !use_h2
-        && host_header.as_ref().and_then(|h| h.to_str().ok()) != Some(authority)
-        && let Ok(v) = HeaderValue::from_str(authority)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
+    set_host(&mut parts.headers, host_header.as_ref(), authority, use_h2);
 
     let mirrors: Vec<&crate::model::Mirror> = rule
         .filters
@@ -292,26 +347,31 @@ pub async fn route_request(
     let replayable = upgrade.is_none() && (retry.is_some() || !mirrors.is_empty());
     let body = if replayable { buffer(body, &parts.headers).await } else { Err(body) };
 
+    // The route's request timeout, or the call's own deadline when that is
+    // sooner: the client gives up then anyway, and a gRPC client must hear
+    // DEADLINE_EXCEEDED rather than a later UNAVAILABLE.
+    let request_timeout = match (rule.timeouts.request, grpc_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let send = Sending { proxy: &proxy, backend, use_h2 };
     let mut resp = match body {
         Ok(bytes) => {
             for m in &mirrors {
-                mirror(&proxy, m, &parts, &bytes, use_h2);
+                mirror(&proxy, m, &parts, &bytes);
             }
             let attempt = send.with_retries(rule, &parts, bytes);
-            match rule.timeouts.request {
-                Some(t) => tokio::time::timeout(t, attempt)
-                    .await
-                    .unwrap_or_else(|_| full(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
+            match request_timeout {
+                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| timeout_response()),
                 None => attempt.await,
             }
         }
         Err(body) => {
-            let body = body.map_err(BoxError::from).boxed();
+            let body = limited(&proxy, body);
             // An upgraded connection outlives any request timeout.
             let per_try = if upgrade.is_some() { None } else { rule.timeouts.backend_request };
             let attempt = send.once(parts, body, per_try);
-            let resp = match rule.timeouts.request.filter(|_| upgrade.is_none()) {
+            let resp = match request_timeout.filter(|_| upgrade.is_none()) {
                 Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| Err(Box::new(timeout_response()))),
                 None => attempt.await,
             };
@@ -331,6 +391,93 @@ pub async fn route_request(
     respond_filters(&backend.filters, &mut resp);
     backend.counters.inc(&proxy.metrics.requests, route_label, backend_label, resp.status().as_u16());
     selected.route.latency.observe(&proxy.metrics.latency, route_label, started.elapsed().as_secs_f64());
+    served(resp, route_label, Some(backend_label))
+}
+
+/// A streamed request body, cut off at `--max-request-body` when one is
+/// set (the attempt then answers 413; declared lengths were checked
+/// before anything was sent).
+fn limited(proxy: &Proxy, body: Incoming) -> Body {
+    match proxy.limits.load().max_body_bytes {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+        None => body.map_err(BoxError::from).boxed(),
+    }
+}
+
+/// Records the route and backend a response came through (the endpoint is
+/// recorded by the attempt that reached it).
+fn served(mut resp: Response<Body>, route: &LabelValue, backend: Option<&LabelValue>) -> Response<Body> {
+    let s = resp.extensions_mut().get_or_insert_default::<Served>();
+    s.route = Some(route.clone());
+    s.backend = backend.cloned();
+    resp
+}
+
+/// Whether a backend is spoken to in HTTP/2: as its Service port declares
+/// (`appProtocol` `kubernetes.io/h2c`, `h2c`, `grpc`, `http2`, or such a
+/// port name), else HTTP/1.1. gRPC calls always go in HTTP/2, the only
+/// protocol gRPC is defined on (the translator reports a GRPCRoute backend
+/// declared HTTP/1.1 as `UnsupportedProtocol`), and upgrade requests in
+/// HTTP/1.1. The client's protocol does not decide: the proxy translates.
+fn upstream_h2(config: &crate::state::Config, backend: &Backend, parts: &http::request::Parts) -> bool {
+    // An HTTP/1.1 upgrade (WebSocket) exists only in HTTP/1.1.
+    if parts.version == Version::HTTP_11 && parts.headers.contains_key(header::UPGRADE) {
+        return false;
+    }
+    grpc::is_grpc(&parts.headers) || config.backend_protocol(backend) == Some(crate::model::Protocol::Http2)
+}
+
+/// HTTP/1.1 carries the authority in Host; HTTP/2 in `:authority`, so a
+/// Host line (which an HTTP/1.1 client sent) is dropped rather than sent
+/// beside it.
+fn set_host(headers: &mut HeaderMap, host_header: Option<&HeaderValue>, authority: &str, use_h2: bool) {
+    if use_h2 {
+        headers.remove(header::HOST);
+    } else if host_header.and_then(|h| h.to_str().ok()) != Some(authority)
+        && let Ok(v) = HeaderValue::from_str(authority)
+    {
+        headers.insert(header::HOST, v);
+    }
+}
+
+/// Serves one request that arrived for the pod's own application (the
+/// inbound listener, on a port declared HTTP): validated like every other
+/// listener's requests, then forwarded to `app` in the port's declared
+/// protocol (gRPC calls in HTTP/2).
+pub async fn inbound(proxy: Arc<Proxy>, req: Request<Incoming>, app: SocketAddr, app_h2: bool) -> Response<Body> {
+    let mut req = match admit(&proxy, req) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
+    };
+    let client_upgrade = (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut req));
+    // An HTTP/1.1 upgrade (WebSocket) exists only in HTTP/1.1.
+    let use_h2 = (app_h2 || grpc::is_grpc(req.headers())) && client_upgrade.is_none();
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned().filter(|_| parts.version == Version::HTTP_11);
+    strip_hop_by_hop(&mut parts.headers, use_h2);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
+    parts.extensions.clear();
+    if use_h2 && parts.uri.authority().is_none() && !parts.headers.contains_key(header::HOST) {
+        // An HTTP/1.0 request without Host: name the application.
+        if let Ok(v) = HeaderValue::from_str(&app.to_string()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let mut req = request_from(&parts, limited(&proxy, body), use_h2);
+    if retarget(&mut req, use_h2).is_err() {
+        return full(StatusCode::BAD_REQUEST, "cannot forward the request's authority");
+    }
+    let upstream = proxy.upstreams.get(app, "");
+    let mut resp = attempt(&upstream, req, use_h2, None).await.unwrap_or_else(|r| *r);
+    if let Some(client_side) = client_upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        splice_upgrade(client_side, hyper::upgrade::on(&mut resp));
+    }
     resp
 }
 
@@ -354,7 +501,7 @@ fn splice_upgrade(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnU
 type Failed = Box<Response<Body>>;
 
 fn timeout_response() -> Response<Body> {
-    full(StatusCode::GATEWAY_TIMEOUT, "request timeout")
+    local(Kind::Timeout, StatusCode::GATEWAY_TIMEOUT, "request timeout")
 }
 
 /// What the URL rewrite filters replaced; `None` keeps the request's own.
@@ -427,12 +574,23 @@ fn respond_filters(fs: &[Filter], resp: &mut Response<Body>) {
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes the headers that belong to the client's hop. `TE: trailers`
+/// survives toward an HTTP/2 endpoint: RFC 9113 §8.2.2 allows exactly
+/// that value, and gRPC servers refuse calls without it; any other TE
+/// value is dropped.
+fn strip_hop_by_hop(headers: &mut HeaderMap, to_h2: bool) {
     // Most requests carry none of them: one pass over the names decides.
     let any = headers.keys().any(|k| k == header::CONNECTION || k == header::UPGRADE || HOP_BY_HOP.contains(k));
     if !any {
         return;
     }
+    let trailers = to_h2
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
     // Headers the Connection header names are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -445,6 +603,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove(header::UPGRADE);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// Weighted choice; `None` when every weight is zero.
@@ -496,12 +657,17 @@ fn full_body(bytes: Bytes) -> Body {
 
 /// Sends a copy to the mirror backend (for the configured share) and
 /// forgets it: its response and its failures do not touch the request.
-fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::Parts, body: &Bytes, use_h2: bool) {
+/// The copy goes in the mirror backend's own protocol.
+fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::Parts, body: &Bytes) {
     if fastrand::u32(..m.denominator.max(1)) >= m.numerator {
         return;
     }
     let Some(upstream) = proxy.endpoint_for(&m.backend) else { return };
-    let req = request_from(parts, full_body(body.clone()), use_h2);
+    let use_h2 = upstream_h2(&proxy.config.load(), &m.backend, parts);
+    let mut req = request_from(parts, full_body(body.clone()), use_h2);
+    if retarget(&mut req, use_h2).is_err() {
+        return;
+    }
     tokio::spawn(async move {
         if let Ok(resp) = tokio::time::timeout(Duration::from_secs(10), upstream.pool.send(req, use_h2)).await
             && let Ok(resp) = resp
@@ -510,6 +676,27 @@ fn mirror(proxy: &Arc<Proxy>, m: &crate::model::Mirror, parts: &http::request::P
             let _ = resp.into_body().collect().await;
         }
     });
+}
+
+/// Puts a request's target in the form its protocol needs: absolute with
+/// no Host line for HTTP/2, origin-form with Host for HTTP/1.1.
+fn retarget(req: &mut Request<Body>, use_h2: bool) -> Result<(), ()> {
+    let uri = req.uri().clone();
+    let pq = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if use_h2 && uri.authority().is_none() {
+        let host = req.headers_mut().remove(header::HOST).ok_or(())?;
+        let authority = http::uri::Authority::try_from(host.as_bytes()).map_err(|_| ())?;
+        *req.uri_mut() =
+            Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().map_err(|_| ())?;
+    } else if !use_h2 && let Some(authority) = uri.authority() {
+        if !req.headers().contains_key(header::HOST) {
+            let v = HeaderValue::from_str(authority.as_str()).map_err(|_| ())?;
+            req.headers_mut().insert(header::HOST, v);
+        }
+        req.headers_mut().remove(header::TE);
+        *req.uri_mut() = Uri::from(pq);
+    }
+    Ok(())
 }
 
 struct Sending<'a> {
@@ -587,7 +774,8 @@ async fn attempt(
         None => Ok(call.await),
     };
     let now = Instant::now();
-    match outcome {
+    let endpoint = Served { endpoint: Some(upstream.addr()), ..Served::default() };
+    let mut result = match outcome {
         Ok(Ok(resp)) => {
             upstream.stats.observe(now - started, !resp.status().is_server_error(), now);
             Ok(resp)
@@ -595,19 +783,48 @@ async fn attempt(
         Ok(Err(e)) => {
             upstream.stats.observe(now - started, false, now);
             tracing::debug!(endpoint = %upstream.addr(), error = %e, "request to endpoint failed");
-            Err(Box::new(full(
-                StatusCode::BAD_GATEWAY,
-                format!("endpoint {} failed: {}", upstream.addr(), error_chain(&e)),
-            )))
+            let chain = error_chain(&e);
+            let resp = if has_source::<http_body_util::LengthLimitError>(&e) {
+                local(
+                    Kind::Invalid,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body exceeds the limit ({chain})"),
+                )
+            } else {
+                local(
+                    Kind::Unavailable,
+                    StatusCode::BAD_GATEWAY,
+                    format!("endpoint {} failed: {chain}", upstream.addr()),
+                )
+            };
+            Err(Box::new(resp))
         }
         Err(()) => {
             upstream.stats.observe(now - started, false, now);
-            Err(Box::new(full(
+            Err(Box::new(local(
+                Kind::Timeout,
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("endpoint {} did not answer in time", upstream.addr()),
             )))
         }
+    };
+    match &mut result {
+        Ok(r) => r.extensions_mut().insert(endpoint),
+        Err(r) => r.extensions_mut().insert(endpoint),
+    };
+    result
+}
+
+/// Whether an error of type `T` is somewhere in `e`'s chain.
+fn has_source<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<T>() {
+            return true;
+        }
+        next = err.source();
     }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -627,7 +844,7 @@ async fn passthrough(proxy: &Arc<Proxy>, req: Request<Incoming>, addr: SocketAdd
     let upstream = proxy.upstreams.get(addr, "");
     let use_h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, use_h2);
     let host_header = parts.headers.get(header::HOST).cloned();
     let fallback = addr.to_string();
     let authority = authority_str(&parts.uri, host_header.as_ref()).unwrap_or(&fallback);
@@ -693,7 +910,21 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_toward_http2_only() {
+        let te = |value: &'static str, to_h2: bool| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(value));
+            strip_hop_by_hop(&mut h, to_h2);
+            h.get(header::TE).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(te("trailers", true).as_deref(), Some("trailers"));
+        assert_eq!(te("gzip, trailers;q=1", true).as_deref(), Some("trailers"));
+        assert_eq!(te("gzip", true), None);
+        assert_eq!(te("trailers", false), None);
     }
 }

@@ -17,6 +17,7 @@ use crate::metrics::ConnectionLabels;
 use crate::model::Protocol;
 use crate::orig_dst::original_dst;
 use crate::proxy::Proxy;
+use crate::reply::{Summary, finish};
 use crate::tls::MtlsMode;
 
 /// Accepts outbound connections until the task is dropped.
@@ -63,13 +64,30 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
     count(&proxy, "outbound_http");
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(outbound(proxy, req, dest).await) }
+        async move {
+            let started = std::time::Instant::now();
+            let summary = Summary::of(&req);
+            let resp = outbound(proxy.clone(), req, dest).await;
+            Ok::<_, Infallible>(finish(&proxy, "outbound", &summary, started, resp))
+        }
     });
-    if let Err(e) =
-        auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).await
-    {
+    if let Err(e) = http_server().serve_connection_with_upgrades(TokioIo::new(stream), service).await {
         tracing::debug!(error = %e, "outbound HTTP connection ended with an error");
     }
+}
+
+/// The HTTP server every listener runs: HTTP/1.1 and HTTP/2 (prior
+/// knowledge), with header limits that refuse what validation would
+/// refuse before a whole oversized head is even read.
+pub fn http_server() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .max_headers(crate::validate::DEFAULT_MAX_HEADERS)
+        .max_buf_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES);
+    // A little over the validation limit, so that validation (which counts
+    // like HPACK) is what answers, with a reason.
+    b.http2().max_header_list_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES as u32).adaptive_window(true);
+    b
 }
 
 fn count(proxy: &Proxy, kind: &'static str) {
@@ -116,22 +134,26 @@ async fn starts_with_tls(stream: &TcpStream, wait: Duration) -> Option<bool> {
 }
 
 /// Terminates mTLS (or takes plaintext, as the mesh's mode allows) and
-/// forwards to the application.
+/// forwards to the application: requests one by one (validated first) on
+/// a port declared HTTP, bytes as they come on any other.
 async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, app: SocketAddr) {
     let tls = &proxy.tls;
     let mode = tls.mode();
+    let protocol = proxy
+        .config
+        .load()
+        .inbound
+        .as_ref()
+        .and_then(|i| i.ports.iter().find(|(p, _)| *p == app.port()).map(|(_, proto)| *proto));
     if mode == MtlsMode::Off {
-        crate::tcp::forward_to(stream, app).await;
+        to_application(proxy.clone(), stream, app, protocol).await;
         return;
     }
     // A client-first port (HTTP, or undeclared and so sniffed anyway) can
     // wait for the client's first bytes as long as a handshake may take; a
     // declared opaque port might carry a server-first protocol, so a
     // permissive inbound treats a silent client as plaintext.
-    let opaque =
-        proxy.config.load().inbound.as_ref().is_some_and(|i| {
-            i.ports.iter().any(|(p, proto)| *p == app.port() && *proto == crate::model::Protocol::Opaque)
-        });
+    let opaque = protocol == Some(Protocol::Opaque);
     let wait = if mode == MtlsMode::Strict || !opaque { HANDSHAKE_TIMEOUT } else { PERMISSIVE_PEEK };
     let Some(is_tls) = starts_with_tls(&stream, wait).await else { return };
     if !is_tls {
@@ -141,7 +163,7 @@ async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAd
             return;
         }
         tls.count("inbound", "plaintext");
-        crate::tcp::forward_to(stream, app).await;
+        to_application(proxy.clone(), stream, app, protocol).await;
         return;
     }
     let Some(state) = tls.state() else {
@@ -151,21 +173,19 @@ async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAd
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(state.server_config());
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(mut client)) => {
+        Ok(Ok(client)) => {
             tls.count("inbound", "mtls");
-            let peer_identity = client
-                .get_ref()
-                .1
+            let session = client.get_ref().1;
+            let peer_identity = session
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| weft_identity::SpiffeId::from_certificate(c).ok());
             tracing::trace!(%peer, identity = ?peer_identity.map(|i| i.to_string()), "mTLS connection accepted");
-            match crate::upstream::connect(app).await {
-                Ok(mut server) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-                Err(e) => tracing::debug!(%app, error = %e, "application connect failed"),
-            }
+            // A peer that forwards opaque TCP says so; its bytes are not HTTP
+            // whatever this side believes the port carries.
+            let protocol =
+                if session.alpn_protocol() == Some(crate::tls::ALPN_TCP) { Some(Protocol::Opaque) } else { protocol };
+            to_application(proxy.clone(), client, app, protocol).await;
         }
         Ok(Err(e)) => {
             tls.count("inbound", "handshake_failed");
@@ -175,5 +195,40 @@ async fn inbound_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAd
             tls.count("inbound", "handshake_failed");
             tracing::warn!(%peer, "mTLS handshake timed out");
         }
+    }
+}
+
+/// Hands an accepted inbound connection to the application: as HTTP
+/// requests when the port is declared HTTP (so they are validated here
+/// too, whoever sent them), else as a byte stream.
+async fn to_application<I>(proxy: Arc<Proxy>, io: I, app: SocketAddr, protocol: Option<Protocol>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let app_h2 = match protocol {
+        Some(Protocol::Http) => false,
+        Some(Protocol::Http2) => true,
+        _ => {
+            let mut io = io;
+            match crate::upstream::connect(app).await {
+                Ok(mut server) => {
+                    let _ = tokio::io::copy_bidirectional(&mut io, &mut server).await;
+                }
+                Err(e) => tracing::debug!(%app, error = %e, "application connect failed"),
+            }
+            return;
+        }
+    };
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let summary = Summary::of(&req);
+            let resp = crate::http::inbound(proxy.clone(), req, app, app_h2).await;
+            Ok::<_, Infallible>(finish(&proxy, "inbound", &summary, started, resp))
+        }
+    });
+    if let Err(e) = http_server().serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::debug!(%app, error = %e, "inbound HTTP connection ended with an error");
     }
 }

@@ -111,6 +111,17 @@ struct RunArgs {
     /// sidecar shares the pod's allowance with the application.
     #[arg(long, env = "WEFT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: Option<u16>,
+    /// Largest request body any listener accepts, in bytes: a larger
+    /// declared Content-Length is answered 413 before anything is
+    /// forwarded, and a streamed body is cut off at the limit. Default: no
+    /// limit (gRPC streams may carry any amount).
+    #[arg(long, env = "WEFT_PROXY_MAX_REQUEST_BODY")]
+    max_request_body: Option<u64>,
+    /// Write a JSON access log line per request (to stdout) for this
+    /// listener: `outbound`, `inbound`, a gateway listener's name, or `all`.
+    /// Repeat for several.
+    #[arg(long = "access-log", env = "WEFT_PROXY_ACCESS_LOG", value_delimiter = ',')]
+    access_log: Vec<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -175,6 +186,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let proxy = Proxy::new();
     proxy.tls.set_local_ips(args.ips.clone());
+    proxy.limits.store(std::sync::Arc::new(weft_proxy::validate::Limits {
+        max_body_bytes: args.max_request_body,
+        ..Default::default()
+    }));
+    proxy.access_log.set(args.access_log.clone());
     let admin =
         TcpListener::bind(args.admin).await.with_context(|| format!("--admin {}: cannot listen", args.admin))?;
     let mut tasks = tokio::task::JoinSet::new();

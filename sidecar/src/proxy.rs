@@ -23,6 +23,12 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// mTLS mode, certificate and roots, shared with the connectors.
     pub tls: Arc<MeshTls>,
+    /// Limits every listener enforces on requests (`--max-request-body`...).
+    pub limits: ArcSwap<crate::validate::Limits>,
+    /// Rate-limited log of the 5xx responses the proxy makes up.
+    pub error_log: crate::reply::ErrorLog,
+    /// Which listeners write JSON access logs (`--access-log`).
+    pub access_log: crate::reply::AccessLog,
     /// The upstreams of each endpoint set and port, resolved on first use.
     resolved: ResolvedEndpoints,
     /// Set once the first update from the control plane is applied.
@@ -41,6 +47,9 @@ impl Proxy {
             upstreams: Upstreams::new(tls.clone()),
             metrics,
             tls,
+            limits: ArcSwap::from_pointee(crate::validate::Limits::default()),
+            error_log: Default::default(),
+            access_log: Default::default(),
             resolved: ResolvedEndpoints::default(),
             synced: AtomicBool::new(false),
             applied: tokio::sync::watch::Sender::new(0),

@@ -141,6 +141,12 @@ impl Config {
         self.services.get(self.by_host.get(normal_host(host).as_ref())?)
     }
 
+    /// The declared protocol of a backend's Service port, when the proxy
+    /// holds that Service (it holds every Service of its mesh).
+    pub fn backend_protocol(&self, backend: &crate::model::Backend) -> Option<crate::model::Protocol> {
+        Some(self.services.get(&backend.service)?.port(backend.port)?.protocol)
+    }
+
     /// Whether `host` names any Service (to tell "unknown host" from
     /// "unknown port" in errors).
     pub fn knows_host(&self, host: &str) -> bool {

@@ -55,11 +55,17 @@ pub fn is_http_app_protocol(ap: &str) -> bool {
     )
 }
 
+/// appProtocol values of ports that take HTTP/2, which gRPC needs (a
+/// GRPCRoute backend declared otherwise cannot be reached in gRPC).
+pub fn is_h2_app_protocol(ap: &str) -> bool {
+    matches!(ap.to_ascii_lowercase().as_str(), "h2c" | "http2" | "grpc" | "kubernetes.io/h2c")
+}
+
 /// Whether the proxy should speak HTTP/2 without TLS to this port (h2c,
 /// gRPC): from `appProtocol`, else the port name's prefix.
 pub fn uses_h2c(port: &ServicePort) -> bool {
     if let Some(ap) = port.app_protocol.as_deref() {
-        return matches!(ap.to_ascii_lowercase().as_str(), "h2c" | "http2" | "grpc" | "kubernetes.io/h2c");
+        return is_h2_app_protocol(ap);
     }
     let name = port.name.as_deref().unwrap_or("").to_ascii_lowercase();
     matches!(name.split(['-', '_']).next().unwrap_or(""), "grpc" | "h2c" | "http2")

@@ -1,11 +1,15 @@
 //! `weft-conformance`: runs Gateway API conformance cases (the data schema
-//! of ../shared/conformance) through real sidecars on the netns harness:
-//! applies the manifests to a control plane in local mode, starts a pod with
-//! an echo application and a sidecar for every Deployment replica, sends
-//! each case's requests from inside the client pod to the Service's cluster
-//! IP (captured by iptables) and judges the answers. Prints PASS/FAIL per
-//! test and ends with "N passed, M failed". Mesh tests only: the gateway
-//! proxy mode does not exist yet, so gateway tests are listed as skipped.
+//! of ../shared/conformance) on the netns harness: applies the manifests to
+//! a control plane in local mode, starts a pod with an echo application
+//! and a sidecar for every Deployment replica, a gateway pod for every
+//! Gateway and, for gateway tests, a client pod outside the mesh; sends each
+//! case's HTTP requests (`weft-request`) or gRPC calls (`weft-grpc`) from
+//! the client pod to the Service's cluster IP (captured by iptables) or to
+//! the Gateway's address, and judges the answers. Prints PASS/FAIL/SKIP per
+//! test and ends with "N passed, M failed". A case of a kind the runner
+//! does not make (`tcp_request`), or with an expectation it does not judge,
+//! fails with a message saying so; a test made only of such cases is
+//! listed as skipped with the reason.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,6 +67,20 @@ fn main() -> anyhow::Result<()> {
             // (cargo test --workspace --test conformance_status) judges those.
             skipped += 1;
             println!("SKIP {name}: no request cases");
+            continue;
+        }
+        let cases: Vec<&Value> = test["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["cases"].as_array().into_iter().flatten())
+            .collect();
+        if !cases.is_empty() && cases.iter().all(|c| c.get("tcp_request").is_some()) {
+            skipped += 1;
+            println!(
+                "SKIP {name}: its {} tcp_request cases (raw TCP and TLS exchanges) are not made by weft-conformance yet",
+                cases.len()
+            );
             continue;
         }
         let started = Instant::now();
@@ -383,9 +401,68 @@ enum Target {
     Gateway(SocketAddr),
 }
 
+/// The request kinds of the case schema this runner makes, and the
+/// `expect` keys it judges for each. Anything else fails the case with a
+/// message saying so: a case the runner does not understand never passes.
+const HTTP_EXPECT: &[&str] = &[
+    "status",
+    "backend",
+    "backend_request",
+    "response",
+    "redirect",
+    "answered_by_gateway",
+    "mirrored_to",
+    "mirror_distribution",
+    "distribution",
+    "websocket",
+    "note",
+];
+/// Keys of `expect.backend_request` and `expect.response` the runner judges.
+const BACKEND_REQUEST_EXPECT: &[&str] = &[
+    "path",
+    "method",
+    "host",
+    "headers",
+    "absent_headers",
+    "header_single_value_is_backend_pod_prefix",
+    "grpc_method",
+];
+const RESPONSE_EXPECT: &[&str] = &["headers", "header_one_of", "absent_headers", "ignore_whitespace_in_header_values"];
+const GRPC_EXPECT: &[&str] = &["grpc_status", "grpc_status_not", "backend", "backend_request", "distribution", "note"];
+
+fn check_understood(case: &Value) -> anyhow::Result<bool> {
+    if case.get("tcp_request").is_some() {
+        bail!("tcp_request cases (raw TCP and TLS exchanges) are not made by weft-conformance yet");
+    }
+    let grpc = case.get("grpc_request").is_some();
+    if !grpc && case.get("request").is_none() {
+        bail!("the case has no request kind weft-conformance knows (request, grpc_request)");
+    }
+    let known = if grpc { GRPC_EXPECT } else { HTTP_EXPECT };
+    for key in case["expect"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !known.contains(&key.as_str()) {
+            bail!("expect.{key} is not judged by weft-conformance");
+        }
+    }
+    for (part, keys) in [("backend_request", BACKEND_REQUEST_EXPECT), ("response", RESPONSE_EXPECT)] {
+        for key in case["expect"][part].as_object().into_iter().flatten().map(|(k, _)| k) {
+            if !keys.contains(&key.as_str()) {
+                bail!("expect.{part}.{key} is not judged by weft-conformance");
+            }
+        }
+    }
+    if let Some(p) = case["request"]["protocol"].as_str()
+        && !matches!(p, "H2C_PRIOR_KNOWLEDGE" | "WEBSOCKET")
+    {
+        bail!("request protocol {p} is not spoken by weft-conformance");
+    }
+    Ok(grpc)
+}
+
 fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Duration) -> anyhow::Result<()> {
+    let grpc = check_understood(case)?;
     let via = &case["via"];
-    let request = &case["request"];
+    let request = if grpc { &case["grpc_request"] } else { &case["request"] };
     let (pod, target, host) = if via["kind"] == "gateway" {
         if via["scheme"].as_str().is_some_and(|s| s != "http") {
             bail!("{} listeners are not served: gateway mode does not terminate TLS yet", via["scheme"]);
@@ -398,10 +475,12 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
             .with_context(|| format!("no gateway pod for Gateway {ns}/{name}"))?;
         let port = via["port"].as_u64().unwrap_or(80) as u16;
         let addr = SocketAddr::new(gateway.ip().into(), port);
-        // Without a host, the request names the Gateway's address.
-        let host = match request["host"].as_str() {
-            Some(h) => substitute_pod_ips(h, pods),
-            None => addr.ip().to_string(),
+        // Without a host, the request names the Gateway's address (a gRPC
+        // client's default authority keeps the port).
+        let host = match (grpc, request["host"].as_str().or(request["authority"].as_str())) {
+            (_, Some(h)) => substitute_pod_ips(h, pods),
+            (true, None) => addr.to_string(),
+            (false, None) => addr.ip().to_string(),
         };
         let client = pods
             .iter()
@@ -412,8 +491,12 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
     } else {
         let pod = client_pod(pods, via)?.clone();
         let namespace = via["from"]["namespace"].as_str().unwrap_or_default().to_owned();
-        (pod, Target::Mesh { namespace }, substitute_pod_ips(request["host"].as_str().unwrap_or_default(), pods))
+        let host = request["host"].as_str().or(request["target"].as_str()).unwrap_or_default();
+        (pod, Target::Mesh { namespace }, substitute_pod_ips(host, pods))
     };
+    if grpc {
+        return run_grpc_case(mesh, &pod, &target, &host, case, converge);
+    }
     let repeat = case["repeat"].as_u64().unwrap_or(1);
     let started = Instant::now();
     let mut last = anyhow::anyhow!("not run");
@@ -447,7 +530,14 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
                     .unwrap_or("/")
                     .replace("{{request_id}}", &request_id)
                     .replace("{{uuid}}", &if probe == 0 { first_uuid.clone() } else { fresh_id() });
-                let line = json!({"method": request["method"].as_str().unwrap_or("GET"), "host": host, "path": path, "headers": headers});
+                let line = json!({
+                    "method": request["method"].as_str().unwrap_or("GET"),
+                    "host": host,
+                    "path": path,
+                    "headers": headers,
+                    "protocol": request["protocol"],
+                    "websocket": case["expect"]["websocket"]["exchanges"],
+                });
                 lines.push_str(&line.to_string());
                 lines.push('\n');
             }
@@ -531,8 +621,30 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(name) = expect["backend_request"]["header_single_value_is_backend_pod_prefix"].as_str() {
+        // Every sampled request: exactly one value of the header, and the
+        // serving pod's name starts with it (status is not asserted).
+        for r in responses {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+            let values: Vec<&str> = body["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .flat_map(|(_, v)| v.as_array().into_iter().flatten().filter_map(Value::as_str))
+                .collect();
+            let pod = body["pod"].as_str().unwrap_or_default();
+            if values.len() != 1 || !pod.starts_with(values[0]) {
+                bail!("the backend saw {name}: {values:?}, served by {pod:?}; want one value that starts the pod name");
+            }
+        }
+        return Ok(());
+    }
     let r = &responses[0];
     let status = r["status"].as_u64().unwrap_or(0);
+    if expect.get("websocket").is_some() && r["websocket"] != "ok" {
+        bail!("WebSocket exchange: {}", r["websocket"]);
+    }
     if let Some(redirect) = expect.get("redirect").filter(|_| (300..=308).contains(&status)) {
         let location = header_values(&r["headers"], "location").context("no Location header")?;
         let (scheme, rest) = location.split_once("://").context("Location is not absolute")?;
@@ -664,4 +776,167 @@ fn substitute(value: &Value, request_id: &str, uuid: &str) -> Value {
         }
         other => other.clone(),
     }
+}
+
+/// A gRPC case: unary calls made with `weft-grpc` from the client pod,
+/// retried like HTTP cases while config converges.
+fn run_grpc_case(
+    mesh: &mut Mesh,
+    pod: &Pod,
+    target: &Target,
+    authority: &str,
+    case: &Value,
+    converge: Duration,
+) -> anyhow::Result<()> {
+    let call = &case["grpc_request"];
+    let repeat = case["repeat"].as_u64().unwrap_or(1);
+    let metadata: Vec<(String, String)> = call["metadata"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let line = json!({
+        "service": call["service"],
+        "method": call["method"],
+        "authority": authority,
+        "metadata": metadata,
+    })
+    .to_string();
+    let input = format!("{line}\n").repeat(repeat as usize);
+    let started = Instant::now();
+    let mut last = anyhow::anyhow!("not run");
+    for _ in 0..(converge.as_millis() / 500 + 1) {
+        let outcome = (|| -> anyhow::Result<()> {
+            let addr = match target {
+                Target::Gateway(addr) => *addr,
+                Target::Mesh { namespace } => resolve(&mesh.config_dump(pod)?, authority, namespace)?,
+            };
+            let bin = workspace_bin("weft-grpc")?;
+            let mut args = vec![bin.to_string_lossy().into_owned(), "--connect".into(), addr.to_string()];
+            // Upstream's gateway weight samples each use a new connection.
+            if matches!(target, Target::Gateway(_)) && repeat > 1 {
+                args.push("--fresh-connections".into());
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = pod.exec_with(None, &refs, Some(input.as_bytes()), Duration::from_secs(120))?;
+            let results: Vec<Value> =
+                String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            if results.len() as u64 != repeat {
+                bail!("{} results for {repeat} calls: {}", results.len(), String::from_utf8_lossy(&out.stderr));
+            }
+            judge_grpc(&case["expect"], &results, matches!(target, Target::Mesh { .. }))
+        })();
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        if started.elapsed() > converge {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last)
+}
+
+/// A status code name as the case data (`OK`, `Unimplemented`) or tonic
+/// (`Ok`, `DeadlineExceeded`) spells it, compared without case or `_`.
+fn code_key(name: &str) -> String {
+    name.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase()
+}
+
+/// The pod that answered a call, as the echo service reported it.
+fn grpc_pod(result: &Value, mesh_echo: bool) -> Option<String> {
+    if mesh_echo {
+        result["response"]["text"].as_str()?.lines().find_map(|l| l.strip_prefix("Hostname=")).map(str::to_owned)
+    } else {
+        result["response"]["pod"].as_str().map(str::to_owned)
+    }
+}
+
+fn judge_grpc(expect: &Value, results: &[Value], mesh_echo: bool) -> anyhow::Result<()> {
+    for r in results {
+        let code = code_key(r["code"].as_str().unwrap_or(""));
+        if let Some(want) = expect["grpc_status"].as_str()
+            && code != code_key(want)
+        {
+            bail!("gRPC status {}, want {want} ({})", r["code"], r["message"].as_str().unwrap_or(""));
+        }
+        if let Some(not) = expect["grpc_status_not"].as_array()
+            && (code == "ok" || not.iter().filter_map(Value::as_str).any(|n| code_key(n) == code))
+        {
+            bail!("gRPC status {}, want anything but OK and {not:?}", r["code"]);
+        }
+    }
+    if let Some(dist) = expect.get("distribution") {
+        let tolerance = dist["tolerance_absolute"].as_f64().unwrap_or(0.05);
+        let pods: Vec<String> = results.iter().filter_map(|r| grpc_pod(r, mesh_echo)).collect();
+        for (prefix, want) in dist["weights"].as_object().into_iter().flatten() {
+            let want = want.as_f64().unwrap_or(0.0);
+            let got = pods.iter().filter(|p| p.starts_with(&format!("{prefix}-"))).count() as f64
+                / results.len().max(1) as f64;
+            if (want == 0.0 && got > 0.0) || (got - want).abs() > tolerance {
+                bail!("{prefix} answered {got:.3} of the calls, want {want} ± {tolerance}");
+            }
+        }
+        return Ok(());
+    }
+    let r = &results[0];
+    if code_key(r["code"].as_str().unwrap_or("")) != "ok" {
+        return Ok(());
+    }
+    let pod = grpc_pod(r, mesh_echo).unwrap_or_default();
+    if let Some(name) = expect["backend"]["name"].as_str()
+        && !pod.starts_with(name)
+    {
+        bail!("answered by {pod:?}, want {name}");
+    }
+    if !mesh_echo
+        && let Some(ns) = expect["backend"]["namespace"].as_str()
+        && r["response"]["namespace"].as_str() != Some(ns)
+    {
+        bail!("answered in namespace {}, want {ns}", r["response"]["namespace"]);
+    }
+    let seen = &expect["backend_request"];
+    if let Some(method) = seen["grpc_method"].as_str()
+        && r["response"]["fully_qualified_method"].as_str() != Some(method)
+    {
+        bail!("the echo saw method {}, want {method}", r["response"]["fully_qualified_method"]);
+    }
+    // Metadata the backend saw: the mesh echo's RequestHeader lines, or
+    // the conformance echo's headers.
+    let received: Vec<(String, String)> = if mesh_echo {
+        r["response"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("RequestHeader="))
+            .filter_map(|h| h.split_once(':'))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect()
+    } else {
+        r["response"]["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_str()?.to_ascii_lowercase(), p[1].as_str()?.to_owned())))
+            .collect()
+    };
+    let joined = |name: &str| -> Option<String> {
+        let values: Vec<&str> =
+            received.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    for (name, want) in seen["headers"].as_object().into_iter().flatten() {
+        let got = joined(name);
+        if got.as_deref() != want.as_str() {
+            bail!("the backend saw metadata {name}: {got:?}, want {want}");
+        }
+    }
+    for name in seen["absent_headers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if let Some(v) = joined(name) {
+            bail!("the backend saw metadata {name}: {v:?}, which should be absent");
+        }
+    }
+    Ok(())
 }

@@ -19,6 +19,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GatewayStaticAddresses",
     "GatewayAddressEmpty",
     "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "GRPCRouteRequestHeaderModifier",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",

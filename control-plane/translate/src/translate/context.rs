@@ -100,7 +100,9 @@ fn mesh_in(meta: &ObjectMeta) -> Option<&str> {
     from(&meta.annotations).or_else(|| from(&meta.labels))
 }
 
-pub(crate) use crate::ports::{PortProtocol, is_headless, is_http_app_protocol, port_protocol, service_ports};
+pub(crate) use crate::ports::{
+    PortProtocol, is_h2_app_protocol, is_headless, is_http_app_protocol, port_protocol, service_ports,
+};
 
 /// Ordering key of an object for Gateway API tie-breaking: oldest first,
 /// then `namespace/name`.

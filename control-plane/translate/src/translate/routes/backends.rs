@@ -3,7 +3,7 @@
 use weft_k8s_api::gateway::GROUP;
 
 use super::super::conditions::reasons;
-use super::super::context::{Ctx, core_group, is_http_app_protocol, service_ports};
+use super::super::context::{Ctx, core_group, is_h2_app_protocol, is_http_app_protocol, service_ports};
 use super::RouteView;
 
 /// A backend reference with the API server's defaults applied.
@@ -188,6 +188,20 @@ fn check(ctx: &Ctx<'_>, from: Referrer<'_>, b: &BackendRefView, namespace: &str)
             reason: reasons::UNSUPPORTED_PROTOCOL,
             message: format!(
                 "port {port} of Service {namespace}/{} has appProtocol {ap:?}, which Weft cannot send HTTP to",
+                b.name
+            ),
+        });
+    }
+    // gRPC exists only over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.md): a port
+    // declared HTTP/1.1 (`http`, WebSocket) cannot take a GRPCRoute's calls.
+    if from.kind == "GRPCRoute"
+        && let Some(ap) = svc_port.app_protocol.as_deref().filter(|ap| !is_h2_app_protocol(ap))
+    {
+        return Err(Problem {
+            reason: reasons::UNSUPPORTED_PROTOCOL,
+            message: format!(
+                "port {port} of Service {namespace}/{} has appProtocol {ap:?}, and gRPC needs HTTP/2 \
+                 (kubernetes.io/h2c or grpc)",
                 b.name
             ),
         });
