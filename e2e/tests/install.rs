@@ -371,6 +371,7 @@ spec:
 
 #[test]
 fn the_rendered_chart_runs_the_control_plane_with_exactly_the_rights_it_uses() -> anyhow::Result<()> {
+    support::tool("promtool")?;
     // Declared first, dropped last: the pods' network namespaces.
     let mut cluster = Cluster::new("install")?;
     let options = Options { addr: Some(SocketAddr::new(cluster.gateway().into(), 0)), ..Options::default() };
@@ -593,6 +594,25 @@ fn the_rendered_chart_runs_the_control_plane_with_exactly_the_rights_it_uses() -
         Ok(routes.iter().all(|r| r["metadata"]["labels"]["weft.io/origin-kind"] != "HTTPRoute").then_some(()))
     })?;
     cp.ensure_running()?;
+
+    // Its metrics, after all that, pass Prometheus's linter.
+    let admin = SocketAddr::new(pod.ip().into(), port_of(&json!("admin"), &ports)?);
+    let (code, exposition) = http_get(admin, "/metrics")?;
+    assert_eq!(code, 200);
+    let lint = support::promtool_check("weft-cp in Kubernetes mode", &exposition)?;
+    println!(
+        "weft-cp (Kubernetes mode) /metrics: {} metric families; promtool check metrics: {}",
+        lint.families,
+        if lint.openmetrics_counters.is_empty() {
+            "clean".to_string()
+        } else {
+            format!(
+                "nothing but {} counters described under their OpenMetrics family name ({})",
+                lint.openmetrics_counters.len(),
+                lint.openmetrics_counters.join(", ")
+            )
+        }
+    );
 
     // What it used against what the chart grants.
     let (cluster_rules, role_rules) = rbac(&docs)?;
