@@ -521,6 +521,18 @@ fn the_rendered_chart_runs_the_control_plane_with_exactly_the_rights_it_uses() -
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(inits, ["weft-init", "weft-proxy"], "{injected}");
+    // With the chart's proxy defaults (its --proxy-* flags).
+    let sidecar = &injected["spec"]["initContainers"][1];
+    let flag = |name: &str| {
+        let args = template["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+        args.iter().find_map(|a| a.as_str()?.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+    };
+    assert_eq!(sidecar["image"].as_str(), flag("proxy-image").as_deref());
+    assert_eq!(sidecar["resources"]["requests"]["cpu"].as_str(), flag("proxy-cpu-request").as_deref());
+    assert_eq!(sidecar["resources"]["requests"]["memory"].as_str(), flag("proxy-memory-request").as_deref());
+    assert_eq!(sidecar["resources"]["limits"]["memory"].as_str(), flag("proxy-memory-limit").as_deref());
+    let log_level = sidecar["env"].as_array().into_iter().flatten().find(|e| e["name"] == "WEFT_LOG");
+    assert_eq!(log_level.and_then(|e| e["value"].as_str()), flag("proxy-log-level").as_deref());
 
     // A pod that got past the webhook is flagged with an Event.
     let missed = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "missed", "namespace": "bookinfo"},
