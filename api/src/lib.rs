@@ -37,6 +37,12 @@ pub fn endpoints_resource(namespace: &str, name: &str) -> String {
     format!("ep/{namespace}/{name}")
 }
 
+/// Resource name of a listener certificate: `cert/<namespace>/<name>` (the
+/// Secret's).
+pub fn certificate_resource(namespace: &str, name: &str) -> String {
+    format!("cert/{namespace}/{name}")
+}
+
 /// Resource name of a gateway's listeners: `gw/<meshgateway>`.
 pub fn gateway_resource(mesh_gateway: &str) -> String {
     format!("gw/{mesh_gateway}")

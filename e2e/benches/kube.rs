@@ -188,7 +188,7 @@ fn main() -> anyhow::Result<()> {
             };
             let Ok(channel) = Endpoint::from_static("http://127.0.0.1:25110").connect().await else { return };
             let (tx, rx) = mpsc::channel(16);
-            let hello = api::Hello { workload: Some(workload), versions: Default::default() };
+            let hello = api::Hello { workload: Some(workload), versions: Default::default(), token: String::new() };
             let _ = tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(hello)) }).await;
             let Ok(mut updates) = open_stream(channel, ReceiverStream::new(rx)).await else { return };
             let mut synced = false;

@@ -129,6 +129,12 @@ impl Signer {
         self.sign_proven(csr_pem, &proven, mesh, now)
     }
 
+    /// Checks a proof for `mesh` without signing (the config stream asks who
+    /// a proxy is).
+    pub fn verify(&self, proof: &str, mesh: &str, now: OffsetDateTime) -> Result<Proven, SignError> {
+        self.proof.verify(proof, mesh, now.unix_timestamp())
+    }
+
     /// Signs for an identity the caller has already proven some other way
     /// (Kubernetes mode checks ServiceAccount tokens with a TokenReview,
     /// which needs the network): the CSR must ask for exactly that

@@ -69,6 +69,8 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "services": as_map(c.services.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
                 "endpoints": as_map(c.endpoints.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
                 "gateways": as_map(c.gateways.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
+                // Names, DNS names and expiry; never the key.
+                "certificates": as_map(c.certificates.iter().map(|(k, v)| (k, json!(v.as_ref()))).collect()),
             });
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&full).unwrap_or_default())
         }

@@ -28,11 +28,25 @@ pub enum StreamError {
     Closed,
 }
 
-/// Runs the config stream forever.
-pub async fn run(proxy: Arc<Proxy>, control_plane: String, workload: api::Workload) {
+/// Runs the config stream forever. `proof` (the token the proxy also
+/// presents for its certificate) is read again for every stream.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    control_plane: String,
+    workload: api::Workload,
+    proof: Option<crate::identity::Proof>,
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let received = matches!(session(&proxy, &control_plane, &workload).await, Ok(true) | Err((true, _)));
+        let token = match proof.as_ref().map(|p| p.read()) {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the identity token; the stream opens without it");
+                String::new()
+            }
+            None => String::new(),
+        };
+        let received = matches!(session(&proxy, &control_plane, &workload, token).await, Ok(true) | Err((true, _)));
         if received {
             backoff = MIN_BACKOFF;
         }
@@ -45,7 +59,12 @@ pub async fn run(proxy: Arc<Proxy>, control_plane: String, workload: api::Worklo
 }
 
 /// One stream; returns whether any update arrived.
-async fn session(proxy: &Proxy, control_plane: &str, workload: &api::Workload) -> Result<bool, (bool, StreamError)> {
+async fn session(
+    proxy: &Proxy,
+    control_plane: &str,
+    workload: &api::Workload,
+    token: String,
+) -> Result<bool, (bool, StreamError)> {
     let endpoint = tonic::transport::Endpoint::from_shared(control_plane.to_owned())
         .map_err(|_| (false, StreamError::Address(control_plane.to_owned())))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -57,7 +76,7 @@ async fn session(proxy: &Proxy, control_plane: &str, workload: &api::Workload) -
     let mut client = ProxyConfigClient::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel(4);
     let versions = proxy.config.load().versions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let hello = api::Hello { workload: Some(workload.clone()), versions };
+    let hello = api::Hello { workload: Some(workload.clone()), versions, token };
     // The receiver is alive: it is moved into the request below.
     let _ = tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(hello)) }).await;
     let mut updates = client.stream(ReceiverStream::new(rx)).await.map_err(|e| (false, e.into()))?.into_inner();

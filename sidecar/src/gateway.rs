@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{Owner, RouteTable, admit, authority_str, full, route_request, split_authority};
 use crate::metrics::ConnectionLabels;
-use crate::model::{Gateway, ListenerProtocol};
+use crate::model::{Certificate, Gateway, ListenerProtocol};
 use crate::proxy::Proxy;
 use crate::reply::{Summary, finish};
 use crate::upstream::Body;
@@ -35,6 +35,10 @@ enum PortKind {
     Tcp,
     /// TLS passed through to the backend chosen by the SNI server name.
     TlsPassthrough,
+    /// TLS terminated with the listeners' certificates, then HTTP.
+    Https,
+    /// TLS terminated, then the bytes to the TLS routes' backends.
+    TlsTerminate,
 }
 
 /// The gateway this proxy serves (a gateway proxy holds exactly one).
@@ -43,7 +47,10 @@ fn current_gateway(proxy: &Proxy) -> Option<Arc<Gateway>> {
 }
 
 /// What each port should run, and why a listener is not served.
-fn desired_ports(gateway: &Gateway) -> (HashMap<u16, PortKind>, Vec<String>) {
+fn desired_ports(
+    gateway: &Gateway,
+    certificates: &HashMap<String, Arc<Certificate>>,
+) -> (HashMap<u16, PortKind>, Vec<String>) {
     let mut ports = HashMap::new();
     let mut unserved = Vec::new();
     for l in &gateway.listeners {
@@ -52,11 +59,14 @@ fn desired_ports(gateway: &Gateway) -> (HashMap<u16, PortKind>, Vec<String>) {
             (ListenerProtocol::Tcp, _) => PortKind::Tcp,
             (ListenerProtocol::Tls, true) => PortKind::TlsPassthrough,
             (ListenerProtocol::Https | ListenerProtocol::Tls, _) => {
-                unserved.push(format!(
-                    "listener {} ({:?} on port {}) terminates TLS, and gateway mode has no source for its certificate's key yet",
-                    l.name, l.protocol, l.port
-                ));
-                continue;
+                if !l.certificates.iter().any(|c| certificates.contains_key(c)) {
+                    unserved.push(format!(
+                        "listener {} ({:?} on port {}) has no usable certificate (of {:?})",
+                        l.name, l.protocol, l.port, l.certificates
+                    ));
+                    continue;
+                }
+                if l.protocol == ListenerProtocol::Https { PortKind::Https } else { PortKind::TlsTerminate }
             }
         };
         // The translator keeps listeners that share a port compatible; the
@@ -72,7 +82,8 @@ pub async fn serve(proxy: Arc<Proxy>, ip: IpAddr) {
     let mut running: HashMap<u16, (PortKind, JoinHandle<()>)> = HashMap::new();
     let mut reported: Vec<String> = Vec::new();
     loop {
-        let (desired, unserved) = current_gateway(&proxy).map(|g| desired_ports(&g)).unwrap_or_default();
+        let certificates = proxy.config.load().certificates.clone();
+        let (desired, unserved) = current_gateway(&proxy).map(|g| desired_ports(&g, &certificates)).unwrap_or_default();
         if unserved != reported {
             for why in &unserved {
                 tracing::warn!(reason = %why, "gateway listener not served");
@@ -134,12 +145,16 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, port: u16, kind: PortK
                 PortKind::Http => serve_http(proxy, stream, port).await,
                 PortKind::Tcp => serve_tcp(proxy, stream, port).await,
                 PortKind::TlsPassthrough => serve_tls_passthrough(proxy, stream, port).await,
+                PortKind::Https | PortKind::TlsTerminate => serve_terminated(proxy, stream, port, kind).await,
             }
         });
     }
 }
 
-async fn serve_http(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
+async fn serve_http<S>(proxy: Arc<Proxy>, stream: S, port: u16)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move {
@@ -187,6 +202,103 @@ async fn serve_tcp(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
     let Some(gateway) = current_gateway(&proxy) else { return };
     let Some(listener) = gateway.listeners_on(port).into_iter().next() else { return };
     crate::tcp::forward_routes(proxy.clone(), stream, &listener.tcp_routes, port).await;
+}
+
+/// The certificates of the listeners on one port, chosen by the client's
+/// SNI server name: a certificate naming the server exactly, else one with
+/// a matching wildcard, else the first certificate of the listener whose
+/// host name admits the server name, else the port's first certificate
+/// (for clients that send no SNI). Built per connection from the config in
+/// force, so a rotated certificate serves new connections while the
+/// connections already open keep theirs.
+#[derive(Debug)]
+struct PortCertificates {
+    /// (listener host name, its certificates), most specific listener first.
+    listeners: Vec<(String, Vec<Arc<Certificate>>)>,
+}
+
+impl PortCertificates {
+    fn of(gateway: &Gateway, certificates: &HashMap<String, Arc<Certificate>>, port: u16) -> Self {
+        let listeners = gateway
+            .listeners_on(port)
+            .into_iter()
+            .map(|l| {
+                let certs: Vec<Arc<Certificate>> =
+                    l.certificates.iter().filter_map(|c| certificates.get(c).cloned()).collect();
+                (l.hostname.clone(), certs)
+            })
+            .filter(|(_, certs)| !certs.is_empty())
+            .collect();
+        PortCertificates { listeners }
+    }
+
+    fn choose(&self, server_name: Option<&str>) -> Option<&Arc<Certificate>> {
+        let all = || self.listeners.iter().flat_map(|(_, certs)| certs.iter());
+        if let Some(sni) = server_name {
+            if let Some(best) = all().filter_map(|c| c.serves(sni).map(|score| (score, c))).max_by_key(|(s, _)| *s) {
+                return Some(best.1);
+            }
+            if let Some((_, certs)) = self.listeners.iter().find(|(host, _)| crate::model::hostname_matches(host, sni))
+            {
+                return certs.first();
+            }
+        }
+        all().next()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for PortCertificates {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.choose(hello.server_name()).map(|c| c.key.clone())
+    }
+}
+
+/// TLS terminated with the port's certificates; then HTTP, or the bytes to
+/// the TLS route of the listener the server name picks.
+async fn serve_terminated(proxy: Arc<Proxy>, stream: TcpStream, port: u16, kind: PortKind) {
+    let Some(gateway) = current_gateway(&proxy) else { return };
+    let certificates = proxy.config.load().certificates.clone();
+    let resolver = Arc::new(PortCertificates::of(&gateway, &certificates, port));
+    let Ok(builder) =
+        rustls::ServerConfig::builder_with_provider(crate::tls::provider()).with_safe_default_protocol_versions()
+    else {
+        return;
+    };
+    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
+    if kind == PortKind::Https {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let tls = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(port, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(port, "TLS handshake not finished in time; closing");
+            return;
+        }
+    };
+    match kind {
+        PortKind::Https => serve_http(proxy, tls, port).await,
+        _ => {
+            let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
+            let Some(listener) = gateway.listener_for(port, &sni) else {
+                tracing::debug!(port, server_name = %sni, "TLS: no listener serves the server name; closing");
+                return;
+            };
+            let routes: Vec<_> = listener
+                .tcp_routes
+                .iter()
+                .filter(|r| {
+                    r.hostnames.is_empty() || r.hostnames.iter().any(|h| crate::model::hostname_matches(h, &sni))
+                })
+                .cloned()
+                .collect();
+            crate::tcp::forward_routes(proxy.clone(), tls, &routes, port).await;
+        }
+    }
 }
 
 /// Most a ClientHello may take before the gateway gives up on reading its

@@ -28,7 +28,8 @@ pub enum Proof {
 }
 
 impl Proof {
-    fn read(&self) -> Result<String, String> {
+    /// The token, read now.
+    pub fn read(&self) -> Result<String, String> {
         match self {
             Proof::Inline(t) => Ok(t.trim().to_owned()),
             Proof::File(path) => std::fs::read_to_string(path)

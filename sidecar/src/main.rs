@@ -241,12 +241,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tasks.spawn(weft_proxy::health::serve(listener, proxy.clone(), Arc::new(probes), args.app_ip));
     }
     tasks.spawn(weft_proxy::proxy::close_idle_connections(proxy.clone()));
-    tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload));
     let proof = match (args.token_file, args.token) {
         (Some(path), _) => Some(weft_proxy::identity::Proof::File(path)),
         (None, Some(token)) => Some(weft_proxy::identity::Proof::Inline(token)),
         (None, None) => None,
     };
+    tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload, proof.clone()));
     match proof {
         Some(proof) => {
             proxy.tls.require_certificate();

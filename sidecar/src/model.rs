@@ -46,6 +46,8 @@ pub enum ConfigError {
     MtlsMode(i32),
     #[error("gateway.listeners.protocol: unknown protocol {0}")]
     ListenerProtocol(i32),
+    #[error("certificate: {0}")]
+    Certificate(String),
 }
 
 /// Names an object a route or backend came from (metrics labels, errors).
@@ -361,6 +363,92 @@ pub enum Resource {
     /// Listeners of a MeshGateway, served in gateway mode (a sidecar is
     /// never sent one).
     Gateway(Arc<Gateway>),
+    /// A serving certificate of the gateway's TLS-terminating listeners.
+    Certificate(Arc<Certificate>),
+}
+
+/// A listener certificate, parsed and ready to serve. Only its names and
+/// validity are ever shown; the key stays inside `key`.
+#[derive(Clone, Serialize)]
+pub struct Certificate {
+    pub namespace: String,
+    pub name: String,
+    /// DNS names of the leaf (subjectAltName), for choosing by SNI.
+    pub dns_names: Vec<String>,
+    /// Unix seconds of the leaf's notAfter.
+    pub not_after: i64,
+    #[serde(skip)]
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("dns_names", &self.dns_names)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificate {
+    /// Whether the certificate is for `server_name`: an exact DNS name, or
+    /// a `*.` wildcard covering one more label.
+    pub fn serves(&self, server_name: &str) -> Option<u8> {
+        self.dns_names
+            .iter()
+            .filter_map(|n| {
+                if n.eq_ignore_ascii_case(server_name) {
+                    Some(2)
+                } else if let Some(suffix) = n.strip_prefix("*.") {
+                    let (first, rest) = server_name.split_once('.')?;
+                    (!first.is_empty() && rest.eq_ignore_ascii_case(suffix)).then_some(1)
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+}
+
+fn certificate(c: &api::TlsCertificate) -> Result<Certificate, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |m: &str| ConfigError::Certificate(format!("{}/{}: {m}", c.namespace, c.name));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| err("the chain is not PEM"))?;
+    let leaf = chain.first().ok_or_else(|| err("the chain holds no certificate"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| err("the leaf is not X.509"))?;
+    let dns_names = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let not_after = parsed.validity().not_after.timestamp();
+    let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(|_| err("no PEM private key"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|_| err("the key is not usable (ECDSA, Ed25519 or RSA)"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| err("the key is not the leaf's"))?;
+    Ok(Certificate {
+        namespace: c.namespace.clone(),
+        name: c.name.clone(),
+        dns_names,
+        not_after,
+        key: Arc::new(certified),
+    })
 }
 
 /// A MeshGateway's listeners with their routes, as a gateway proxy serves
@@ -445,6 +533,7 @@ impl Resource {
             api::resource::Kind::Service(_) => ("svc/", "service"),
             api::resource::Kind::Endpoints(_) => ("ep/", "endpoints"),
             api::resource::Kind::Gateway(_) => ("gw/", "gateway"),
+            api::resource::Kind::Certificate(_) => ("cert/", "certificate"),
         };
         if !r.name.starts_with(expected_prefix) {
             return Err(ConfigError::WrongKind { name: r.name.clone(), kind: kind_name });
@@ -473,6 +562,7 @@ impl Resource {
             api::resource::Kind::Service(s) => Resource::Service(Arc::new(service(s)?)),
             api::resource::Kind::Endpoints(e) => Resource::Endpoints(Arc::new(endpoints(e)?)),
             api::resource::Kind::Gateway(g) => Resource::Gateway(Arc::new(gateway(g)?)),
+            api::resource::Kind::Certificate(c) => Resource::Certificate(Arc::new(certificate(c)?)),
         })
     }
 }

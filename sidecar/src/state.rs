@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use weft_api::config as api;
 
-use crate::model::{Endpoints, Gateway, Inbound, MeshSettings, Resource, Service, ServicePort};
+use crate::model::{Certificate, Endpoints, Gateway, Inbound, MeshSettings, Resource, Service, ServicePort};
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -24,6 +24,8 @@ pub struct Config {
     pub endpoints: FxHashMap<String, Arc<Endpoints>>,
     /// By resource name (`gw/<name>`); a gateway proxy holds its one.
     pub gateways: HashMap<String, Arc<Gateway>>,
+    /// Listener certificates by `namespace/name` (a gateway proxy's).
+    pub certificates: HashMap<String, Arc<Certificate>>,
     /// Cluster IP and port → Service resource name.
     by_vip: FxHashMap<SocketAddr, String>,
     /// Host name → Service resource name.
@@ -74,6 +76,8 @@ impl Config {
             self.inbound = None;
         } else if let Some(old) = self.services.remove(name) {
             self.unindex(name, &old);
+        } else if let Some(key) = name.strip_prefix("cert/") {
+            self.certificates.remove(key);
         } else if self.endpoints.remove(name).is_none() {
             self.gateways.remove(name);
         }
@@ -102,6 +106,9 @@ impl Config {
             }
             Resource::Gateway(g) => {
                 self.gateways.insert(name.to_owned(), g);
+            }
+            Resource::Certificate(c) => {
+                self.certificates.insert(format!("{}/{}", c.namespace, c.name), c);
             }
         }
     }

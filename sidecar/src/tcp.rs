@@ -18,7 +18,10 @@ pub async fn forward_service(proxy: Arc<Proxy>, client: TcpStream, port: &Servic
 
 /// Forwards a connection by the TCP routes of a Service port or a gateway
 /// listener (`port` names it in logs).
-pub async fn forward_routes(proxy: Arc<Proxy>, mut client: TcpStream, routes: &[TcpRoute], port: u16) {
+pub async fn forward_routes<C>(proxy: Arc<Proxy>, mut client: C, routes: &[TcpRoute], port: u16)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // TCP routes carry no matches: the first route serves the port.
     let Some(route) = routes.first() else {
         tracing::debug!(port, "no TCP route for the port; closing");

@@ -48,6 +48,8 @@ pub struct Compiled {
     pub endpoints: BTreeMap<ObjectKey, (String, SharedResource)>,
     /// `gw/...` resources, by MeshGateway name, with the gateway's mesh.
     pub gateways: BTreeMap<String, (String, SharedResource)>,
+    /// `cert/...` resources each gateway's terminating listeners need.
+    pub gateway_certificates: BTreeMap<String, BTreeMap<ObjectKey, SharedResource>>,
     /// `inbound` resource of each connected proxy.
     pub inbound: BTreeMap<String, SharedResource>,
     /// Mesh of each connected proxy.
@@ -96,6 +98,9 @@ pub struct Compiler {
     vips: BTreeMap<ObjectKey, Ipv4Addr>,
     /// PEM roots each mesh's proxies trust, from the control plane's CAs.
     mesh_roots: BTreeMap<String, Vec<String>>,
+    /// Certificates and keys of TLS Secrets, by Secret.
+    tls: BTreeMap<ObjectKey, crate::TlsMaterial>,
+    tls_changed: bool,
     initialized: bool,
 }
 
@@ -191,6 +196,17 @@ impl Compiler {
     /// settings on the next [`Compiler::update`].
     pub fn set_mesh_roots(&mut self, roots: BTreeMap<String, Vec<String>>) {
         self.mesh_roots = roots;
+    }
+
+    /// Sets the key material of TLS Secrets (only those referenced by
+    /// accepted terminating listeners are ever compiled and sent, to the
+    /// proxies of those gateways only); takes effect on the next
+    /// [`Compiler::update`].
+    pub fn set_tls_materials(&mut self, tls: BTreeMap<ObjectKey, crate::TlsMaterial>) {
+        if tls != self.tls {
+            self.tls = tls;
+            self.tls_changed = true;
+        }
     }
 
     /// What was compiled last.
@@ -502,6 +518,31 @@ impl Compiler {
                 }
             }
         }
+
+        // Listener certificates of every gateway: few, and a change of one
+        // means a full comparison for that gateway's proxies.
+        let mut shared = BTreeMap::new();
+        let mut gateway_certificates = BTreeMap::new();
+        for (name, spec) in &self.gateways {
+            let certs = crate::certificates::compile(spec, &self.tls, &mut shared);
+            if !certs.is_empty() {
+                gateway_certificates.insert(name.clone(), certs);
+            }
+        }
+        if self.tls_changed || everything || !dirty_gateways.is_empty() {
+            let names: BTreeSet<&String> =
+                gateway_certificates.keys().chain(self.compiled.gateway_certificates.keys()).collect();
+            for name in names {
+                let versions = |m: Option<&BTreeMap<ObjectKey, SharedResource>>| {
+                    m.map(|m| m.iter().map(|(k, r)| (k.clone(), r.version.clone())).collect::<Vec<_>>())
+                };
+                if versions(gateway_certificates.get(name)) != versions(self.compiled.gateway_certificates.get(name)) {
+                    changes.insert(Change::Gateway(name.clone()));
+                }
+            }
+        }
+        self.tls_changed = false;
+        self.compiled.gateway_certificates = gateway_certificates;
 
         // Per-proxy inbound ports, meshes and gateways.
         let mut inbound_dirty: BTreeSet<String> = changed_workloads.into_iter().collect();

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod certificates;
 mod compiler;
 mod endpoints;
 mod gateways;
@@ -18,6 +19,7 @@ mod services;
 mod version;
 mod vips;
 
+pub use certificates::TlsMaterial;
 pub use compiler::{Change, Compiled, Compiler, ServiceVariants};
 pub use endpoints::EndpointSource;
 pub use proxy::{ProxyView, desired_resources, resource_for};

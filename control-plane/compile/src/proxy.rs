@@ -1,6 +1,7 @@
 //! Which resources one proxy needs: its mesh settings, its inbound ports,
 //! every Service of its mesh (in the variant for its namespace) with their
-//! endpoints, and for a gateway proxy its gateway's listeners.
+//! endpoints, and for a gateway proxy its gateway's listeners and their
+//! certificates.
 
 use weft_api as api;
 
@@ -14,6 +15,9 @@ pub struct ProxyView<'a> {
     pub id: &'a str,
     /// What it announced.
     pub workload: &'a api::Workload,
+    /// It proved an identity in its own namespace: a gateway proxy may then
+    /// hold its listeners' certificate keys.
+    pub may_hold_keys: bool,
 }
 
 impl ProxyView<'_> {
@@ -39,10 +43,14 @@ pub fn desired_resources(compiled: &Compiled, proxy: ProxyView<'_>) -> Vec<Share
         out.push(variants.for_namespace(&proxy.workload.namespace).clone());
         out.extend(compiled.endpoints.get(key).map(|(_, ep)| ep.clone()));
     }
-    if let Some((gw_mesh, gw)) = compiled.proxy_gateway.get(proxy.id).and_then(|g| compiled.gateways.get(g))
+    if let Some(name) = compiled.proxy_gateway.get(proxy.id)
+        && let Some((gw_mesh, gw)) = compiled.gateways.get(name)
         && gw_mesh == mesh
     {
         out.push(gw.clone());
+        if proxy.may_hold_keys {
+            out.extend(compiled.gateway_certificates.get(name).into_iter().flatten().map(|(_, r)| r.clone()));
+        }
     }
     out
 }
@@ -95,8 +103,10 @@ pub fn resource_for(
             if compiled.proxy_gateway.get(proxy.id) != Some(name) {
                 return Some(Vec::new());
             }
-            let desired = compiled.gateways.get(name).filter(|(m, _)| m == mesh).map(|(_, r)| r.clone());
-            Some(vec![(api::gateway_resource(name), desired)])
+            // Its listeners or certificates changed: certificates it no
+            // longer needs must go too, so compare everything (a gateway
+            // proxy holds few resources).
+            None
         }
     }
 }

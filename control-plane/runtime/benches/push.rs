@@ -176,7 +176,8 @@ async fn run(index: u16, proxies: usize, services: usize) {
                     continue;
                 };
                 let (tx, rx) = mpsc::channel(16);
-                let hello = api::Hello { workload: Some(workload.clone()), versions: Default::default() };
+                let hello =
+                    api::Hello { workload: Some(workload.clone()), versions: Default::default(), token: String::new() };
                 tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(hello)) }).await.unwrap();
                 match open_stream(channel, ReceiverStream::new(rx)).await {
                     Ok(stream) => break (tx, stream),

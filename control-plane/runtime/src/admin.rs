@@ -138,11 +138,16 @@ fn descriptors() -> &'static DescriptorPool {
     POOL.get_or_init(|| DescriptorPool::decode(weft_api::FILE_DESCRIPTOR_SET).unwrap_or_default())
 }
 
-/// A resource as proto3 JSON.
+/// A resource as proto3 JSON. A listener certificate's key is never shown:
+/// the admin API may be reachable beyond the control plane's own pod.
 pub fn resource_json(resource: &weft_api::Resource) -> Value {
     let Some(desc) = descriptors().get_message_by_name("weft.config.v1.Resource") else {
         return Value::Null;
     };
+    let mut resource = resource.clone();
+    if let Some(weft_api::resource::Kind::Certificate(c)) = resource.kind.as_mut() {
+        c.key_pem = "(not shown)".into();
+    }
     match DynamicMessage::decode(desc, resource.encode_to_vec().as_slice()) {
         Ok(m) => serde_json::to_value(&m).unwrap_or(Value::Null),
         Err(_) => Value::Null,
@@ -163,7 +168,10 @@ async fn proxy_config(State(s): State<AdminState>, Path((namespace, name)): Path
         role: if status.role == "gateway" { weft_api::Role::Gateway as i32 } else { weft_api::Role::Sidecar as i32 },
         ..Default::default()
     };
-    let desired = desired_resources(&p.compiled, ProxyView { id: &id, workload: &workload });
+    let desired = desired_resources(
+        &p.compiled,
+        ProxyView { id: &id, workload: &workload, may_hold_keys: status.proven.is_some() },
+    );
     let resources: Vec<Value> = desired
         .iter()
         .map(|r| {

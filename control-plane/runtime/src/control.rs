@@ -82,6 +82,9 @@ pub enum Input {
     WorkloadDown { id: String },
     /// A mesh CA changed in the state directory (rotation).
     IdentitiesChanged,
+    /// Certificates and keys of TLS Secrets (only those referenced by
+    /// accepted terminating listeners reach proxies).
+    TlsMaterials(BTreeMap<ObjectKey, weft_compile::TlsMaterial>),
 }
 
 /// Handle to send inputs to the control loop.
@@ -209,6 +212,7 @@ impl ControlLoop {
                         waiting.push(done);
                     }
                     Input::IdentitiesChanged => resync_identities = true,
+                    Input::TlsMaterials(materials) => self.compiler.set_tls_materials(materials),
                     Input::WorkloadDown { id } => {
                         if let Some(w) = self.workloads.remove(&id) {
                             retranslate |= w.role == api::Role::Gateway as i32;

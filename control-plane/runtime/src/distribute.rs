@@ -16,6 +16,7 @@ use weft_api::server::proxy_config_server::ProxyConfig;
 use weft_compile::{Compiled, ProxyView, SharedResource, desired_resources, resource_for};
 
 use crate::control::{ControlHandle, Input, Published};
+use crate::identity::ProofChecker;
 use crate::metrics::Metrics;
 use crate::proxies::{Proxies, Rejected};
 
@@ -29,6 +30,7 @@ pub struct Distributor {
     published: watch::Receiver<Arc<Published>>,
     proxies: Arc<Proxies>,
     metrics: Arc<Metrics>,
+    checker: ProofChecker,
 }
 
 impl Distributor {
@@ -37,8 +39,9 @@ impl Distributor {
         published: watch::Receiver<Arc<Published>>,
         proxies: Arc<Proxies>,
         metrics: Arc<Metrics>,
+        checker: ProofChecker,
     ) -> Self {
-        Self { control, published, proxies, metrics }
+        Self { control, published, proxies, metrics, checker }
     }
 }
 
@@ -59,8 +62,38 @@ impl ProxyConfig for Distributor {
             return Err(Status::invalid_argument("Hello.workload needs a name and a namespace"));
         }
         let id = format!("{}/{}", workload.namespace, workload.name);
+        // A proof, when sent, must verify and name the proxy's namespace;
+        // only then may a gateway proxy hold its listeners' keys.
+        let proven = if hello.token.trim().is_empty() {
+            None
+        } else {
+            let proof_mesh = if workload.mesh.is_empty() { weft_k8s_api::labels::DEFAULT_MESH } else { &workload.mesh };
+            match self.checker.prove(&hello.token, proof_mesh).await {
+                Ok(p) if p.namespace == workload.namespace => Some(p),
+                Ok(p) => {
+                    tracing::warn!(proxy = %id, proven = %format!("{}/{}", p.namespace, p.service_account), "config stream refused: the token is for another namespace");
+                    self.metrics
+                        .streams_refused
+                        .get_or_create(&vec![("reason".into(), "other_namespace".into())])
+                        .inc();
+                    return Err(Status::permission_denied(format!(
+                        "the token proves namespace {:?}, not {:?}",
+                        p.namespace, workload.namespace
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(proxy = %id, error = %e, "config stream refused: the identity token does not verify");
+                    self.metrics.streams_refused.get_or_create(&vec![("reason".into(), "bad_token".into())]).inc();
+                    return Err(Status::permission_denied(e.to_string()));
+                }
+            }
+        };
         let mesh = if workload.mesh.is_empty() { "(namespace mesh)".to_string() } else { workload.mesh.clone() };
         self.proxies.register(&id, &workload, mesh).map_err(|e| Status::already_exists(e.to_string()))?;
+        let may_hold_keys = proven.is_some();
+        if let Some(p) = &proven {
+            self.proxies.update(&id, |s| s.proven = Some(format!("{}/{}", p.namespace, p.service_account)));
+        }
         let (done_tx, done_rx) = oneshot::channel();
         let sent = self.control.send(Input::WorkloadUp {
             id: id.clone(),
@@ -81,6 +114,7 @@ impl ProxyConfig for Distributor {
         let session = Session {
             id,
             workload,
+            may_hold_keys,
             basis: Basis::Announced(hello.versions.into_iter().collect()),
             outbox: VecDeque::new(),
             pending: BTreeMap::new(),
@@ -119,6 +153,7 @@ struct Batch {
 struct Session {
     id: String,
     workload: api::Workload,
+    may_hold_keys: bool,
     basis: Basis,
     /// Batches waiting for room in the stream, oldest first.
     outbox: VecDeque<Batch>,
@@ -189,7 +224,7 @@ impl Session {
     }
 
     fn view(&self) -> ProxyView<'_> {
-        ProxyView { id: &self.id, workload: &self.workload }
+        ProxyView { id: &self.id, workload: &self.workload, may_hold_keys: self.may_hold_keys }
     }
 
     /// Everything the proxy should hold that differs from what it holds,

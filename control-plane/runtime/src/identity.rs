@@ -171,6 +171,11 @@ impl Identities {
         self.signer.read().sign(csr_pem, proof, mesh, time::OffsetDateTime::now_utc())
     }
 
+    /// Checks a join token for `mesh`.
+    pub fn verify(&self, proof: &str, mesh: &str) -> Result<weft_identity::signer::Proven, SignError> {
+        self.signer.read().verify(proof, mesh, time::OffsetDateTime::now_utc())
+    }
+
     /// Signs for an identity proven elsewhere (a TokenReview).
     pub fn sign_proven(
         &self,
@@ -195,14 +200,29 @@ pub struct CertificateService {
 impl CertificateService {
     /// Signs with whichever proof the caller sent.
     async fn issue(&self, req: &api::SignRequest, mesh: &str) -> Result<weft_identity::Issued, SignError> {
-        let join_token = req.token.trim_start().starts_with("weft1.");
+        let checker = ProofChecker { identities: self.identities.clone(), reviewer: self.reviewer.clone() };
+        let proven = checker.prove(&req.token, mesh).await?;
+        self.identities.sign_proven(&req.csr_pem, &proven, mesh)
+    }
+}
+
+/// Who a proof of identity says its holder is: a join token (`weft1.…`)
+/// checked with the control plane's key, or, in Kubernetes mode, a
+/// ServiceAccount token checked with a TokenReview.
+#[derive(Debug, Clone)]
+pub struct ProofChecker {
+    pub identities: Arc<Identities>,
+    pub reviewer: Option<Arc<weft_kubernetes::tokenreview::TokenReviewer>>,
+}
+
+impl ProofChecker {
+    pub async fn prove(&self, token: &str, mesh: &str) -> Result<weft_identity::signer::Proven, SignError> {
+        let join_token = token.trim_start().starts_with("weft1.");
         match &self.reviewer {
             Some(reviewer) if !join_token => {
-                let proven =
-                    reviewer.verify(req.token.trim(), mesh).await.map_err(|e| SignError::Refused(e.to_string()))?;
-                self.identities.sign_proven(&req.csr_pem, &proven, mesh)
+                reviewer.verify(token.trim(), mesh).await.map_err(|e| SignError::Refused(e.to_string()))
             }
-            _ => self.identities.sign(&req.csr_pem, &req.token, mesh),
+            _ => self.identities.verify(token, mesh),
         }
     }
 }

@@ -148,8 +148,9 @@ async fn start_core(
     }));
 
     let certificate_metrics = metrics.clone();
+    let checker = identity::ProofChecker { identities: identities.clone(), reviewer: reviewer.clone() };
     let distributor =
-        distribute::Distributor::new(control.clone(), published.clone(), proxies.clone(), metrics.clone());
+        distribute::Distributor::new(control.clone(), published.clone(), proxies.clone(), metrics.clone(), checker);
     tasks.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

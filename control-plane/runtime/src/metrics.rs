@@ -33,6 +33,8 @@ pub struct Metrics {
     pub certificates_issued: Family<Vec<(String, String)>, Counter>,
     /// Signing requests refused, by reason.
     pub certificates_refused: Family<Vec<(String, String)>, Counter>,
+    /// Config streams refused (a proof that does not verify), by reason.
+    pub streams_refused: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,7 @@ impl Metrics {
             rejections: Counter::default(),
             certificates_issued: Family::default(),
             certificates_refused: Family::default(),
+            streams_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("config_generation", "Generation of the published configuration", m.generation.clone());
@@ -79,6 +82,11 @@ impl Metrics {
         registry.register("config_rejections", "Resources proxies rejected", m.rejections.clone());
         registry.register("certificates_issued", "Workload certificates issued", m.certificates_issued.clone());
         registry.register("certificates_refused", "Signing requests refused", m.certificates_refused.clone());
+        registry.register(
+            "config_streams_refused",
+            "Config streams refused because their identity proof did not verify",
+            m.streams_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -34,6 +34,9 @@ pub struct ProxyStatus {
     pub pending_updates: usize,
     pub updates_sent: u64,
     pub bytes_sent: u64,
+    /// The identity the proxy proved when it opened its stream
+    /// (`namespace/serviceaccount`), if it sent a proof.
+    pub proven: Option<String>,
 }
 
 /// Connected proxies by id.
@@ -72,6 +75,7 @@ impl Proxies {
                 pending_updates: 0,
                 updates_sent: 0,
                 bytes_sent: 0,
+                proven: None,
             },
         );
         Ok(())

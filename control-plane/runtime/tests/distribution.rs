@@ -30,6 +30,7 @@ impl TestProxy {
             message: Some(api::proxy_message::Message::Hello(api::Hello {
                 workload: Some(workload),
                 versions: versions.into_iter().collect(),
+                token: String::new(),
             })),
         })
         .await

@@ -60,6 +60,10 @@ pub struct LoadReport {
     pub ignored_kinds: BTreeMap<String, usize>,
     /// Documents that failed.
     pub errors: Vec<LoadError>,
+    /// Certificate chains and keys of the usable `kubernetes.io/tls`
+    /// Secrets, kept out of the snapshot so that nothing printing it can
+    /// show a key; only the gateways whose listeners reference one get it.
+    pub tls_materials: BTreeMap<ObjectKey, secret::TlsMaterial>,
 }
 
 /// Where a document sits, for error messages.
@@ -377,7 +381,12 @@ impl ParsedFile {
                 defaults::metadata(&mut doc, true);
                 let secret: Secret = typed(origin, doc).map_err(redact_secret_error)?;
                 let key = key_of(origin, &secret.metadata, true)?;
-                Object::Secret(Box::new(secret::summarize(&secret))).parsed(origin, "Secret", key)
+                let info = secret::summarize(&secret);
+                let material = match info.tls {
+                    Some(Ok(())) => secret::material(&secret),
+                    _ => None,
+                };
+                Object::Secret(Box::new(info), material.map(Box::new)).parsed(origin, "Secret", key)
             }
             _ => {
                 *self
@@ -455,7 +464,7 @@ fn assemble(files: impl IntoIterator<Item = ParsedFile>) -> (Snapshot, LoadRepor
                         continue;
                     }
                     seen.insert((kind, key.clone()), origin);
-                    object.insert_into(&mut snapshot, key);
+                    object.insert_into(&mut snapshot, key, &mut report.tls_materials);
                     report.loaded += 1;
                 }
             }
@@ -478,7 +487,7 @@ enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Namespace(Box<Namespace>),
-    Secret(Box<crate::snapshot::SecretInfo>),
+    Secret(Box<crate::snapshot::SecretInfo>, Option<Box<secret::TlsMaterial>>),
     Mesh(Box<weft_k8s_api::crds::Mesh>),
     MeshGatewayConfig(Box<weft_k8s_api::crds::MeshGatewayConfig>),
     MeshGatewayInstance(Box<weft_k8s_api::crds::MeshGatewayInstance>),
@@ -492,7 +501,7 @@ impl Object {
     }
 
     /// Cluster-scoped kinds are keyed by name (their key has no namespace).
-    fn insert_into(self, s: &mut Snapshot, key: ObjectKey) {
+    fn insert_into(self, s: &mut Snapshot, key: ObjectKey, tls: &mut BTreeMap<ObjectKey, secret::TlsMaterial>) {
         match self {
             Object::GatewayClass(o) => insert(&mut s.gateway_classes, key.name, *o),
             Object::Gateway(o) => insert(&mut s.gateways, key, *o),
@@ -505,7 +514,13 @@ impl Object {
             Object::Service(o) => insert(&mut s.services, key, *o),
             Object::EndpointSlice(o) => insert(&mut s.endpoint_slices, key, *o),
             Object::Namespace(o) => insert(&mut s.namespaces, key.name, *o),
-            Object::Secret(o) => insert(&mut s.secrets, key, *o),
+            Object::Secret(o, material) => {
+                match material {
+                    Some(m) => tls.insert(key.clone(), *m),
+                    None => tls.remove(&key),
+                };
+                insert(&mut s.secrets, key, *o)
+            }
             Object::Mesh(o) => insert(&mut s.meshes, key.name, *o),
             Object::MeshGatewayConfig(o) => insert(&mut s.mesh_gateway_configs, key.name, *o),
             Object::MeshGatewayInstance(o) => insert(&mut s.mesh_gateway_instances, key, *o),

@@ -8,6 +8,35 @@ use weft_k8s_api::k8s_openapi::api::core::v1::Secret;
 
 use crate::snapshot::SecretInfo;
 
+/// A `kubernetes.io/tls` Secret's certificate chain and key (PEM). Its
+/// `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsMaterial {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("chain_pem", &format_args!("{} bytes", self.chain_pem.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The chain and key of a TLS Secret, as text.
+pub fn material(secret: &Secret) -> Option<TlsMaterial> {
+    let value = |key: &str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+    };
+    Some(TlsMaterial { chain_pem: value("tls.crt")?, key_pem: value("tls.key")? })
+}
+
 /// The Secret type of TLS certificates.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
