@@ -35,6 +35,9 @@ pub struct Target {
     pub connect: SocketAddr,
     pub host: String,
     pub path: String,
+    /// HTTPS, trusting these PEM roots; the host (without its port) is the
+    /// SNI server name and the name verified.
+    pub tls_roots: Option<String>,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,15 +46,101 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// `out` as it completes. Returns when the last request has finished.
 pub async fn run(target: Target, rate: u32, duration: Duration, out: mpsc::UnboundedSender<Outcome>) {
     let connect = target.connect;
-    let connector = tower::service_fn(move |_: http::Uri| {
-        Box::pin(async move {
-            let s = TcpStream::connect(connect).await?;
-            s.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(TokioIo::new(s))
-        })
-    });
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let uri: http::Uri = match format!("http://{}{}", target.host, target.path).parse() {
+    match target.tls_roots.clone() {
+        None => {
+            let connector = tower::service_fn(move |_: http::Uri| {
+                Box::pin(async move {
+                    let s = TcpStream::connect(connect).await?;
+                    s.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                })
+            });
+            drive(Client::builder(TokioExecutor::new()).build(connector), &target, "http", rate, duration, out).await
+        }
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            use rustls::pki_types::pem::PemObject;
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+                let _ = roots.add(c);
+            }
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let server = target.host.split(':').next().unwrap_or_default().to_owned();
+            let connector = tower::service_fn(move |_: http::Uri| {
+                let (tls, server) = (tls.clone(), server.clone());
+                Box::pin(async move {
+                    let s = TcpStream::connect(connect).await?;
+                    s.set_nodelay(true)?;
+                    let name = rustls::pki_types::ServerName::try_from(server)
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    Ok::<_, std::io::Error>(TlsConnection(TokioIo::new(tls.connect(name, s).await?)))
+                })
+            });
+            drive(Client::builder(TokioExecutor::new()).build(connector), &target, "https", rate, duration, out).await
+        }
+    }
+}
+
+/// A TLS connection the pooling client can use.
+struct TlsConnection(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+
+impl hyper_util::client::legacy::connect::Connection for TlsConnection {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl hyper::rt::Read for TlsConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TlsConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+async fn drive<C>(
+    client: Client<C, Empty<Bytes>>,
+    target: &Target,
+    scheme: &str,
+    rate: u32,
+    duration: Duration,
+    out: mpsc::UnboundedSender<Outcome>,
+) where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let uri: http::Uri = match format!("{scheme}://{}{}", target.host, target.path).parse() {
         Ok(u) => u,
         Err(e) => {
             let _ = out.send(Outcome { at_ms: 0, status: 0, pod: None, latency_us: 0, error: Some(e.to_string()) });

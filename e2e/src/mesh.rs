@@ -674,6 +674,36 @@ impl Mesh {
         self.start_load_path(pod, connect, host, "/", rate, seconds)
     }
 
+    /// Starts `weft-load` in `pod` over HTTPS to `host` (the SNI server name
+    /// and the name verified), trusting the PEM roots in `ca`.
+    pub fn start_load_tls(
+        &self,
+        pod: &Pod,
+        connect: SocketAddr,
+        host: &str,
+        ca: &Path,
+        rate: u32,
+        seconds: f64,
+    ) -> anyhow::Result<Load> {
+        let n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = pod.log_file(&format!("load-{n}"));
+        let ca = ca.to_string_lossy();
+        let args = [
+            "--connect",
+            &connect.to_string(),
+            "--host",
+            host,
+            "--rate",
+            &rate.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+            "--tls-ca",
+            &ca,
+        ];
+        let child = pod.spawn(&workspace_bin("weft-load")?, &args, &[], &log)?;
+        Ok(Load { child, log, started: Instant::now(), seconds })
+    }
+
     /// Starts `weft-load` in `pod`, requesting `path`.
     pub fn start_load_path(
         &self,

@@ -377,6 +377,8 @@ pub struct Certificate {
     pub dns_names: Vec<String>,
     /// Unix seconds of the leaf's notAfter.
     pub not_after: i64,
+    /// The leaf's serial number in hex, to tell a rotated certificate apart.
+    pub serial: String,
     #[serde(skip)]
     pub key: Arc<rustls::sign::CertifiedKey>,
 }
@@ -388,6 +390,7 @@ impl std::fmt::Debug for Certificate {
             .field("name", &self.name)
             .field("dns_names", &self.dns_names)
             .field("not_after", &self.not_after)
+            .field("serial", &self.serial)
             .finish_non_exhaustive()
     }
 }
@@ -437,6 +440,7 @@ fn certificate(c: &api::TlsCertificate) -> Result<Certificate, ConfigError> {
         })
         .unwrap_or_default();
     let not_after = parsed.validity().not_after.timestamp();
+    let serial = parsed.raw_serial_as_string();
     let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).map_err(|_| err("no PEM private key"))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|_| err("the key is not usable (ECDSA, Ed25519 or RSA)"))?;
@@ -447,6 +451,7 @@ fn certificate(c: &api::TlsCertificate) -> Result<Certificate, ConfigError> {
         name: c.name.clone(),
         dns_names,
         not_after,
+        serial,
         key: Arc::new(certified),
     })
 }

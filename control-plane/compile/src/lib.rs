@@ -19,7 +19,7 @@ mod services;
 mod version;
 mod vips;
 
-pub use certificates::TlsMaterial;
+pub use certificates::{TlsMaterial, referenced as referenced_certificates};
 pub use compiler::{Change, Compiled, Compiler, ServiceVariants};
 pub use endpoints::EndpointSource;
 pub use proxy::{ProxyView, desired_resources, resource_for};

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod provision;
 pub mod queue;
 pub mod source;
+pub mod tls;
 pub mod tokenreview;
 pub mod watch;
 pub mod webhook;

@@ -69,10 +69,15 @@ struct Running {
 
 /// Starts the source; snapshots go to `out`. The returned task ends only
 /// when `out` is closed.
-pub fn spawn(client: kube::Client, metrics: Metrics, out: mpsc::Sender<ClusterSnapshot>) -> (Source, JoinHandle<()>) {
+pub fn spawn(
+    client: kube::Client,
+    metrics: Metrics,
+    out: mpsc::Sender<ClusterSnapshot>,
+    tls: Arc<crate::tls::TlsCache>,
+) -> (Source, JoinHandle<()>) {
     let index = Arc::new(RwLock::new(Index::new()));
     let (state_tx, state) = watch::channel(SourceState::default());
-    let task = tokio::spawn(run(client, metrics, out, index.clone(), state_tx));
+    let task = tokio::spawn(run(client, metrics, out, index.clone(), state_tx, tls));
     (Source { index, state }, task)
 }
 
@@ -85,6 +90,7 @@ struct Loop {
     next_incarnation: u64,
     events: mpsc::Sender<Tagged>,
     discovered_once: bool,
+    tls: Arc<crate::tls::TlsCache>,
 }
 
 impl Drop for Loop {
@@ -101,6 +107,7 @@ async fn run(
     out: mpsc::Sender<ClusterSnapshot>,
     index: Arc<RwLock<Index>>,
     state: watch::Sender<SourceState>,
+    tls: Arc<crate::tls::TlsCache>,
 ) {
     let (events_tx, mut events) = mpsc::channel::<Tagged>(4096);
     let (hints_tx, mut hints) = mpsc::channel::<()>(64);
@@ -115,6 +122,7 @@ async fn run(
         next_incarnation: 1,
         events: events_tx,
         discovered_once: false,
+        tls,
     };
     let mut rediscover = tokio::time::interval(gate::REDISCOVER);
     rediscover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,6 +309,7 @@ impl Loop {
             incarnation,
             self.events.clone(),
             self.metrics.clone(),
+            self.tls.clone(),
         ));
         self.running.insert(resource, Running { api_resource: ar, incarnation, task });
     }

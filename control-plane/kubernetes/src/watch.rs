@@ -70,6 +70,7 @@ pub async fn run(
     incarnation: u64,
     tx: mpsc::Sender<Tagged>,
     metrics: Metrics,
+    tls: std::sync::Arc<crate::tls::TlsCache>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource);
     let kind_label = Metrics::kind(resource);
@@ -86,17 +87,23 @@ pub async fn run(
                 Event::Init(resource)
             }
             Ok(watcher::Event::InitApply(obj)) => {
-                Event::Apply { resource, init: true, object: index::convert(resource, to_value(obj)) }
+                let value = to_value(obj);
+                observe_tls(&tls, resource, &value, false);
+                Event::Apply { resource, init: true, object: index::convert(resource, value) }
             }
             Ok(watcher::Event::InitDone) => {
                 tracing::debug!(%resource, version = %api_resource.version, "listed");
                 Event::InitDone(resource)
             }
             Ok(watcher::Event::Apply(obj)) => {
-                Event::Apply { resource, init: false, object: index::convert(resource, to_value(obj)) }
+                let value = to_value(obj);
+                observe_tls(&tls, resource, &value, false);
+                Event::Apply { resource, init: false, object: index::convert(resource, value) }
             }
             Ok(watcher::Event::Delete(obj)) => {
-                Event::Delete { resource, object: index::convert(resource, to_value(obj)) }
+                let value = to_value(obj);
+                observe_tls(&tls, resource, &value, true);
+                Event::Delete { resource, object: index::convert(resource, value) }
             }
             Err(e) => {
                 metrics.watch_errors.get_or_create(&kind_label).inc();
@@ -119,6 +126,30 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// Hands a referenced TLS Secret's material to the certificate cache (the
+/// index keeps only a summary).
+fn observe_tls(tls: &crate::tls::TlsCache, resource: Resource, value: &Value, deleted: bool) {
+    if resource != Resource::Secret {
+        return;
+    }
+    let meta = &value["metadata"];
+    let key = weft_translate::ObjectKey::new(
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default(),
+    );
+    if !tls.wants(&key) {
+        return;
+    }
+    let material = if deleted {
+        None
+    } else {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(value.clone())
+            .ok()
+            .and_then(|s| crate::tls::usable(&s))
+    };
+    tls.observe(&key, material);
 }
 
 fn to_value(obj: DynamicObject) -> Value {

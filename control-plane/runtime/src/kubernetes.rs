@@ -191,7 +191,8 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
     let identities = Arc::new(Identities::new(key, CaSource::Shared(cas.clone())));
 
     let (snapshots_tx, mut snapshots) = mpsc::channel::<ClusterSnapshot>(4);
-    let (source, source_task) = source::spawn(client.clone(), kube_metrics.clone(), snapshots_tx);
+    let tls_cache = Arc::new(weft_kubernetes::tls::TlsCache::default());
+    let (source, source_task) = source::spawn(client.clone(), kube_metrics.clone(), snapshots_tx, tls_cache.clone());
     let flagged = Arc::new(parking_lot::RwLock::new(Vec::new()));
     let extra = admin::Extra { kubernetes: Some(admin_view(source.clone(), leadership.clone(), flagged.clone())) };
     let reviewer = Arc::new(weft_kubernetes::tokenreview::TokenReviewer::new(
@@ -240,6 +241,37 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
                     return Ok(());
                 }
             }
+        }));
+    }
+
+    // Listener certificates: only the referenced Secrets' material, into
+    // the control loop whenever it changes.
+    {
+        let (mut published, cache, client) = (core.published.clone(), tls_cache.clone(), client.clone());
+        core.tasks.push(tokio::spawn(async move {
+            loop {
+                let referenced: std::collections::BTreeSet<weft_translate::ObjectKey> = published
+                    .borrow_and_update()
+                    .output
+                    .mesh_gateways
+                    .iter()
+                    .flat_map(|g| weft_compile::referenced_certificates(&g.spec))
+                    .collect();
+                let new = cache.set_referenced(referenced);
+                cache.fetch(&client, new).await;
+                if published.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }));
+        let (mut changed, cache, control) = (tls_cache.subscribe(), tls_cache.clone(), core.control.clone());
+        core.tasks.push(tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                if control.send(Input::TlsMaterials(cache.materials())).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
         }));
     }
 

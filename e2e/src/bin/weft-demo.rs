@@ -184,7 +184,8 @@ async fn run(args: &Args, b: [u8; 3], config: &Path, logs: &Path, state: &Path) 
     println!("HTTPRoute reviews-canary: reviews-v1 90, reviews-v2 10");
     println!("sidecar to sidecar over mTLS: certificates for spiffe://default.weft.local/ns/bookinfo/sa/default\n");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let target = Target { connect: addr(b, 13, 15001), host: "reviews.bookinfo:9080".into(), path: "/".into() };
+    let target =
+        Target { connect: addr(b, 13, 15001), host: "reviews.bookinfo:9080".into(), path: "/".into(), tls_roots: None };
     let total = Duration::from_secs(args.before + args.after);
     let load = tokio::spawn(weft_e2e::load::run(target, args.rate, total, tx));
     let start = Instant::now();

@@ -25,13 +25,21 @@ struct Args {
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// HTTPS, trusting the PEM roots in this file (the host is the server
+    /// name sent and verified).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let target = Target { connect: args.connect, host: args.host, path: args.path };
+    let tls_roots = match &args.tls_ca {
+        Some(path) => Some(std::fs::read_to_string(path)?),
+        None => None,
+    };
+    let target = Target { connect: args.connect, host: args.host, path: args.path, tls_roots };
     let load = tokio::spawn(run(target, args.rate, Duration::from_secs_f64(args.seconds), tx));
     let mut stdout = std::io::stdout().lock();
     while let Some(o) = rx.recv().await {
