@@ -530,8 +530,18 @@ fn one_leader_writes_and_a_replica_takes_over_within_the_lease() -> anyhow::Resu
     let follower_writes = non_lease_writes(&kube, follower);
     assert!(follower_writes.is_empty(), "the follower wrote: {follower_writes:?}");
     assert!(!non_lease_writes(&kube, leader).is_empty());
-    let follower_view = kube.control_plane(follower)?.get("/api/v1/generated/meshhttproutes")?;
-    assert_eq!(follower_view["items"].as_array().map(Vec::len), Some(2), "the follower computes everything too");
+    // The follower computes everything too (from its own watches, which
+    // may lag the leader's by a moment).
+    let started = Instant::now();
+    loop {
+        let view = kube.control_plane(follower)?.get("/api/v1/generated/meshhttproutes")?;
+        let count = view["items"].as_array().map(Vec::len);
+        if count == Some(2) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the follower computed {count:?} routes, not 2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Steady state: 30 s with nothing to write.
     std::thread::sleep(Duration::from_secs(3));
