@@ -175,8 +175,16 @@ fn main() -> anyhow::Result<()> {
     let change_at: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
     let (synced_tx, mut synced_rx) = mpsc::unbounded_channel::<()>();
     let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<Duration>();
+    // Every stream proves its identity with a ServiceAccount token (one per
+    // namespace; the control plane caches the TokenReview of each).
+    let tokens: Vec<String> = (0..NAMESPACES)
+        .map(|ns| {
+            kube.api.issue_token(&format!("ns{ns}"), "default", &["weft.io/identity"], Duration::from_secs(3600), None)
+        })
+        .collect();
     for p in 0..proxies {
         let (synced_tx, acked_tx, change_at) = (synced_tx.clone(), acked_tx.clone(), change_at.clone());
+        let token = tokens[p % NAMESPACES].clone();
         rt.spawn(async move {
             let workload = api::Workload {
                 name: format!("proxy{p}"),
@@ -188,7 +196,7 @@ fn main() -> anyhow::Result<()> {
             };
             let Ok(channel) = Endpoint::from_static("http://127.0.0.1:25110").connect().await else { return };
             let (tx, rx) = mpsc::channel(16);
-            let hello = api::Hello { workload: Some(workload), versions: Default::default(), token: String::new() };
+            let hello = api::Hello { workload: Some(workload), versions: Default::default(), token };
             let _ = tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(hello)) }).await;
             let Ok(mut updates) = open_stream(channel, ReceiverStream::new(rx)).await else { return };
             let mut synced = false;

@@ -126,6 +126,8 @@ pub struct Mesh {
     /// The control plane's state directory (CAs, token key).
     pub state_dir: PathBuf,
     pub pods: Vec<Pod>,
+    /// Local mode: how many times the control plane was started.
+    cp_starts: u32,
 }
 
 impl Mesh {
@@ -139,19 +141,60 @@ impl Mesh {
         }
         let state_dir = cluster.log_dir().join("state");
         let grpc = SocketAddr::new(cluster.gateway().into(), CP_GRPC_PORT);
-        let admin = SocketAddr::new(cluster.gateway().into(), CP_ADMIN_PORT);
-        let args = crate::control_plane_args(&config_dir, grpc, admin, &state_dir);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let cp = spawn_on_host(
-            &workspace_bin("weft-cp")?,
-            &refs,
-            &[("RUST_LOG", "info")],
-            &cluster.log_dir().join("weft-cp.log"),
-        )?;
-        let mut mesh = Mesh { processes: vec![cp], kube: None, cluster, config_dir, state_dir, pods: Vec::new() };
+        let mut mesh =
+            Mesh { processes: Vec::new(), kube: None, cluster, config_dir, state_dir, pods: Vec::new(), cp_starts: 0 };
+        mesh.start_control_plane()?;
         wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
         mesh.processes[0].ensure_running()?;
         Ok(mesh)
+    }
+
+    /// Kills the local-mode control plane with SIGKILL (as a crash or an
+    /// OOM kill would), leaves it down for `down`, and starts it again on
+    /// the same directory and state directory. Returns once it listens
+    /// (its directory may not be loaded yet).
+    pub fn restart_control_plane(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.restart_control_plane_with(down, || Ok(()))
+    }
+
+    /// [`Mesh::restart_control_plane`], running `while_down` while the
+    /// control plane is down (to damage its state, say).
+    pub fn restart_control_plane_with(
+        &mut self,
+        down: Duration,
+        while_down: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(self.kube.is_none(), "restart_control_plane is for local mode");
+        let cp = &mut self.processes[0];
+        cp.signal("KILL")?;
+        let _ = cp.wait_timeout(Duration::from_secs(10))?;
+        while_down()?;
+        std::thread::sleep(down);
+        self.start_control_plane()?;
+        let grpc = SocketAddr::new(self.cluster.gateway().into(), CP_GRPC_PORT);
+        wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the restarted control plane did not listen")?;
+        Ok(())
+    }
+
+    /// Starts (again) the local-mode control plane, as `processes[0]`.
+    fn start_control_plane(&mut self) -> anyhow::Result<()> {
+        let grpc = SocketAddr::new(self.cluster.gateway().into(), CP_GRPC_PORT);
+        let admin = SocketAddr::new(self.cluster.gateway().into(), CP_ADMIN_PORT);
+        let args = crate::control_plane_args(&self.config_dir, grpc, admin, &self.state_dir);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let starts = self.cp_starts;
+        self.cp_starts += 1;
+        let log = match starts {
+            0 => self.cluster.log_dir().join("weft-cp.log"),
+            n => self.cluster.log_dir().join(format!("weft-cp-restart-{n}.log")),
+        };
+        let cp = spawn_on_host(&workspace_bin("weft-cp")?, &refs, &[("RUST_LOG", "info")], &log)?;
+        if self.processes.is_empty() {
+            self.processes.push(cp);
+        } else {
+            self.processes[0] = cp;
+        }
+        Ok(())
     }
 
     /// Starts the control plane in Kubernetes mode, against an API-server
@@ -177,8 +220,15 @@ impl Mesh {
         use base64::Engine as _;
         let key = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
         std::fs::write(state_dir.join("token.key"), key)?;
-        let mut mesh =
-            Mesh { processes: Vec::new(), kube: Some(kube), cluster, config_dir, state_dir, pods: Vec::new() };
+        let mut mesh = Mesh {
+            processes: Vec::new(),
+            kube: Some(kube),
+            cluster,
+            config_dir,
+            state_dir,
+            pods: Vec::new(),
+            cp_starts: 0,
+        };
         wait_for_tcp_from_root(grpc, Duration::from_secs(20)).context("the control plane did not start")?;
         mesh.ensure_running()?;
         Ok(mesh)
@@ -647,7 +697,9 @@ impl Mesh {
         let proxy_log = pod.log_file("proxy");
         let mut out = String::new();
         for process in &self.processes {
-            if process.log_path() == proxy_log || process.log_path() == self.cluster.log_dir().join("weft-cp.log") {
+            let control_plane =
+                process.log_path().file_name().is_some_and(|n| n.to_string_lossy().starts_with("weft-cp"));
+            if process.log_path() == proxy_log || control_plane {
                 out += &format!("--- last lines of {} ---\n{}\n", process.log_path().display(), process.log_tail());
             }
         }

@@ -1,4 +1,6 @@
-//! The admin port: readiness, liveness, metrics and the config dump.
+//! The admin port (readiness, liveness, metrics and the config dump, on
+//! loopback) and the metrics port (`/metrics` only, on the pod's address
+//! for Prometheus; no configuration, certificates or probes there).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +17,33 @@ use tokio::net::TcpListener;
 use crate::proxy::Proxy;
 
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    serve_with(listener, proxy, "admin", handle).await
+}
+
+/// Serves `/metrics` and nothing else.
+pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
+    serve_with(listener, proxy, "metrics", handle_metrics).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    name: &'static str,
+    handle: fn(&Proxy, &Request<Incoming>) -> Response<Full<Bytes>>,
+) {
+    let mut backoff = crate::accept::AcceptBackoff::new(name);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.accepted();
+                stream
+            }
+            // Out of file descriptors: wait instead of spinning.
+            Err(e) => {
+                backoff.failed(&e, &proxy.metrics).await;
+                continue;
+            }
+        };
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -25,6 +52,20 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+fn metrics(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = proxy.metrics.encode(accept);
+    text(StatusCode::OK, content_type, body)
+}
+
+fn handle_metrics(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(proxy, req),
+        (_, "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "only /metrics is served here\n".into()),
     }
 }
 
@@ -48,7 +89,7 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no workload certificate yet\n".into())
         }
         "/ready" => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", proxy.metrics.encode()),
+        "/metrics" => metrics(proxy, req),
         "/config_dump" => {
             let c = proxy.config.load();
             let as_map = |items: Vec<(&String, serde_json::Value)>| {

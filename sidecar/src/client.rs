@@ -3,13 +3,14 @@
 //! with backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use weft_api::config as api;
 use weft_api::config::proxy_config_client::ProxyConfigClient;
 
+use crate::holddown::HoldDown;
 use crate::proxy::Proxy;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,12 +30,15 @@ pub enum StreamError {
 }
 
 /// Runs the config stream forever. `proof` (the token the proxy also
-/// presents for its certificate) is read again for every stream.
+/// presents for its certificate) is read again for every stream; for
+/// `hold_down` after each stream opens, endpoint sets are not emptied (see
+/// [`crate::holddown`]).
 pub async fn run(
     proxy: Arc<Proxy>,
     control_plane: String,
     workload: api::Workload,
     proof: Option<crate::identity::Proof>,
+    hold_down: Duration,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -46,7 +50,8 @@ pub async fn run(
             }
             None => String::new(),
         };
-        let received = matches!(session(&proxy, &control_plane, &workload, token).await, Ok(true) | Err((true, _)));
+        let received =
+            matches!(session(&proxy, &control_plane, &workload, token, hold_down).await, Ok(true) | Err((true, _)));
         if received {
             backoff = MIN_BACKOFF;
         }
@@ -64,6 +69,7 @@ async fn session(
     control_plane: &str,
     workload: &api::Workload,
     token: String,
+    hold_down: Duration,
 ) -> Result<bool, (bool, StreamError)> {
     let endpoint = tonic::transport::Endpoint::from_shared(control_plane.to_owned())
         .map_err(|_| (false, StreamError::Address(control_plane.to_owned())))?
@@ -82,8 +88,19 @@ async fn session(
     let mut updates = client.stream(ReceiverStream::new(rx)).await.map_err(|e| (false, e.into()))?.into_inner();
     tracing::info!("config stream open");
     let mut received = false;
+    let mut hold = HoldDown::new(Instant::now(), hold_down);
     loop {
-        let update = match updates.message().await {
+        let due = hold.deadline();
+        let message = tokio::select! {
+            m = updates.message() => m,
+            () = sleep_until(due), if due.is_some() => {
+                if let Some(held) = hold.release(proxy.config.load().nonce) {
+                    proxy.install(&held);
+                }
+                continue;
+            }
+        };
+        let update = match message {
             Ok(Some(u)) => u,
             Ok(None) => return Err((received, StreamError::Closed)),
             Err(e) => {
@@ -92,13 +109,22 @@ async fn session(
             }
         };
         received = true;
+        let nonce = update.nonce;
+        let update = hold.filter(&proxy.config.load(), update, Instant::now());
         let rejected = proxy.install(&update);
         let ack = api::Ack {
-            nonce: update.nonce,
+            nonce,
             rejected: rejected.into_iter().map(|r| api::Rejection { resource: r.resource, error: r.error }).collect(),
         };
         if tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Ack(ack)) }).await.is_err() {
             return Err((received, StreamError::Closed));
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -128,24 +128,36 @@ pub async fn serve(proxy: Arc<Proxy>, ip: IpAddr) {
 }
 
 async fn accept(proxy: Arc<Proxy>, listener: TcpListener, port: u16, kind: PortKind) {
+    let mut acceptors = TerminatingAcceptor::default();
+    let mut backoff = crate::accept::AcceptBackoff::new("gateway");
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.accepted();
+                stream
+            }
             Err(e) => {
-                tracing::warn!(port, error = %e, "gateway accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed(&e, &proxy.metrics).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         proxy.metrics.connections.get_or_create(&ConnectionLabels { kind: "gateway" }).inc();
         let proxy = proxy.clone();
+        let terminating = match kind {
+            PortKind::Https | PortKind::TlsTerminate => match acceptors.current(&proxy, port, kind) {
+                Some(terminating) => Some(terminating),
+                None => continue,
+            },
+            _ => None,
+        };
         tokio::spawn(async move {
-            match kind {
-                PortKind::Http => serve_http(proxy, stream, port).await,
-                PortKind::Tcp => serve_tcp(proxy, stream, port).await,
-                PortKind::TlsPassthrough => serve_tls_passthrough(proxy, stream, port).await,
-                PortKind::Https | PortKind::TlsTerminate => serve_terminated(proxy, stream, port, kind).await,
+            match (kind, terminating) {
+                (PortKind::Http, _) => serve_http(proxy, stream, port).await,
+                (PortKind::Tcp, _) => serve_tcp(proxy, stream, port).await,
+                (PortKind::TlsPassthrough, _) => serve_tls_passthrough(proxy, stream, port).await,
+                (_, Some((gateway, acceptor))) => serve_terminated(proxy, stream, port, kind, gateway, acceptor).await,
+                (_, None) => {}
             }
         });
     }
@@ -155,6 +167,8 @@ async fn serve_http<S>(proxy: Arc<Proxy>, stream: S, port: u16)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let server = crate::listen::http_server(&proxy.limits.load());
+    let for_errors = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move {
@@ -164,8 +178,8 @@ where
             Ok::<_, Infallible>(finish(&proxy, &listener, &summary, started, resp))
         }
     });
-    if let Err(e) = crate::listen::http_server().serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-        tracing::debug!(port, error = %e, "gateway HTTP connection ended with an error");
+    if let Err(e) = server.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+        crate::listen::connection_error(&for_errors, "gateway", &*e);
     }
 }
 
@@ -208,9 +222,9 @@ async fn serve_tcp(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
 /// SNI server name: a certificate naming the server exactly, else one with
 /// a matching wildcard, else the first certificate of the listener whose
 /// host name admits the server name, else the port's first certificate
-/// (for clients that send no SNI). Built per connection from the config in
-/// force, so a rotated certificate serves new connections while the
-/// connections already open keep theirs.
+/// (for clients that send no SNI). Built for each configuration (see
+/// [`TerminatingAcceptor`]), so a rotated certificate serves new
+/// connections while the connections already open keep theirs.
 #[derive(Debug)]
 struct PortCertificates {
     /// (listener host name, its certificates), most specific listener first.
@@ -255,20 +269,60 @@ impl rustls::server::ResolvesServerCert for PortCertificates {
 
 /// TLS terminated with the port's certificates; then HTTP, or the bytes to
 /// the TLS route of the listener the server name picks.
-async fn serve_terminated(proxy: Arc<Proxy>, stream: TcpStream, port: u16, kind: PortKind) {
-    let Some(gateway) = current_gateway(&proxy) else { return };
-    let certificates = proxy.config.load().certificates.clone();
-    let resolver = Arc::new(PortCertificates::of(&gateway, &certificates, port));
-    let Ok(builder) =
-        rustls::ServerConfig::builder_with_provider(crate::tls::provider()).with_safe_default_protocol_versions()
-    else {
-        return;
-    };
-    let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
-    if kind == PortKind::Https {
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+/// The TLS acceptor of one terminating port, built once per configuration
+/// (not per connection: building a rustls `ServerConfig` costs more than a
+/// resumed handshake, and one config keeps its session cache and ticket
+/// keys across connections). A new configuration (a rotated certificate, a
+/// changed listener) builds a new one for the connections after it.
+#[derive(Default)]
+struct TerminatingAcceptor {
+    /// The configuration it was built from (kept so the comparison by
+    /// pointer cannot be fooled by a freed and reused allocation).
+    built_from: Option<Arc<crate::state::Config>>,
+    current: Option<(Arc<Gateway>, tokio_rustls::TlsAcceptor)>,
+}
+
+impl TerminatingAcceptor {
+    fn current(
+        &mut self,
+        proxy: &Proxy,
+        port: u16,
+        kind: PortKind,
+    ) -> Option<(Arc<Gateway>, tokio_rustls::TlsAcceptor)> {
+        let config = proxy.config.load_full();
+        if !self.built_from.as_ref().is_some_and(|built| Arc::ptr_eq(built, &config)) {
+            self.current = terminating_acceptor(&config, port, kind);
+            self.built_from = Some(config);
+        }
+        self.current.clone()
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+}
+
+fn terminating_acceptor(
+    config: &crate::state::Config,
+    port: u16,
+    kind: PortKind,
+) -> Option<(Arc<Gateway>, tokio_rustls::TlsAcceptor)> {
+    let gateway = config.gateways.values().next().cloned()?;
+    let resolver = Arc::new(PortCertificates::of(&gateway, &config.certificates, port));
+    let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .ok()?;
+    let mut server = builder.with_no_client_auth().with_cert_resolver(resolver);
+    if kind == PortKind::Https {
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Some((gateway, tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+async fn serve_terminated(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    port: u16,
+    kind: PortKind,
+    gateway: Arc<Gateway>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
     let tls = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

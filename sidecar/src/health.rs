@@ -70,13 +70,15 @@ impl AppProbes {
 
 /// Serves the health port until the listener fails.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, probes: Arc<AppProbes>, app_ip: IpAddr) {
+    let mut backoff = crate::accept::AcceptBackoff::new("health");
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.accepted();
+                stream
+            }
             Err(e) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(error = %e, "health port: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                backoff.failed(&e, &proxy.metrics).await;
                 continue;
             }
         };

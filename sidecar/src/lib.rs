@@ -5,6 +5,7 @@
 //! atomically swapped snapshot ([`state`]); routing ([`route`]) and filters
 //! ([`filters`]) are pure functions, tested against the Gateway API's rules.
 
+pub mod accept;
 pub mod admin;
 pub mod balance;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod filters;
 pub mod gateway;
 pub mod grpc;
 pub mod health;
+pub mod holddown;
 pub mod http;
 pub mod identity;
 pub mod init;

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::accept::AcceptBackoff;
 use crate::detect::{Detected, detect};
 use crate::http::{Destination, outbound};
 use crate::metrics::ConnectionLabels;
@@ -22,16 +23,15 @@ use crate::tls::MtlsMode;
 
 /// Accepts outbound connections until the task is dropped.
 pub async fn serve_outbound(listener: TcpListener, proxy: Arc<Proxy>) {
+    let mut backoff = AcceptBackoff::new("outbound");
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
+                backoff.accepted();
                 let proxy = proxy.clone();
                 tokio::spawn(async move { outbound_connection(proxy, stream).await });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            Err(e) => backoff.failed(&e, &proxy.metrics).await,
         }
     }
 }
@@ -62,6 +62,7 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
         }
     }
     count(&proxy, "outbound_http");
+    let proxy_for_limits = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move {
@@ -71,23 +72,37 @@ async fn outbound_connection(proxy: Arc<Proxy>, stream: TcpStream) {
             Ok::<_, Infallible>(finish(&proxy, "outbound", &summary, started, resp))
         }
     });
-    if let Err(e) = http_server().serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-        tracing::debug!(error = %e, "outbound HTTP connection ended with an error");
+    let server = http_server(&proxy_for_limits.limits.load());
+    if let Err(e) = server.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+        connection_error(&proxy_for_limits, "outbound", &*e);
     }
 }
 
 /// The HTTP server every listener runs: HTTP/1.1 and HTTP/2 (prior
 /// knowledge), with header limits that refuse what validation would
 /// refuse before a whole oversized head is even read.
-pub fn http_server() -> auto::Builder<TokioExecutor> {
+pub fn http_server(limits: &crate::validate::Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .max_headers(crate::validate::DEFAULT_MAX_HEADERS)
-        .max_buf_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES);
+        .max_buf_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     // A little over the validation limit, so that validation (which counts
     // like HPACK) is what answers, with a reason.
     b.http2().max_header_list_size(2 * crate::validate::DEFAULT_MAX_HEADER_BYTES as u32).adaptive_window(true);
     b
+}
+
+/// Logs how an HTTP connection ended with an error, counting clients that
+/// did not send a header section in time.
+pub fn connection_error(proxy: &Proxy, listener: &'static str, e: &(dyn std::error::Error + 'static)) {
+    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+        proxy.metrics.header_timeouts.get_or_create(&crate::metrics::ListenerLabels { listener }).inc();
+        tracing::debug!(listener, "HTTP/1 client too slow to send its header section; connection closed");
+    } else {
+        tracing::debug!(listener, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 fn count(proxy: &Proxy, kind: &'static str) {
@@ -97,9 +112,11 @@ fn count(proxy: &Proxy, kind: &'static str) {
 /// Accepts inbound connections and forwards them to the application on
 /// `app_ip`, at the port the client asked for.
 pub async fn serve_inbound(listener: TcpListener, proxy: Arc<Proxy>, app_ip: IpAddr) {
+    let mut backoff = AcceptBackoff::new("inbound");
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                backoff.accepted();
                 let _ = stream.set_nodelay(true);
                 count(&proxy, "inbound");
                 let port = original_dst(&stream).or_else(|| stream.local_addr().ok()).map(|a| a.port());
@@ -107,10 +124,7 @@ pub async fn serve_inbound(listener: TcpListener, proxy: Arc<Proxy>, app_ip: IpA
                 tracing::trace!(%peer, port, "inbound connection");
                 tokio::spawn(inbound_connection(proxy.clone(), stream, peer, SocketAddr::new(app_ip, port)));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "inbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            Err(e) => backoff.failed(&e, &proxy.metrics).await,
         }
     }
 }
@@ -219,6 +233,7 @@ where
             return;
         }
     };
+    let proxy_for_limits = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move {
@@ -228,7 +243,8 @@ where
             Ok::<_, Infallible>(finish(&proxy, "inbound", &summary, started, resp))
         }
     });
-    if let Err(e) = http_server().serve_connection_with_upgrades(TokioIo::new(io), service).await {
-        tracing::debug!(%app, error = %e, "inbound HTTP connection ended with an error");
+    let server = http_server(&proxy_for_limits.limits.load());
+    if let Err(e) = server.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        connection_error(&proxy_for_limits, "inbound", &*e);
     }
 }

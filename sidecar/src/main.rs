@@ -90,6 +90,16 @@ struct RunArgs {
     /// injection. Shows nothing else.
     #[arg(long, env = "WEFT_HEALTH")]
     health: Option<SocketAddr>,
+    /// Metrics port for Prometheus (on the pod's address; left out of the
+    /// capture): `/metrics` only.
+    #[arg(long, env = "WEFT_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// For this many seconds after each config stream opens, the control
+    /// plane may not empty an endpoint set the proxy holds non-empty (a
+    /// control plane that has just restarted may not know every workload
+    /// yet); a held change applies when the window ends.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
+    endpoint_hold_down: u64,
     /// The application's probes, as injection recorded them (JSON by
     /// `<container>/<probe>`), performed on the health port.
     #[arg(long, env = "WEFT_APP_PROBES", hide_env_values = true)]
@@ -117,6 +127,12 @@ struct RunArgs {
     /// limit (gRPC streams may carry any amount).
     #[arg(long, env = "WEFT_PROXY_MAX_REQUEST_BODY")]
     max_request_body: Option<u64>,
+    /// Longest an HTTP/1 client may take to send a request's header
+    /// section (from connecting, or from the end of the previous response
+    /// on a kept-alive connection), in seconds; slower clients are
+    /// disconnected.
+    #[arg(long, env = "WEFT_PROXY_HEADER_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
     /// Write a JSON access log line per request (to stdout) for this
     /// listener: `outbound`, `inbound`, a gateway listener's name, or `all`.
     /// Repeat for several.
@@ -188,6 +204,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     proxy.tls.set_local_ips(args.ips.clone());
     proxy.limits.store(std::sync::Arc::new(weft_proxy::validate::Limits {
         max_body_bytes: args.max_request_body,
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
         ..Default::default()
     }));
     proxy.access_log.set(args.access_log.clone());
@@ -240,13 +257,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(health = %addr, app_probes = probes.0.len(), "health port");
         tasks.spawn(weft_proxy::health::serve(listener, proxy.clone(), Arc::new(probes), args.app_ip));
     }
+    if let Some(addr) = args.metrics {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("--metrics {addr}: cannot listen"))?;
+        tracing::info!(metrics = %addr, "metrics port");
+        tasks.spawn(weft_proxy::admin::serve_metrics(listener, proxy.clone()));
+    }
     tasks.spawn(weft_proxy::proxy::close_idle_connections(proxy.clone()));
     let proof = match (args.token_file, args.token) {
         (Some(path), _) => Some(weft_proxy::identity::Proof::File(path)),
         (None, Some(token)) => Some(weft_proxy::identity::Proof::Inline(token)),
         (None, None) => None,
     };
-    tasks.spawn(weft_proxy::client::run(proxy.clone(), args.control_plane.clone(), workload, proof.clone()));
+    tasks.spawn(weft_proxy::client::run(
+        proxy.clone(),
+        args.control_plane.clone(),
+        workload,
+        proof.clone(),
+        std::time::Duration::from_secs(args.endpoint_hold_down),
+    ));
     match proof {
         Some(proof) => {
             proxy.tls.require_certificate();

@@ -69,6 +69,17 @@ pub struct Metrics {
     pub certificate_requests: Family<ResultLabels, Counter>,
     /// Unix time at which the workload certificate in force expires.
     pub certificate_expiry: Gauge,
+    /// Failed accepts (out of file descriptors, ...) by listener.
+    pub accept_errors: Family<ListenerLabels, Counter>,
+    /// HTTP/1 connections closed because a request's header section did
+    /// not arrive within the header read timeout (slow or idle clients).
+    pub header_timeouts: Family<ListenerLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `outbound`, `inbound`, `gateway`, `admin`, `health` or `metrics`.
+    pub listener: &'static str,
 }
 
 impl Default for Metrics {
@@ -102,8 +113,22 @@ impl Default for Metrics {
             "When the workload certificate in force expires",
             certificate_expiry.clone(),
         );
+        let accept_errors = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts by listener (the accept loop backs off after each)",
+            accept_errors.clone(),
+        );
+        let header_timeouts = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "header_read_timeouts",
+            "HTTP/1 connections closed because a header section took longer than the header read timeout",
+            header_timeouts.clone(),
+        );
         Metrics {
             registry,
+            accept_errors,
+            header_timeouts,
             requests,
             latency,
             config_updates,
@@ -118,12 +143,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// The exposition for a scrape with this `Accept` header:
+    /// `(content type, body)`, OpenMetrics or the classic text format.
+    pub fn encode(&self, accept: Option<&str>) -> (&'static str, String) {
+        weft_metrics_exposition::encode(&self.registry, accept)
     }
 }
 
@@ -177,7 +200,7 @@ mod tests {
         let latency = RouteLatency::default();
         latency.observe(&metrics.latency, &route, 0.002);
         latency.observe(&metrics.latency, &route, 0.2);
-        let text = metrics.encode();
+        let (_, text) = metrics.encode(None);
         assert!(text.contains(r#"weft_proxy_requests_total{route="ns/r",backend="ns/b",status="200"} 3"#), "{text}");
         assert!(text.contains(r#"weft_proxy_requests_total{route="ns/r",backend="ns/b",status="503"} 1"#), "{text}");
         assert!(text.contains(r#"weft_proxy_request_duration_seconds_count{route="ns/r"} 2"#), "{text}");

@@ -29,8 +29,11 @@ use crate::upstream::{Body, BoxError, Target};
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed.
 const MAX_IDLE: usize = 64;
-/// An idle connection unused this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// An idle connection unused this long is closed: shorter than the header
+/// read timeout of Weft's own servers (30 s by default, which also closes
+/// idle kept-alive connections), so the pool normally closes a connection
+/// before the peer does rather than racing it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Stale pooled connections tried before a request gives up on the pool
 /// (each failure costs nothing: the request was not written).
 const STALE_RETRIES: usize = 3;

@@ -45,11 +45,24 @@ pub struct Limits {
     /// Largest declared (`Content-Length`) or streamed request body; `None`
     /// for no limit.
     pub max_body_bytes: Option<u64>,
+    /// Longest an HTTP/1 client may take to send a request's header
+    /// section, counted from the connection's start or the end of the
+    /// previous response (so it also bounds idle keep-alive connections);
+    /// a slow or silent client is disconnected (slowloris).
+    pub header_read_timeout: std::time::Duration,
 }
+
+/// Default of [`Limits::header_read_timeout`]: hyper's own default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: DEFAULT_MAX_HEADER_BYTES, max_headers: DEFAULT_MAX_HEADERS, max_body_bytes: None }
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
     }
 }
 

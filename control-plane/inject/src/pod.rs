@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
     SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,10 +13,13 @@ use weft_k8s_api::labels;
 use crate::overrides::{Overrides, PROXY_VERSION};
 use crate::probes;
 use crate::settings::{
-    ADMIN_PORT, APP_PROBES_ENV, HEALTH_PORT, INIT_CONTAINER, PROXY_BINARY, PROXY_CONTAINER, PROXY_UID, Settings,
-    TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME,
+    ADMIN_PORT, APP_PROBES_ENV, HEALTH_PORT, INIT_CONTAINER, INIT_RUN_VOLUME, METRICS_PORT, PROXY_BINARY,
+    PROXY_CONTAINER, PROXY_UID, Settings, TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME,
 };
 use crate::{InjectError, Mode, Outcome, Skip};
+
+/// The annotation Prometheus's Kubernetes scrape configurations select on.
+const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 
 /// The namespace a pod is created in, as injection needs it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,8 +80,9 @@ fn health_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn init_container(settings: &Settings, o: &Overrides) -> Container {
-    // The health port must reach the proxy directly: the kubelet probes it.
-    let mut inbound: Vec<u16> = vec![HEALTH_PORT as u16];
+    // The health and metrics ports must reach the proxy directly: the
+    // kubelet probes one, Prometheus scrapes the other in plaintext.
+    let mut inbound: Vec<u16> = vec![HEALTH_PORT as u16, METRICS_PORT as u16];
     inbound.extend(&o.exclude_inbound_ports);
     let mut args = vec![
         "init".to_string(),
@@ -115,6 +119,11 @@ fn init_container(settings: &Settings, o: &Overrides) -> Container {
             }),
             ..Default::default()
         }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: INIT_RUN_VOLUME.into(),
+            mount_path: "/run".into(),
+            ..Default::default()
+        }]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("10m".into())),
@@ -175,14 +184,24 @@ fn proxy_container(
             format!("127.0.0.1:{ADMIN_PORT}"),
             "--health".into(),
             format!("0.0.0.0:{HEALTH_PORT}"),
+            "--metrics".into(),
+            format!("0.0.0.0:{METRICS_PORT}"),
         ]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("weft-health".into()),
-            container_port: HEALTH_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("weft-health".into()),
+                container_port: HEALTH_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("weft-metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
         resources: Some(proxy_resources(settings, o)),
         // A native sidecar keeps the app from starting until it is ready;
         // the kubelet restarts it like any container.
@@ -312,9 +331,24 @@ pub fn inject(
         inits.push(init);
         spec.containers.insert(0, proxy);
     }
-    spec.volumes.get_or_insert_with(Vec::new).push(token_volume(settings));
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(token_volume(settings));
+    volumes.push(Volume {
+        name: INIT_RUN_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), ..Default::default() }),
+        ..Default::default()
+    });
     let meta = &mut out.metadata;
     meta.labels.get_or_insert_with(BTreeMap::new).insert(labels::MESH.into(), mesh);
-    meta.annotations.get_or_insert_with(BTreeMap::new).insert(PROXY_VERSION.into(), env!("CARGO_PKG_VERSION").into());
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(PROXY_VERSION.into(), env!("CARGO_PKG_VERSION").into());
+    // Prometheus's conventional annotations point at the proxy's metrics,
+    // unless the pod already has its own (its application's metrics are not
+    // merged into the proxy's, so they are left as the user set them).
+    if !annotations.contains_key(PROMETHEUS_SCRAPE) {
+        annotations.insert(PROMETHEUS_SCRAPE.into(), "true".into());
+        annotations.insert("prometheus.io/port".into(), METRICS_PORT.to_string());
+        annotations.insert("prometheus.io/path".into(), "/metrics".into());
+    }
     Ok(Outcome::Injected(Box::new(out)))
 }

@@ -23,6 +23,13 @@ pub const TOKEN_FILE: &str = "token";
 pub const HEALTH_PORT: i32 = 15021;
 /// The proxy's admin port, on loopback only.
 pub const ADMIN_PORT: i32 = 15020;
+/// Port of the proxy's `/metrics` on the pod's address, for Prometheus.
+/// Never captured; serves nothing but metrics.
+pub const METRICS_PORT: i32 = 15090;
+/// Name of the `emptyDir` mounted at `/run` in the init container: the
+/// legacy iptables backend takes `/run/xtables.lock`, which the container's
+/// read-only root filesystem would refuse.
+pub const INIT_RUN_VOLUME: &str = "weft-init-run";
 /// uid (and gid) the proxy runs as; its own traffic is not captured.
 pub const PROXY_UID: i64 = 2102;
 /// Path prefix of rewritten application probes on [`HEALTH_PORT`].

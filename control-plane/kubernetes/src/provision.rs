@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use weft_inject::settings::{ADMIN_PORT, HEALTH_PORT, PROXY_BINARY, PROXY_UID, TOKEN_DIR, TOKEN_FILE};
+use weft_inject::settings::{ADMIN_PORT, HEALTH_PORT, METRICS_PORT, PROXY_BINARY, PROXY_UID, TOKEN_DIR, TOKEN_FILE};
 use weft_k8s_api::crds::{MeshGatewayInstance, ServiceType};
 use weft_k8s_api::labels;
 use weft_translate::translate::names::label_value;
@@ -117,6 +117,7 @@ pub fn render(mgi: &MeshGatewayInstance, settings: &weft_inject::Settings) -> Ve
     let mut container_ports: Vec<Value> =
         ports.iter().map(|p| json!({"name": format!("l{p}"), "containerPort": p, "protocol": "TCP"})).collect();
     container_ports.push(json!({"name": "weft-health", "containerPort": HEALTH_PORT, "protocol": "TCP"}));
+    container_ports.push(json!({"name": "weft-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}));
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let container_security = pod_spec.container_security_context.clone().map(|c| json!(c)).unwrap_or_else(|| {
         json!({"runAsUser": PROXY_UID, "runAsGroup": PROXY_UID, "runAsNonRoot": true,
@@ -133,7 +134,7 @@ pub fn render(mgi: &MeshGatewayInstance, settings: &weft_inject::Settings) -> Ve
         "command": [PROXY_BINARY],
         "args": ["run", "--gateway", instance, "--control-plane", settings.control_plane, "--mesh", spec.mesh,
                  "--token-file", format!("{TOKEN_DIR}/{TOKEN_FILE}"), "--admin", format!("127.0.0.1:{ADMIN_PORT}"),
-                 "--health", format!("0.0.0.0:{HEALTH_PORT}")],
+                 "--health", format!("0.0.0.0:{HEALTH_PORT}"), "--metrics", format!("0.0.0.0:{METRICS_PORT}")],
         "env": [field("WEFT_WORKLOAD", "metadata.name"), field("WEFT_NAMESPACE", "metadata.namespace"),
                 field("WEFT_SERVICE_ACCOUNT", "spec.serviceAccountName"), field("WEFT_POD_IP", "status.podIP"),
                 {"name": "WEFT_LOG", "value": settings.log_level}],
@@ -174,10 +175,15 @@ pub fn render(mgi: &MeshGatewayInstance, settings: &weft_inject::Settings) -> Ve
     set(&mut pod, "topologySpreadConstraints", json!(pod_spec.topology_spread_constraints));
     set(&mut pod, "priorityClassName", json!(pod_spec.priority_class_name));
     set(&mut pod, "imagePullSecrets", json!(pod_spec.image_pull_secrets));
-    let mut template_meta = json!({"labels": pod_labels});
-    if !pod_meta.annotations.is_empty() {
-        template_meta["annotations"] = json!(pod_meta.annotations);
+    // Prometheus's conventional annotations point at the proxy's metrics
+    // port unless the MeshGatewayConfig sets its own.
+    let mut pod_annotations = pod_meta.annotations.clone();
+    if !pod_annotations.contains_key("prometheus.io/scrape") {
+        pod_annotations.insert("prometheus.io/scrape".into(), "true".into());
+        pod_annotations.insert("prometheus.io/port".into(), METRICS_PORT.to_string());
+        pod_annotations.insert("prometheus.io/path".into(), "/metrics".into());
     }
+    let template_meta = json!({"labels": pod_labels, "annotations": pod_annotations});
     let mut deployment_spec = json!({
         "selector": {"matchLabels": selector.clone()},
         "template": {"metadata": template_meta, "spec": pod},

@@ -132,6 +132,19 @@ async fn run(index: u16, proxies: usize, services: usize) {
         .expect("start weft-cp");
     let pid = cp.id();
     let _cp = KillOnDrop(cp);
+    // Every stream proves an identity: join tokens signed with the key the
+    // control plane keeps in its state directory (it creates the key at
+    // start; reading it first creates the same file if the bench is faster).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let key = loop {
+        match weft_identity::store::token_key(state.path()) {
+            Ok(key) => break Arc::new(key),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no join-token key: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     // Ready: listening, and the directory loaded and translated.
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&admin, "/readyz").await.is_none_or(|(status, _)| status != 200) {
@@ -151,14 +164,23 @@ async fn run(index: u16, proxies: usize, services: usize) {
         let obs_tx = obs_tx.clone();
         let change_at = change_at.clone();
         let grpc = grpc.clone();
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let ns = p % NAMESPACES;
+            let token = key.issue(&weft_identity::token::Claims {
+                mesh: "default".into(),
+                namespace: format!("ns{ns}"),
+                service_account: "default".into(),
+                expires_unix: i64::MAX / 2,
+            });
             let workload = api::Workload {
                 name: format!("proxy{p}"),
                 namespace: format!("ns{ns}"),
                 service_account: "default".into(),
                 labels: [("app".to_string(), format!("svc{}", p % services))].into_iter().collect(),
-                ips: vec![format!("10.{}.{}.{}", 100 + p / 65_536, (p / 256) % 256, p % 256)],
+                // Loopback addresses: the streams come from loopback, and a
+                // proxy may announce only the address its stream comes from.
+                ips: vec![format!("127.{}.{}.{}", 100 + p / 65_536, (p / 256) % 256, p % 256)],
                 ports: vec![api::WorkloadPort { name: "http".into(), port: 8080 }],
                 mesh: String::new(),
                 role: api::Role::Sidecar as i32,
@@ -177,7 +199,7 @@ async fn run(index: u16, proxies: usize, services: usize) {
                 };
                 let (tx, rx) = mpsc::channel(16);
                 let hello =
-                    api::Hello { workload: Some(workload.clone()), versions: Default::default(), token: String::new() };
+                    api::Hello { workload: Some(workload.clone()), versions: Default::default(), token: token.clone() };
                 tx.send(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(hello)) }).await.unwrap();
                 match open_stream(channel, ReceiverStream::new(rx)).await {
                     Ok(stream) => break (tx, stream),

@@ -73,8 +73,10 @@ async fn ready(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<AdminState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.encode()).into_response()
+async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.encode(accept);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn kubernetes(State(s): State<AdminState>) -> Response {

@@ -3,9 +3,9 @@
 //! when they change, and publishes the result for the proxy sessions and
 //! the admin API.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_api as api;
@@ -17,6 +17,7 @@ use weft_translate::{ObjectKey, Output, Snapshot, Statuses};
 
 use crate::identity::{Identities, MeshIdentity};
 use crate::metrics::Metrics;
+use crate::registry::WorkloadRegistry;
 
 /// How many generations of changes proxies can catch up on incrementally;
 /// a proxy further behind compares everything.
@@ -71,6 +72,7 @@ impl Published {
 #[derive(Debug)]
 pub enum Input {
     /// A new snapshot from the source, with the errors met loading it.
+    /// Always taken: a file with errors is in it at its last good version.
     Snapshot { snapshot: Box<Snapshot>, errors: Vec<String> },
     /// A snapshot of the cluster (Kubernetes mode). Always taken: objects
     /// that could not be read (`invalid`) are in it at their last good
@@ -80,6 +82,9 @@ pub enum Input {
     WorkloadUp { id: String, workload: Box<api::Workload>, done: oneshot::Sender<u64> },
     /// A proxy disconnected.
     WorkloadDown { id: String },
+    /// The reconnect grace of a restarted local-mode control plane ended:
+    /// remembered workloads that have not reconnected are dropped.
+    ForgetRemembered,
     /// A mesh CA changed in the state directory (rotation).
     IdentitiesChanged,
     /// Certificates and keys of TLS Secrets (only those referenced by
@@ -119,13 +124,42 @@ pub enum Mode {
 
 /// Starts the control loop; returns its input handle and the publication
 /// channel.
+/// Where a local-mode control plane keeps the workloads it knows, and how
+/// long after a restart it waits for them to reconnect (see
+/// [`crate::registry`]).
+#[derive(Clone, Debug)]
+pub struct Remembered {
+    pub registry: WorkloadRegistry,
+    pub grace: Duration,
+    /// What the registry held at start, by `namespace/name`.
+    pub known: Workloads,
+}
+
 pub fn spawn(
     mode: Mode,
     metrics: Arc<Metrics>,
     identities: Arc<Identities>,
-) -> (ControlHandle, watch::Receiver<Arc<Published>>) {
+    remembered: Option<Remembered>,
+) -> (ControlHandle, watch::Receiver<Arc<Published>>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let (tx, rx) = mpsc::channel(1024);
     let (publish, published) = watch::channel(Arc::new(Published::default()));
+    let mut workloads = Workloads::new();
+    let mut remembered_ids = BTreeSet::new();
+    if let Some(r) = remembered.as_ref().filter(|r| !r.known.is_empty()) {
+        tracing::info!(
+            workloads = r.known.len(),
+            grace_seconds = r.grace.as_secs_f64(),
+            "keeping the workloads known before the restart as endpoints until they reconnect or the grace ends"
+        );
+        remembered_ids = r.known.keys().cloned().collect();
+        workloads = r.known.clone();
+        let forget = tx.clone();
+        let grace = r.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = forget.send(Input::ForgetRemembered).await;
+        });
+    }
     let state = ControlLoop {
         snapshot: Arc::new(Snapshot::default()),
         output: Arc::new(Output::default()),
@@ -135,7 +169,9 @@ pub fn spawn(
         }),
         mode,
         complete: false,
-        workloads: Workloads::new(),
+        workloads,
+        remembered: remembered_ids,
+        registry: remembered.map(|r| r.registry),
         generation: 0,
         history: VecDeque::new(),
         load_errors: Vec::new(),
@@ -144,8 +180,11 @@ pub fn spawn(
         metrics,
         identities,
     };
-    tokio::spawn(state.run(rx));
-    (ControlHandle { tx }, published)
+    let task = tokio::spawn(async move {
+        state.run(rx).await;
+        Ok(())
+    });
+    (ControlHandle { tx }, published, task)
 }
 
 struct ControlLoop {
@@ -155,6 +194,10 @@ struct ControlLoop {
     output: Arc<Output>,
     compiler: Compiler,
     workloads: Workloads,
+    /// Workloads known before a restart that have not reconnected yet.
+    remembered: BTreeSet<String>,
+    /// Where the connected workloads are written (local mode).
+    registry: Option<WorkloadRegistry>,
     generation: u64,
     history: VecDeque<(u64, Arc<Vec<Change>>)>,
     load_errors: Vec<String>,
@@ -178,6 +221,7 @@ impl ControlLoop {
             }
             let mut retranslate = false;
             let mut resync_identities = false;
+            let mut workloads_changed = false;
             let mut waiting = Vec::new();
             for input in batch {
                 match input {
@@ -192,32 +236,55 @@ impl ControlLoop {
                         retranslate = true;
                     }
                     Input::Snapshot { snapshot, errors } => {
-                        if errors.is_empty() {
-                            self.snapshot = Arc::new(*snapshot);
-                            self.load_errors.clear();
-                            self.loaded = true;
-                            self.complete = true;
-                            retranslate = true;
-                        } else {
-                            // Keep serving the last good snapshot.
-                            for e in &errors {
-                                tracing::warn!(error = %e, "input not loaded; keeping the last good configuration");
-                            }
-                            self.load_errors = errors;
+                        // A file with errors is in the snapshot at its last
+                        // version that had none (the loader keeps it), so the
+                        // rest of the directory moves on without it.
+                        for e in errors.iter().filter(|e| !self.load_errors.contains(e)) {
+                            tracing::warn!(error = %e, "not loaded; the file's last good version is used");
                         }
+                        self.snapshot = Arc::new(*snapshot);
+                        self.load_errors = errors;
+                        self.loaded = true;
+                        self.complete = true;
+                        retranslate = true;
                     }
                     Input::WorkloadUp { id, workload, done } => {
                         retranslate |= workload.role == api::Role::Gateway as i32;
+                        self.remembered.remove(&id);
                         self.workloads.insert(id, *workload);
+                        workloads_changed = true;
                         waiting.push(done);
+                    }
+                    Input::ForgetRemembered => {
+                        let stale = std::mem::take(&mut self.remembered);
+                        if !stale.is_empty() {
+                            tracing::info!(
+                                workloads = stale.len(),
+                                "workloads known before the restart did not reconnect; dropping them"
+                            );
+                        }
+                        for id in stale {
+                            if let Some(w) = self.workloads.remove(&id) {
+                                retranslate |= w.role == api::Role::Gateway as i32;
+                                workloads_changed = true;
+                            }
+                        }
                     }
                     Input::IdentitiesChanged => resync_identities = true,
                     Input::TlsMaterials(materials) => self.compiler.set_tls_materials(materials),
                     Input::WorkloadDown { id } => {
                         if let Some(w) = self.workloads.remove(&id) {
                             retranslate |= w.role == api::Role::Gateway as i32;
+                            workloads_changed = true;
                         }
                     }
+                }
+            }
+            if workloads_changed && let Some(registry) = &self.registry {
+                // A few hundred bytes per workload, once per batch of
+                // connections; a failure costs only the restart behaviour.
+                if let Err(e) = registry.store(self.workloads.values()) {
+                    tracing::warn!(error = %e, "cannot write the workload list to the state directory");
                 }
             }
             if retranslate {

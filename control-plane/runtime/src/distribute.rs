@@ -31,6 +31,9 @@ pub struct Distributor {
     proxies: Arc<Proxies>,
     metrics: Arc<Metrics>,
     checker: ProofChecker,
+    /// Local mode: a proxy's announced addresses become endpoints, so they
+    /// must be the address its stream comes from.
+    check_addresses: bool,
 }
 
 impl Distributor {
@@ -40,9 +43,36 @@ impl Distributor {
         proxies: Arc<Proxies>,
         metrics: Arc<Metrics>,
         checker: ProofChecker,
+        check_addresses: bool,
     ) -> Self {
-        Self { control, published, proxies, metrics, checker }
+        Self { control, published, proxies, metrics, checker, check_addresses }
     }
+
+    /// Logs and counts a refused stream; the token itself is never logged.
+    fn refuse(&self, id: &str, peer: Option<std::net::SocketAddr>, reason: &'static str, status: Status) -> Status {
+        tracing::warn!(proxy = %id, ?peer, reason, error = %status.message(), "config stream refused");
+        self.metrics.streams_refused.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+        status
+    }
+}
+
+/// Checks a workload's announced addresses: each must be an IP address,
+/// and when `check` is set (local mode, where they become endpoints) the
+/// address the stream comes from — or, for a stream over loopback (proxies
+/// on the control plane's own host), a loopback address.
+fn announced_addresses(workload: &api::Workload, peer: Option<std::net::IpAddr>, check: bool) -> Result<(), String> {
+    for (i, ip) in workload.ips.iter().enumerate() {
+        let ip: std::net::IpAddr =
+            ip.parse().map_err(|_| format!("Hello.workload.ips[{i}]: {ip:?} is not an IP address"))?;
+        let Some(peer) = peer.filter(|_| check) else { continue };
+        let allowed = if peer.is_loopback() { ip.is_loopback() } else { ip == peer };
+        if !allowed {
+            return Err(format!(
+                "Hello.workload.ips[{i}]: {ip} is not the address this stream comes from ({peer}); a proxy may announce only its own address"
+            ));
+        }
+    }
+    Ok(())
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<api::EncodedConfigUpdate, Status>> + Send>>;
@@ -52,48 +82,60 @@ impl ProxyConfig for Distributor {
     type StreamStream = UpdateStream;
 
     async fn stream(&self, request: Request<Streaming<api::ProxyMessage>>) -> Result<Response<UpdateStream>, Status> {
+        let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(api::ProxyMessage { message: Some(api::proxy_message::Message::Hello(h)) }) => h,
             _ => return Err(Status::invalid_argument("the first message of a stream must be a Hello")),
         };
-        let workload = hello.workload.ok_or_else(|| Status::invalid_argument("Hello.workload is required"))?;
+        let mut workload = hello.workload.ok_or_else(|| Status::invalid_argument("Hello.workload is required"))?;
         if workload.name.is_empty() || workload.namespace.is_empty() {
             return Err(Status::invalid_argument("Hello.workload needs a name and a namespace"));
         }
         let id = format!("{}/{}", workload.namespace, workload.name);
-        // A proof, when sent, must verify and name the proxy's namespace;
-        // only then may a gateway proxy hold its listeners' keys.
-        let proven = if hello.token.trim().is_empty() {
-            None
-        } else {
-            let proof_mesh = if workload.mesh.is_empty() { weft_k8s_api::labels::DEFAULT_MESH } else { &workload.mesh };
-            match self.checker.prove(&hello.token, proof_mesh).await {
-                Ok(p) if p.namespace == workload.namespace => Some(p),
-                Ok(p) => {
-                    tracing::warn!(proxy = %id, proven = %format!("{}/{}", p.namespace, p.service_account), "config stream refused: the token is for another namespace");
-                    self.metrics
-                        .streams_refused
-                        .get_or_create(&vec![("reason".into(), "other_namespace".into())])
-                        .inc();
-                    return Err(Status::permission_denied(format!(
-                        "the token proves namespace {:?}, not {:?}",
-                        p.namespace, workload.namespace
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!(proxy = %id, error = %e, "config stream refused: the identity token does not verify");
-                    self.metrics.streams_refused.get_or_create(&vec![("reason".into(), "bad_token".into())]).inc();
-                    return Err(Status::permission_denied(e.to_string()));
-                }
-            }
-        };
-        let mesh = if workload.mesh.is_empty() { "(namespace mesh)".to_string() } else { workload.mesh.clone() };
-        self.proxies.register(&id, &workload, mesh).map_err(|e| Status::already_exists(e.to_string()))?;
-        let may_hold_keys = proven.is_some();
-        if let Some(p) = &proven {
-            self.proxies.update(&id, |s| s.proven = Some(format!("{}/{}", p.namespace, p.service_account)));
+        // Every stream proves an identity (a join token, or in Kubernetes
+        // mode a ServiceAccount token): it decides what the proxy is sent,
+        // and bounds what it may announce.
+        if hello.token.trim().is_empty() {
+            return Err(self.refuse(
+                &id,
+                peer,
+                "no_token",
+                Status::unauthenticated(
+                    "the config stream needs a proof of identity (Hello.token: a join token or a ServiceAccount token)",
+                ),
+            ));
         }
+        let proof_mesh = if workload.mesh.is_empty() { weft_k8s_api::labels::DEFAULT_MESH } else { &workload.mesh };
+        let proven = match self.checker.prove(&hello.token, proof_mesh).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(&id, peer, "bad_token", Status::permission_denied(e.to_string()))),
+        };
+        if proven.namespace != workload.namespace {
+            let msg = format!("the token proves namespace {:?}, not {:?}", proven.namespace, workload.namespace);
+            return Err(self.refuse(&id, peer, "other_namespace", Status::permission_denied(msg)));
+        }
+        if workload.service_account.is_empty() {
+            workload.service_account = proven.service_account.clone();
+        } else if workload.service_account != proven.service_account {
+            let msg = format!(
+                "the token proves ServiceAccount {:?}, not {:?}",
+                proven.service_account, workload.service_account
+            );
+            return Err(self.refuse(&id, peer, "other_service_account", Status::permission_denied(msg)));
+        }
+        if let Err(msg) = announced_addresses(&workload, peer.map(|p| p.ip()), self.check_addresses) {
+            return Err(self.refuse(&id, peer, "bad_address", Status::permission_denied(msg)));
+        }
+        let proven_id = format!("{}/{}", proven.namespace, proven.service_account);
+        let mesh = if workload.mesh.is_empty() { "(namespace mesh)".to_string() } else { workload.mesh.clone() };
+        let registration = match self.proxies.register(&id, &workload, mesh, &proven_id) {
+            Ok(r) => r,
+            Err(e) => return Err(self.refuse(&id, peer, "name_taken", Status::already_exists(e.to_string()))),
+        };
+        // The stream proved an identity in the proxy's namespace: a gateway
+        // proxy may hold its listeners' keys.
+        let may_hold_keys = true;
         let (done_tx, done_rx) = oneshot::channel();
         let sent = self.control.send(Input::WorkloadUp {
             id: id.clone(),
@@ -101,18 +143,19 @@ impl ProxyConfig for Distributor {
             done: done_tx,
         });
         if sent.await.is_err() {
-            self.proxies.unregister(&id);
+            self.proxies.unregister(&id, registration.epoch);
             return Err(Status::unavailable("the control plane is shutting down"));
         }
         let generation = done_rx.await.map_err(|_| Status::unavailable("the control plane is shutting down"))?;
         self.metrics.proxies_connected.inc();
-        tracing::info!(proxy = %id, held = hello.versions.len(), "proxy connected");
+        tracing::info!(proxy = %id, proven = %proven_id, held = hello.versions.len(), "proxy connected");
 
         // Small: updates are built only when there is room for them, so a
         // slow reader holds a couple of them, not its whole backlog.
         let (tx, rx) = mpsc::channel(2);
         let session = Session {
             id,
+            epoch: registration.epoch,
             workload,
             may_hold_keys,
             basis: Basis::Announced(hello.versions.into_iter().collect()),
@@ -124,7 +167,7 @@ impl ProxyConfig for Distributor {
             proxies: self.proxies.clone(),
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(session.run(inbound, tx, self.published.clone(), generation));
+        tokio::spawn(session.run(inbound, tx, self.published.clone(), generation, registration.displaced));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -152,6 +195,8 @@ struct Batch {
 /// the compilation last sent to it stands for what it holds.
 struct Session {
     id: String,
+    /// Which of the sessions that held this proxy name it is.
+    epoch: u64,
     workload: api::Workload,
     may_hold_keys: bool,
     basis: Basis,
@@ -173,10 +218,14 @@ impl Session {
         tx: mpsc::Sender<Result<api::EncodedConfigUpdate, Status>>,
         mut published: watch::Receiver<Arc<Published>>,
         first_generation: u64,
+        mut displaced: oneshot::Receiver<()>,
     ) {
         loop {
             let current = published.borrow_and_update().clone();
-            if current.generation >= first_generation && current.generation > self.seen_generation {
+            // Nothing goes out before the first snapshot is loaded: a control
+            // plane that has just started would otherwise tell the proxy
+            // that every Service and route is gone.
+            if current.loaded && current.generation >= first_generation && current.generation > self.seen_generation {
                 if self.seen_generation == 0 {
                     self.full_diff(&current)
                 } else {
@@ -200,6 +249,10 @@ impl Session {
                         break;
                     }
                 }
+                _ = &mut displaced => {
+                    tracing::info!(proxy = %self.id, "a newer stream of the same identity replaced this one");
+                    break;
+                }
                 message = inbound.message() => match message {
                     Ok(Some(api::ProxyMessage { message: Some(api::proxy_message::Message::Ack(ack)) })) => self.on_ack(ack),
                     Ok(Some(_)) => {
@@ -217,10 +270,13 @@ impl Session {
     }
 
     async fn finish(&self) {
-        self.proxies.unregister(&self.id);
         self.metrics.proxies_connected.dec();
-        let _ = self.control.send(Input::WorkloadDown { id: self.id.clone() }).await;
-        tracing::info!(proxy = %self.id, "proxy disconnected");
+        // A session replaced by a newer one of the same proxy leaves the
+        // workload to it.
+        if self.proxies.unregister(&self.id, self.epoch) {
+            let _ = self.control.send(Input::WorkloadDown { id: self.id.clone() }).await;
+            tracing::info!(proxy = %self.id, "proxy disconnected");
+        }
     }
 
     fn view(&self) -> ProxyView<'_> {

@@ -201,7 +201,7 @@ pub(crate) async fn start(config: &Config, options: KubeOptions) -> anyhow::Resu
         source.index.clone(),
     ));
     let mut core =
-        start_core(config, control::Mode::Kubernetes, metrics, identities.clone(), extra, Some(reviewer)).await?;
+        start_core(config, control::Mode::Kubernetes, metrics, identities.clone(), extra, Some(reviewer), None).await?;
     core.tasks.append(&mut tasks);
     core.tasks.push(tokio::spawn(async move {
         source_task.await.context("the Kubernetes source panicked")?;

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
 pub mod proxies;
+pub mod registry;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -36,8 +37,10 @@ use crate::proxies::Proxies;
 /// Where the control plane reads its input.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// A directory of YAML; CAs and the join-token key in `state_dir`.
-    Local { dir: PathBuf, state_dir: PathBuf },
+    /// A directory of YAML; CAs, the join-token key and the workloads last
+    /// connected in `state_dir`. After a restart the remembered workloads
+    /// stay endpoints for `reconnect_grace` unless they reconnect sooner.
+    Local { dir: PathBuf, state_dir: PathBuf, reconnect_grace: std::time::Duration },
     /// The Kubernetes API.
     Kubernetes(Box<kubernetes::KubeOptions>),
 }
@@ -121,9 +124,10 @@ async fn start_core(
     identities: Arc<Identities>,
     extra: admin::Extra,
     reviewer: Option<Arc<weft_kubernetes::tokenreview::TokenReviewer>>,
+    remembered: Option<control::Remembered>,
 ) -> anyhow::Result<Core> {
     let proxies = Arc::new(Proxies::default());
-    let (control, published) = control::spawn(mode, metrics.clone(), identities.clone());
+    let (control, published, control_loop) = control::spawn(mode, metrics.clone(), identities.clone(), remembered);
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -134,7 +138,10 @@ async fn start_core(
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    // The control loop first: stopping it before the servers means the
+    // disconnects a shutdown causes are never taken for workloads leaving
+    // (the workload list in the state directory keeps them).
+    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = vec![control_loop];
     // Mesh CAs rotated where they are kept reach proxies within seconds.
     let (watched, rotation_control) = (identities.clone(), control.clone());
     tasks.push(tokio::spawn(async move {
@@ -149,8 +156,14 @@ async fn start_core(
 
     let certificate_metrics = metrics.clone();
     let checker = identity::ProofChecker { identities: identities.clone(), reviewer: reviewer.clone() };
-    let distributor =
-        distribute::Distributor::new(control.clone(), published.clone(), proxies.clone(), metrics.clone(), checker);
+    let distributor = distribute::Distributor::new(
+        control.clone(),
+        published.clone(),
+        proxies.clone(),
+        metrics.clone(),
+        checker,
+        mode == control::Mode::Local,
+    );
     tasks.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -182,14 +195,33 @@ async fn start_core(
 /// source and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     match &config.source {
-        Source::Local { dir, state_dir } => {
+        Source::Local { dir, state_dir, reconnect_grace } => {
             let metrics = Arc::new(Metrics::default());
             let identities = Arc::new(
                 Identities::open(state_dir)
                     .with_context(|| format!("opening the state directory {}", state_dir.display()))?,
             );
-            let mut core =
-                start_core(&config, control::Mode::Local, metrics, identities, admin::Extra::default(), None).await?;
+            let registry = registry::WorkloadRegistry::in_state_dir(state_dir);
+            let known = registry.load().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the workloads known before the restart are lost");
+                Default::default()
+            });
+            // Their names stay theirs while they reconnect.
+            let reserved: Vec<(String, String)> =
+                known.iter().map(|(id, w)| (id.clone(), w.service_account.clone())).collect();
+            let remembered = control::Remembered { registry, grace: *reconnect_grace, known };
+            let core = start_core(
+                &config,
+                control::Mode::Local,
+                metrics,
+                identities,
+                admin::Extra::default(),
+                None,
+                Some(remembered),
+            )
+            .await?;
+            core.proxies.reserve(reserved, std::time::Instant::now() + *reconnect_grace);
+            let mut core = core;
             let (dir, source_control) = (dir.clone(), core.control.clone());
             core.tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
             tracing::info!(grpc_addr = %core.grpc_addr, admin_addr = %core.admin_addr, dir = %config_dir(&config), "control plane started (local mode)");

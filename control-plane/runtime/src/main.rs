@@ -42,6 +42,10 @@ struct RunArgs {
     /// the Kubernetes API.
     #[arg(long, value_name = "DIR")]
     local: Option<PathBuf>,
+    /// Local mode: after a restart, how long the workloads connected before
+    /// it stay endpoints while they reconnect (seconds).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600), requires = "local")]
+    reconnect_grace: u64,
     /// Kubernetes mode: the kubeconfig to use (default: in-cluster, then
     /// KUBECONFIG, then ~/.kube/config).
     #[arg(long, value_name = "FILE", conflicts_with = "local")]
@@ -144,7 +148,11 @@ async fn main() -> anyhow::Result<()> {
                 Some(dir) => dir,
                 None => default_state_dir()?,
             };
-            weft_cp::Source::Local { dir, state_dir }
+            weft_cp::Source::Local {
+                dir,
+                state_dir,
+                reconnect_grace: std::time::Duration::from_secs(args.reconnect_grace),
+            }
         }
         None => {
             let identity = match args.pod_name.filter(|n| !n.is_empty()) {

@@ -90,11 +90,9 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// The exposition for a scrape with this `Accept` header:
+    /// `(content type, body)`, OpenMetrics or the classic text format.
+    pub fn encode(&self, accept: Option<&str>) -> (&'static str, String) {
+        weft_metrics_exposition::encode(&self.registry, accept)
     }
 }

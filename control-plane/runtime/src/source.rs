@@ -42,7 +42,7 @@ pub async fn watch_directory(dir: PathBuf, control: ControlHandle) -> anyhow::Re
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
         tracing::info!(dir = %dir.display(), objects = report.loaded, errors = errors.len(), elapsed_ms, "loaded");
-        if errors.is_empty() && control.send(Input::TlsMaterials(report.tls_materials.clone())).await.is_err() {
+        if control.send(Input::TlsMaterials(report.tls_materials.clone())).await.is_err() {
             return Ok(());
         }
         if control.send(Input::Snapshot { snapshot: Box::new(snapshot), errors }).await.is_err() {

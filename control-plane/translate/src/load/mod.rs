@@ -137,11 +137,43 @@ pub fn load_paths(paths: &[PathBuf]) -> (Snapshot, LoadReport) {
 #[derive(Debug, Default)]
 pub struct ManifestCache {
     files: BTreeMap<PathBuf, (String, ParsedFile)>,
+    /// Each file's last version that loaded without an error.
+    last_good: BTreeMap<PathBuf, ParsedFile>,
+}
+
+/// Largest manifest file read (the API server refuses requests over 3 MiB).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// A manifest file's text: only regular files (a FIFO would block the
+/// reader, a device such as `/dev/zero` would never end), at most
+/// [`MAX_FILE_BYTES`].
+pub fn read_manifest(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device); skipped",
+        ));
+    }
+    let too_large =
+        || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {MAX_FILE_BYTES} bytes; skipped"));
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 impl ManifestCache {
     /// Loads every path like [`load_paths`], re-parsing only files whose
-    /// content differs from the last load.
+    /// content differs from the last load. A file that now has errors keeps
+    /// the objects of its last version that had none (its errors are still
+    /// reported), so one broken file holds back only itself.
     pub fn load(&mut self, paths: &[PathBuf]) -> (Snapshot, LoadReport) {
         let mut order: Vec<ParsedFile> = Vec::new();
         let mut present = std::collections::BTreeSet::new();
@@ -154,28 +186,47 @@ impl ManifestCache {
                 }
             };
             for file in files {
-                let text = match std::fs::read_to_string(&file) {
+                present.insert(file.clone());
+                let text = match read_manifest(&file) {
                     Ok(text) => text,
                     Err(e) => {
-                        order.push(ParsedFile::unreadable(&file, &e));
+                        order.push(self.with_last_good(&file, ParsedFile::unreadable(&file, &e)));
                         continue;
                     }
                 };
-                present.insert(file.clone());
                 let cached = self.files.get(&file).filter(|(old, _)| *old == text).map(|(_, parsed)| parsed.clone());
                 let parsed = match cached {
                     Some(parsed) => parsed,
                     None => {
                         let parsed = ParsedFile::parse(&file.display().to_string(), &text);
-                        self.files.insert(file, (text, parsed.clone()));
+                        self.files.insert(file.clone(), (text, parsed.clone()));
                         parsed
                     }
                 };
-                order.push(parsed);
+                order.push(self.with_last_good(&file, parsed));
             }
         }
         self.files.retain(|path, _| present.contains(path));
+        self.last_good.retain(|path, _| present.contains(path));
         assemble(order)
+    }
+
+    /// `parsed` when it has no error (it becomes the file's last good
+    /// version); otherwise the last good version's objects with `parsed`'s
+    /// errors, or `parsed` itself when the file never loaded cleanly.
+    fn with_last_good(&mut self, file: &Path, parsed: ParsedFile) -> ParsedFile {
+        if !parsed.has_errors() {
+            self.last_good.insert(file.to_path_buf(), parsed.clone());
+            return parsed;
+        }
+        match self.last_good.get(file) {
+            Some(good) => {
+                let mut kept = good.clone();
+                kept.entries.extend(parsed.entries.into_iter().filter(|e| matches!(e, Entry::Error(_))));
+                kept
+            }
+            None => parsed,
+        }
     }
 }
 
@@ -194,7 +245,18 @@ pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        // A dangling link or an entry removed meanwhile: reading it reports
+        // it, if it is a manifest; the rest of the directory still loads.
+        Err(_) if !explicit => {
+            if path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+                out.push(path.to_path_buf());
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
@@ -228,6 +290,10 @@ impl ParsedFile {
             parsed.add_value(&origin, value);
         }
         parsed
+    }
+
+    fn has_errors(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e, Entry::Error(_)))
     }
 
     fn unreadable(path: &Path, e: &std::io::Error) -> Self {
@@ -361,6 +427,41 @@ impl ParsedFile {
             ("weft.io", "MeshTCPRoute") => {
                 object!("MeshTCPRoute", MeshTcpRoute, weft_k8s_api::crds::MeshTCPRoute, namespaced: true, |_| {})
             }
+            (
+                "gateway.networking.k8s.io",
+                "UDPRoute"
+                | "BackendTLSPolicy"
+                | "BackendTrafficPolicy"
+                | "XBackendTrafficPolicy"
+                | "XListenerSet"
+                | "XMesh",
+            ) => {
+                // Gateway API kinds Weft does not implement.
+                *self.ignored_kinds.entry(format!("{kind}.{group}")).or_default() += 1;
+                return Ok(None);
+            }
+            ("gateway.networking.k8s.io", other) => {
+                let known = [
+                    "GatewayClass",
+                    "Gateway",
+                    "ListenerSet",
+                    "HTTPRoute",
+                    "GRPCRoute",
+                    "TLSRoute",
+                    "TCPRoute",
+                    "ReferenceGrant",
+                ];
+                let lower = other.to_ascii_lowercase();
+                let hint = known
+                    .iter()
+                    .find(|k| {
+                        let k = k.to_ascii_lowercase();
+                        k == lower || lower.starts_with(&k) || k.starts_with(&lower)
+                    })
+                    .map(|k| format!("; did you mean {k}?"))
+                    .unwrap_or_default();
+                return Err(origin.error("kind", format!("unknown Gateway API kind {other:?}{hint}")));
+            }
             ("weft.io", "MeshGateway") => {
                 // Generated by the translator from Gateways; reading it back
                 // (e.g. from `kubectl get -o yaml` output) is harmless.
@@ -411,7 +512,7 @@ impl Loader {
             }
         };
         for file in files {
-            match std::fs::read_to_string(&file) {
+            match read_manifest(&file) {
                 Ok(text) => self.add_str(&file.display().to_string(), &text),
                 Err(e) => self.files.push(ParsedFile::unreadable(&file, &e)),
             }
@@ -680,5 +781,69 @@ mod tests {
         assert_eq!(third.services.len(), 1);
         assert_eq!(report.errors.len(), 1);
         assert_eq!(cache.files.len(), 2);
+    }
+
+    const SERVICE_A: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+    const SERVICE_B: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_objects_and_the_others_move_on() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SERVICE_A).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), SERVICE_B).unwrap();
+        let mut cache = ManifestCache::default();
+        let (snap, report) = cache.load(&[dir.path().to_path_buf()]);
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert_eq!(snap.services.len(), 2);
+
+        // a.yaml breaks; b.yaml changes: b's change applies, a keeps its
+        // last good Service, and a's error is reported.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: eighty}]}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b.yaml"), SERVICE_B.replace("port: 80", "port: 81")).unwrap();
+        let (snap, report) = cache.load(&[dir.path().to_path_buf()]);
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert!(report.errors[0].to_string().contains("a.yaml"), "{}", report.errors[0]);
+        let port = |name: &str| {
+            let key = ObjectKey { namespace: "x".into(), name: name.into() };
+            snap.services[&key].spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| p[0].port)
+        };
+        assert_eq!(port("a"), Some(80), "the broken file's last good version");
+        assert_eq!(port("b"), Some(81), "the other file's change");
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read_and_misspelt_kinds_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SERVICE_A).unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.yaml")).unwrap();
+        let big = "#".repeat(MAX_FILE_BYTES as usize + 1);
+        std::fs::write(dir.path().join("big.yaml"), big).unwrap();
+        std::fs::write(
+            dir.path().join("typo.yaml"),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoutes\nmetadata: {name: r, namespace: x}\n",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let (snap, report) = ManifestCache::default().load(&[dir.path().to_path_buf()]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the load blocked");
+        assert_eq!(snap.services.len(), 1, "{report:?}");
+        let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        let find = |file: &str, text: &str| errors.iter().any(|e| e.contains(file) && e.contains(text));
+        assert!(find("fifo.yaml", "not a regular file"), "{errors:#?}");
+        assert!(find("zero.yaml", "not a regular file"), "{errors:#?}");
+        assert!(find("dangling.yaml", "cannot read"), "{errors:#?}");
+        assert!(find("big.yaml", "larger than"), "{errors:#?}");
+        assert!(find("typo.yaml", "did you mean HTTPRoute?"), "{errors:#?}");
+        assert_eq!(errors.len(), 5, "{errors:#?}");
     }
 }
