@@ -2,6 +2,13 @@
 //! outlier ejection. Statistics live per endpoint address and survive
 //! config updates (a weight change does not reset what the proxy learned
 //! about latency or failures).
+//!
+//! An endpoint that has not answered yet has no latency to compare: against
+//! a known endpoint it is taken to be as fast as that one, so only the
+//! requests in flight decide and a new replica gets its share at once.
+//! (Assuming a fixed default latency instead starves it wherever real
+//! latencies are below the default: it loses every comparison until the
+//! default decays, which took over 10 s.)
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +23,16 @@ const EJECT_AFTER: u32 = 5;
 /// First ejection; each further one doubles, up to `MAX_EJECTION`.
 const BASE_EJECTION: Duration = Duration::from_secs(5);
 const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// An endpoint that has never answered is not ejected during its first
+/// seconds: a new replica may be reachable a moment before it can accept
+/// connections (its proxy still getting its certificate); requests it
+/// cannot take go to another endpoint meanwhile, and ejecting it then would
+/// keep it out of the traffic long after it is ready.
+const NEW_ENDPOINT_GRACE: Duration = Duration::from_secs(5);
+/// Loads within this factor of each other count as equal, and the random
+/// first candidate wins: among equally fast endpoints, noise in the
+/// latency estimate must not send all the traffic to one of them.
+const EQUIVALENT_LOAD: f64 = 1.25;
 
 /// What the balancer knows of one endpoint.
 #[derive(Debug)]
@@ -32,6 +49,10 @@ struct State {
     consecutive_failures: u32,
     /// Ejections since the endpoint last answered well.
     ejections: u32,
+    /// Whether any attempt has succeeded (the cost means something).
+    observed: bool,
+    /// When the proxy first knew the endpoint.
+    created: Instant,
     ejected_until: Option<Instant>,
 }
 
@@ -45,6 +66,8 @@ impl EndpointStats {
                 consecutive_failures: 0,
                 ejections: 0,
                 ejected_until: None,
+                observed: false,
+                created: now,
             }),
         }
     }
@@ -53,12 +76,26 @@ impl EndpointStats {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decayed latency estimate times the requests waiting on it.
+    /// Decayed latency estimate times the requests waiting on it (an
+    /// endpoint not observed yet counts [`DEFAULT_RTT`]).
     pub fn load(&self, now: Instant) -> f64 {
+        self.cost(now).unwrap_or(DEFAULT_RTT.as_nanos() as f64) * self.waiting()
+    }
+
+    /// The decayed latency estimate in nanoseconds; `None` before any
+    /// attempt was observed.
+    fn cost(&self, now: Instant) -> Option<f64> {
         let s = self.lock();
+        if !s.observed {
+            return None;
+        }
         let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
-        let cost = s.cost_ns * (-elapsed / DECAY.as_secs_f64()).exp();
-        cost.max(1.0) * f64::from(self.in_flight.load(Ordering::Relaxed) + 1)
+        Some((s.cost_ns * (-elapsed / DECAY.as_secs_f64()).exp()).max(1.0))
+    }
+
+    /// The requests in flight, plus the one being placed.
+    fn waiting(&self) -> f64 {
+        f64::from(self.in_flight.load(Ordering::Relaxed) + 1)
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -67,19 +104,36 @@ impl EndpointStats {
         InFlight(self)
     }
 
-    /// Records how an attempt went.
+    /// Records a success whose time is not the endpoint's latency (it
+    /// included opening a connection): it ends a failure streak, and the
+    /// latency estimate stays as it was.
+    pub fn observe_success_without_sample(&self, now: Instant) {
+        let mut s = self.lock();
+        s.consecutive_failures = 0;
+        if s.ejected_until.is_none_or(|t| now >= t) {
+            s.ejections = 0;
+            s.ejected_until = None;
+        }
+    }
+
+    /// Records how an attempt went. Only successes are latency samples: a
+    /// failure is often fast (a refused connection), and counting it would
+    /// draw traffic to the endpoint that fails; failures eject instead.
     pub fn observe(&self, rtt: Duration, ok: bool, now: Instant) {
         let mut s = self.lock();
-        let sample = rtt.as_nanos() as f64;
-        if sample > s.cost_ns {
-            s.cost_ns = sample;
-        } else {
-            let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
-            let w = (-elapsed / DECAY.as_secs_f64()).exp();
-            s.cost_ns = s.cost_ns * w + sample * (1.0 - w);
-        }
-        s.updated = now;
         if ok {
+            let sample = rtt.as_nanos() as f64;
+            if !s.observed {
+                s.observed = true;
+                s.cost_ns = sample;
+            } else if sample > s.cost_ns {
+                s.cost_ns = sample;
+            } else {
+                let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
+                let w = (-elapsed / DECAY.as_secs_f64()).exp();
+                s.cost_ns = s.cost_ns * w + sample * (1.0 - w);
+            }
+            s.updated = now;
             s.consecutive_failures = 0;
             if s.ejected_until.is_none_or(|t| now >= t) {
                 s.ejections = 0;
@@ -88,7 +142,8 @@ impl EndpointStats {
             return;
         }
         s.consecutive_failures += 1;
-        if s.consecutive_failures >= EJECT_AFTER && s.ejected_until.is_none_or(|t| now >= t) {
+        let starting = !s.observed && now.saturating_duration_since(s.created) < NEW_ENDPOINT_GRACE;
+        if !starting && s.consecutive_failures >= EJECT_AFTER && s.ejected_until.is_none_or(|t| now >= t) {
             let factor = 1u32 << s.ejections.min(6);
             let period = (BASE_EJECTION * factor).min(MAX_EJECTION);
             s.ejected_until = Some(now + period);
@@ -143,7 +198,18 @@ pub fn pick<'a, T>(
                 b += 1;
             }
             let (pa, pb) = (nth(a), nth(b));
-            Some(if stats(pa).load(now) <= stats(pb).load(now) { pa } else { pb })
+            let (sa, sb) = (stats(pa), stats(pb));
+            // An endpoint with no latency yet is compared as if it had the
+            // other one's.
+            let (ca, cb) = match (sa.cost(now), sb.cost(now)) {
+                (Some(a), Some(b)) => (a, b),
+                (Some(a), None) => (a, a),
+                (None, Some(b)) => (b, b),
+                (None, None) => (1.0, 1.0),
+            };
+            let (la, lb) = (ca * sa.waiting(), cb * sb.waiting());
+            let equivalent = la <= lb * EQUIVALENT_LOAD && lb <= la * EQUIVALENT_LOAD;
+            Some(if equivalent || la < lb { pa } else { pb })
         }
     }
 }
@@ -162,6 +228,57 @@ mod tests {
         let fast = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[0])).count();
         // With two endpoints p2c always compares both: all go to the fast one.
         assert_eq!(fast, 1000);
+    }
+
+    #[test]
+    fn a_new_endpoint_gets_its_share_at_once() {
+        let now = Instant::now();
+        let eps: Vec<EndpointStats> = (0..4).map(|_| EndpointStats::new(now)).collect();
+        // Three known, fast endpoints; a fourth just added.
+        for e in &eps[..3] {
+            e.observe(Duration::from_micros(300), true, now);
+        }
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            let chosen = pick(&eps, |e| e, now, &mut rng).unwrap();
+            counts[eps.iter().position(|e| std::ptr::eq(e, chosen)).unwrap()] += 1;
+        }
+        // Nothing in flight and equal costs: p2c spreads evenly (the first
+        // of a tied pair wins, which is random).
+        assert!(counts[3] >= 800, "the new endpoint got {counts:?}");
+        // Once it has answered, its real latency counts.
+        eps[3].observe(Duration::from_millis(50), true, now);
+        let new = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[3])).count();
+        assert_eq!(new, 0, "a slow endpoint keeps losing once its latency is known");
+    }
+
+    #[test]
+    fn a_starting_endpoint_is_not_ejected_and_its_failures_are_not_latency() {
+        let now = Instant::now();
+        let e = EndpointStats::new(now);
+        for _ in 0..20 {
+            e.observe(Duration::from_micros(50), false, now + Duration::from_secs(1));
+        }
+        assert!(!e.is_ejected(now + Duration::from_secs(1)), "ejected while it was starting");
+        assert!(e.cost(now).is_none(), "a failure became a latency sample");
+        // Still failing once the grace is over: ejected as any other.
+        let later = now + NEW_ENDPOINT_GRACE;
+        for _ in 0..EJECT_AFTER {
+            e.observe(Duration::from_micros(50), false, later);
+        }
+        assert!(e.is_ejected(later));
+    }
+
+    #[test]
+    fn equally_fast_endpoints_share_the_traffic() {
+        let now = Instant::now();
+        let eps: Vec<EndpointStats> = (0..2).map(|_| EndpointStats::new(now)).collect();
+        eps[0].observe(Duration::from_micros(1000), true, now);
+        eps[1].observe(Duration::from_micros(1100), true, now);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let first = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[0])).count();
+        assert!((400..=600).contains(&first), "{first} of 1000 to the marginally faster endpoint");
     }
 
     #[test]
@@ -191,6 +308,7 @@ mod tests {
     fn consecutive_failures_eject_with_growing_backoff() {
         let now = Instant::now();
         let e = EndpointStats::new(now);
+        e.observe(Duration::from_millis(1), true, now);
         for _ in 0..4 {
             e.observe(Duration::from_millis(1), false, now);
         }
@@ -211,6 +329,9 @@ mod tests {
     fn ejected_endpoints_are_avoided_unless_all_are_ejected() {
         let now = Instant::now();
         let eps: Vec<EndpointStats> = (0..3).map(|_| EndpointStats::new(now)).collect();
+        for e in &eps {
+            e.observe(Duration::from_millis(1), true, now);
+        }
         for _ in 0..5 {
             eps[0].observe(Duration::from_millis(1), false, now);
         }

@@ -714,13 +714,28 @@ impl Sending<'_> {
         body: Body,
         per_try: Option<Duration>,
     ) -> Result<Response<Body>, Failed> {
-        let Some(upstream) = self.proxy.endpoint_for(self.backend) else {
-            return Err(Box::new(no_endpoints(self.backend)));
-        };
         parts.version = if self.use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         // What the server side attached to the request stays on this side.
         parts.extensions.clear();
-        attempt(&upstream, Request::from_parts(parts, body), self.use_h2, per_try).await
+        let mut req = Request::from_parts(parts, body);
+        // A request that could not even be written (no connection to the
+        // endpoint: it is starting, stopping or gone) goes to another one;
+        // nothing was sent, so this is safe for any method.
+        let mut tried = Vec::new();
+        loop {
+            let Some(upstream) = self.proxy.endpoint_avoiding(self.backend, &tried) else {
+                return Err(Box::new(no_endpoints(self.backend)));
+            };
+            match attempt_keeping(&upstream, req, self.use_h2, per_try).await {
+                Ok(resp) => return Ok(resp),
+                Err(NoResponse { unsent: Some(unsent), .. }) if tried.len() + 1 < CONNECT_ATTEMPTS => {
+                    tracing::debug!(endpoint = %upstream.addr(), "no connection to the endpoint; trying another");
+                    tried.push(upstream.addr());
+                    req = unsent;
+                }
+                Err(failed) => return Err(failed.response),
+            }
+        }
     }
 
     /// Attempts with a replayable body, retrying as the rule allows; each
@@ -758,6 +773,16 @@ fn no_endpoints(backend: &Backend) -> Response<Body> {
     full(StatusCode::SERVICE_UNAVAILABLE, format!("backend {} has no endpoints", backend.label))
 }
 
+/// Endpoints a request that could not be written is offered to.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// An attempt without a response: the error response, and the request when
+/// it was never written.
+struct NoResponse {
+    response: Failed,
+    unsent: Option<Request<Body>>,
+}
+
 /// One request to one endpoint, with its statistics updated. A connection
 /// failure or timeout becomes a 502/504 response in `Err`.
 async fn attempt(
@@ -766,21 +791,42 @@ async fn attempt(
     use_h2: bool,
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failed> {
+    attempt_keeping(upstream, req, use_h2, per_try).await.map_err(|n| n.response)
+}
+
+/// [`attempt`], keeping the request when it was never written.
+async fn attempt_keeping(
+    upstream: &Upstream,
+    req: Request<Body>,
+    use_h2: bool,
+    per_try: Option<Duration>,
+) -> Result<Response<Body>, NoResponse> {
     let _in_flight = upstream.stats.start();
     let started = Instant::now();
-    let call = upstream.pool.send(req, use_h2);
+    let connects = upstream.pool.connects();
+    let call = upstream.pool.send_or_return(req, use_h2);
     let outcome = match per_try {
         Some(t) => tokio::time::timeout(t, call).await.map_err(|_| ()),
         None => Ok(call.await),
     };
+    let mut unsent = None;
     let now = Instant::now();
     let endpoint = Served { endpoint: Some(upstream.addr()), ..Served::default() };
     let mut result = match outcome {
         Ok(Ok(resp)) => {
-            upstream.stats.observe(now - started, !resp.status().is_server_error(), now);
+            let ok = !resp.status().is_server_error();
+            // A request that waited for a new connection (TCP and mTLS
+            // handshakes) would make a new endpoint look slow for as long
+            // as the estimate takes to decay.
+            if ok && upstream.pool.connects() != connects {
+                upstream.stats.observe_success_without_sample(now);
+            } else {
+                upstream.stats.observe(now - started, ok, now);
+            }
             Ok(resp)
         }
-        Ok(Err(e)) => {
+        Ok(Err((e, returned))) => {
+            unsent = returned;
             upstream.stats.observe(now - started, false, now);
             tracing::debug!(endpoint = %upstream.addr(), error = %e, "request to endpoint failed");
             let chain = error_chain(&e);
@@ -812,7 +858,7 @@ async fn attempt(
         Ok(r) => r.extensions_mut().insert(endpoint),
         Err(r) => r.extensions_mut().insert(endpoint),
     };
-    result
+    result.map_err(|response| NoResponse { response, unsent })
 }
 
 /// Whether an error of type `T` is somewhere in `e`'s chain.

@@ -61,6 +61,8 @@ pub struct Pool {
     /// first requests share one connection instead of opening one each.
     http2_connecting: tokio::sync::Mutex<()>,
     http2_generation: std::sync::atomic::AtomicU64,
+    /// Connections opened, counted as attempts start.
+    connects: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -126,23 +128,38 @@ impl Pool {
             http2: Mutex::new(None),
             http2_connecting: tokio::sync::Mutex::new(()),
             http2_generation: std::sync::atomic::AtomicU64::new(0),
+            connects: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Sends a request with an origin-form URI (HTTP/1.1) or an absolute
     /// one (HTTP/2), on a pooled connection when one is free.
     pub async fn send(&self, req: Request<Body>, use_h2: bool) -> Result<Response<Body>, SendError> {
+        self.send_or_return(req, use_h2).await.map_err(|(e, _)| e)
+    }
+
+    /// [`Pool::send`], giving the request back with the error when it was
+    /// never written (no connection could be opened), so that it can go to
+    /// another endpoint.
+    pub async fn send_or_return(
+        &self,
+        req: Request<Body>,
+        use_h2: bool,
+    ) -> Result<Response<Body>, (SendError, Option<Request<Body>>)> {
         if use_h2 { self.send_h2(req).await } else { self.send_h1(req).await }
     }
 
-    async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, SendError> {
+    async fn send_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, (SendError, Option<Request<Body>>)> {
         let mut stale = 0;
         loop {
             let pooled = if stale < STALE_RETRIES { self.idle.take(Instant::now()) } else { None };
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(s) => s,
-                None => self.connect_h1().await?,
+                None => match self.connect_h1().await {
+                    Ok(s) => s,
+                    Err(e) => return Err((e, Some(req))),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.pooled_response(resp, sender)),
@@ -153,13 +170,20 @@ impl Pool {
                         stale += 1;
                         req = unsent;
                     }
-                    _ => return Err(SendError::Http(e.into_error())),
+                    _ => return Err((SendError::Http(e.into_error()), None)),
                 },
             }
         }
     }
 
+    /// Connections opened so far (a request that opened one spent part of
+    /// its time connecting, which is not the endpoint's latency).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        self.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let io = self.target.connect(ALPN_HTTP1).await.map_err(SendError::Connect)?;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
         let addr = self.target.addr;
@@ -186,10 +210,13 @@ impl Pool {
         resp.map(|inner| PooledBody { inner, release: Some((idle, sender)) }.boxed())
     }
 
-    async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, SendError> {
+    async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, (SendError, Option<Request<Body>>)> {
         let mut attempts = 0;
         loop {
-            let (generation, mut sender) = self.h2_sender().await?;
+            let (generation, mut sender) = match self.h2_sender().await {
+                Ok(s) => s,
+                Err(e) => return Err((e, Some(req))),
+            };
             attempts += 1;
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
@@ -200,7 +227,7 @@ impl Pool {
                         self.forget_h2(generation);
                         req = unsent;
                     }
-                    _ => return Err(SendError::Http(e.into_error())),
+                    _ => return Err((SendError::Http(e.into_error()), None)),
                 },
             }
         }
@@ -225,6 +252,7 @@ impl Pool {
         if let Some(s) = self.current_h2() {
             return Ok(s);
         }
+        self.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let io = self.target.connect(ALPN_H2).await.map_err(SendError::Connect)?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(io))

@@ -88,10 +88,24 @@ impl Proxy {
     /// An endpoint of `backend` chosen by the balancer, or `None` when the
     /// backend has no endpoint serving its port.
     pub fn endpoint_for(&self, backend: &Backend) -> Option<Arc<Upstream>> {
+        self.endpoint_avoiding(backend, &[])
+    }
+
+    /// [`Proxy::endpoint_for`], avoiding the endpoints in `tried` while
+    /// there are others.
+    pub fn endpoint_avoiding(&self, backend: &Backend, tried: &[std::net::SocketAddr]) -> Option<Arc<Upstream>> {
         let config = self.config.load();
         let eps = config.endpoints.get(&backend.endpoints)?;
         let upstreams = self.resolved.get(&backend.endpoints, eps, backend.port, &self.upstreams);
-        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut fastrand::Rng::new()).cloned()
+        let mut rng = fastrand::Rng::new();
+        if !tried.is_empty() {
+            let untried: Vec<Arc<Upstream>> =
+                upstreams.iter().filter(|u| !tried.contains(&u.addr())).cloned().collect();
+            if !untried.is_empty() {
+                return crate::balance::pick(&untried, |u| &u.stats, Instant::now(), &mut rng).cloned();
+            }
+        }
+        crate::balance::pick(&upstreams, |u| &u.stats, Instant::now(), &mut rng).cloned()
     }
 
     /// Wakes at every config update applied.

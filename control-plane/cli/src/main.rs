@@ -21,8 +21,8 @@ enum Command {
     /// run of what the control plane would do.
     Translate(cmd::translate::Args),
     /// List generated objects (meshgateways, meshgatewayinstances,
-    /// meshhttproutes, meshtcproutes) or connected proxies of a running
-    /// control plane.
+    /// meshhttproutes, meshtcproutes), connected proxies (proxies) or
+    /// input it could not load (errors) of a running control plane.
     Get {
         /// What to list.
         kind: String,

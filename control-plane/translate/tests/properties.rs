@@ -188,3 +188,77 @@ proptest! {
         translate_docs(&docs);
     }
 }
+
+/// How long the time-bounded loader fuzz runs (`WEFT_FUZZ_SECONDS`, 10 s
+/// by default in CI; docs/fuzzing.md records a 10-minute run).
+fn budget() -> std::time::Duration {
+    let secs = std::env::var("WEFT_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Characters YAML gives meaning to, and a few that break encodings of it.
+const YAML_CHARS: &[char] = &[
+    ':', '-', ' ', '\n', '\t', '{', '}', '[', ']', '"', '\'', '&', '*', '!', '|', '>', '%', '@', '#', ',', '?', '0',
+    '9', 'a', 'Z', '\u{0}', '\u{feff}', 'é',
+];
+
+/// The corpus as YAML text (a few documents), with character edits:
+/// (position, operation, character).
+fn mutated_manifest() -> impl Strategy<Value = (Vec<Index>, Vec<(Index, u8, Index)>)> {
+    (
+        prop::collection::vec(any::<Index>(), 1..5),
+        prop::collection::vec((any::<Index>(), 0u8..3, any::<Index>()), 1..16),
+    )
+}
+
+#[test]
+fn mutated_manifest_text_never_panics_and_every_error_is_located() {
+    use proptest::test_runner::{Config, TestRunner};
+    let corpus = corpus();
+    let deadline = std::time::Instant::now() + budget();
+    let cases = std::sync::atomic::AtomicU64::new(0);
+    while std::time::Instant::now() < deadline {
+        let config = Config { cases: 64, failure_persistence: None, max_shrink_time: 60_000, ..Config::default() };
+        let mut runner = TestRunner::new(config);
+        let result = runner.run(&mutated_manifest(), |(docs, edits)| {
+            cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut text: Vec<char> = docs
+                .iter()
+                .map(|d| render::to_yaml(&[d.get(&corpus).clone()]))
+                .collect::<Vec<_>>()
+                .join("---\n")
+                .chars()
+                .collect();
+            for (at, op, c) in &edits {
+                let c = *c.get(YAML_CHARS);
+                if text.is_empty() {
+                    text.push(c);
+                    continue;
+                }
+                let at = at.index(text.len());
+                match op {
+                    0 => text[at] = c,
+                    1 => text.insert(at, c),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+            }
+            let text: String = text.into_iter().collect();
+            let (snapshot, report) = load_str("mutated.yaml", &text);
+            for e in &report.errors {
+                prop_assert_eq!(&e.file, "mutated.yaml");
+                prop_assert!(e.document >= 1 && e.line >= 1, "an error without a place: {e}");
+                prop_assert!(!e.message.is_empty(), "an error without a reason: {e}");
+            }
+            weft_translate::translate(&snapshot, &now());
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("mutated manifests: {e}");
+        }
+    }
+    let cases = cases.into_inner();
+    println!("mutated manifests: {cases} cases in {:?}, no failure", budget());
+    assert!(cases > 0);
+}

@@ -177,7 +177,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod recorder;
 pub mod registry;
-pub mod schema;
+pub use weft_schema as schema;
 pub mod selectors;
 pub mod server;
 pub mod ssa;

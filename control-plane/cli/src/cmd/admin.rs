@@ -88,6 +88,15 @@ fn s(v: &Value) -> String {
 
 /// `weftctl get KIND`.
 pub async fn get(target: &Target, kind: &str) -> anyhow::Result<()> {
+    if kind == "errors" {
+        // What the control plane could not load (file, document, line and
+        // field; a broken file's last good version stays in force).
+        let v = fetch(target, "/api/v1/errors").await?;
+        return print(target, &v["errors"], |errors| {
+            let rows = errors.as_array().into_iter().flatten().map(|e| vec![s(e)]).collect();
+            columns(&["ERROR"], rows)
+        });
+    }
     if matches!(kind, "proxies" | "proxy") {
         let v = fetch(target, "/api/v1/proxies").await?;
         return print(target, &v["items"], |items| {

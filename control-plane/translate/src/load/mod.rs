@@ -6,6 +6,7 @@
 //! other documents still load.
 
 mod defaults;
+pub mod schemas;
 pub mod secret;
 mod split;
 
@@ -373,6 +374,7 @@ impl ParsedFile {
                 defaults::metadata(&mut doc, $ns);
                 let apply: fn(&mut Value) = $defaults;
                 apply(&mut doc);
+                schema_check(origin, api_version, $kind, &doc)?;
                 let obj: $ty = typed(origin, doc)?;
                 let key = key_of(origin, &obj.metadata, $ns)?;
                 Object::$variant(Box::new(obj)).parsed(origin, $kind, key)
@@ -499,6 +501,29 @@ impl ParsedFile {
         };
         Ok(Some(parsed))
     }
+}
+
+/// The document against its CRD schema, as the API server checks it: the
+/// first field error, with how many more there are.
+fn schema_check(origin: &Origin, api_version: &str, kind: &str, doc: &Value) -> Result<(), LoadError> {
+    // Status is written by controllers (the API server validates it only on
+    // the status subresource); a document carrying one is checked without.
+    let errors = match doc.get("status") {
+        Some(_) => {
+            let mut spec_only = doc.clone();
+            if let Some(map) = spec_only.as_object_mut() {
+                map.remove("status");
+            }
+            schemas::validate(api_version, kind, &spec_only)
+        }
+        None => schemas::validate(api_version, kind, doc),
+    };
+    let Some(first) = errors.first() else { return Ok(()) };
+    let more = match errors.len() - 1 {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    Err(origin.error(first.field.clone(), format!("{}{more}", first.detail_message())))
 }
 
 impl Loader {
@@ -845,5 +870,19 @@ mod tests {
         assert!(find("big.yaml", "larger than"), "{errors:#?}");
         assert!(find("typo.yaml", "did you mean HTTPRoute?"), "{errors:#?}");
         assert_eq!(errors.len(), 5, "{errors:#?}");
+    }
+
+    #[test]
+    fn values_outside_the_crd_schema_are_refused_with_their_field() {
+        let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: x}\nspec:\n  rules:\n  - backendRefs: [{name: a, port: 80, weight: 2000000}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: ok, namespace: x}\nspec:\n  rules:\n  - backendRefs: [{name: a, port: 80, weight: 5}]\n";
+        let (snap, report) = load_str("weights.yaml", text);
+        assert_eq!(snap.http_routes.len(), 1, "{report:?}");
+        assert_eq!(report.errors.len(), 1);
+        let shown = report.errors[0].to_string();
+        assert!(
+            shown.contains("field `spec.rules[0].backendRefs[0].weight`")
+                && shown.contains("less than or equal to 1000000"),
+            "{shown}"
+        );
     }
 }

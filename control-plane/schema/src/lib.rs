@@ -1,9 +1,14 @@
 //! Structural-schema handling for custom resources, as the apiextensions
 //! apiserver does it: prune unknown fields, apply `default`s, validate the
-//! OpenAPI value constraints. CEL rules (`x-kubernetes-validations`) and
-//! `allOf`/`anyOf`/`oneOf`/`not` are not evaluated.
+//! OpenAPI value constraints (types, enums, ranges, lengths, patterns, item
+//! counts, list-map and set uniqueness). CEL rules
+//! (`x-kubernetes-validations`) and `allOf`/`anyOf`/`oneOf`/`not` are not
+//! evaluated.
+//!
+//! Shared by local mode's loader (which enforces the Gateway API's and
+//! Weft's CRD schemas as the API server would) and the API-server double
+//! used by the tests.
 
-use crate::error::FieldError;
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -402,5 +407,77 @@ mod tests {
         let errs = validate(&json!({"spec": {"mode": "C"}}), &s);
         assert!(errs.iter().any(|e| e.field == "spec.port" && e.reason == "FieldValueRequired"));
         assert!(errs.iter().any(|e| e.field == "spec.mode" && e.reason == "FieldValueNotSupported"));
+    }
+}
+
+/// One field error, as the API server's `field.Error` (what a 422 lists).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, ...
+    pub reason: &'static str,
+    pub field: String,
+    /// The offending value, rendered (only for Invalid / NotSupported).
+    pub value: Option<String>,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
+        FieldError {
+            reason: "FieldValueInvalid",
+            field: field.to_string(),
+            value: Some(render(value)),
+            detail: detail.into(),
+        }
+    }
+    pub fn required(field: &str, detail: impl Into<String>) -> Self {
+        FieldError { reason: "FieldValueRequired", field: field.to_string(), value: None, detail: detail.into() }
+    }
+    pub fn not_supported(field: &str, value: &Value, allowed: &[Value]) -> Self {
+        let list: Vec<String> = allowed.iter().map(render).collect();
+        FieldError {
+            reason: "FieldValueNotSupported",
+            field: field.to_string(),
+            value: Some(render(value)),
+            detail: format!("supported values: {}", list.join(", ")),
+        }
+    }
+    pub fn too_many(field: &str, detail: impl Into<String>) -> Self {
+        FieldError { reason: "FieldValueTooMany", field: field.to_string(), value: None, detail: detail.into() }
+    }
+    pub fn type_invalid(field: &str, value: &Value, detail: impl Into<String>) -> Self {
+        FieldError {
+            reason: "FieldValueTypeInvalid",
+            field: field.to_string(),
+            value: Some(render(value)),
+            detail: detail.into(),
+        }
+    }
+
+    /// The cause message, without the field path (the Status puts the path in `field`).
+    pub fn detail_message(&self) -> String {
+        match (self.reason, &self.value) {
+            ("FieldValueRequired", _) => "Required value".to_string(),
+            ("FieldValueNotSupported", Some(v)) => format!("Unsupported value: {v}: {}", self.detail),
+            ("FieldValueTypeInvalid", Some(v)) => format!("Invalid value: {v}: {}", self.detail),
+            ("FieldValueTooMany", _) => format!("Too many: {}", self.detail),
+            (_, Some(v)) => format!("Invalid value: {v}: {}", self.detail),
+            (_, None) => self.detail.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.detail_message())
+    }
+}
+
+fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        Value::Object(_) => "\"object\"".to_string(),
+        Value::Array(_) => "\"array\"".to_string(),
+        other => other.to_string(),
     }
 }
