@@ -634,6 +634,12 @@ impl Mesh {
         Ok(())
     }
 
+    /// The process id of the pod's proxy (sidecar or gateway).
+    pub fn proxy_pid(&self, pod: &Pod) -> Option<u32> {
+        let log = pod.log_file("proxy");
+        self.processes.iter().find(|p| p.log_path() == log).map(|p| p.pid())
+    }
+
     /// GETs a path of the sidecar's admin port from inside the pod.
     pub fn admin_get(&self, pod: &Pod, path: &str) -> anyhow::Result<crate::http1::Response> {
         let addr: SocketAddr = PROXY_ADMIN.parse()?;

@@ -2,7 +2,9 @@
 //! connections that send a request's header section one byte per second
 //! (slowloris), at a gateway and at a sidecar's outbound listener, are
 //! closed once the header read timeout passes, while real requests through
-//! both keep succeeding.
+//! both keep succeeding. And a gateway out of file descriptors (more slow
+//! connections than its limit allows) waits between failed accepts instead
+//! of spinning, sheds the slow connections, and keeps serving.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -129,5 +131,82 @@ fn slowloris_connections_are_shed_while_real_requests_succeed() -> anyhow::Resul
         println!("{what}: weft_proxy_header_read_timeouts_total{{listener=\"{listener}\"}} {shed}");
         assert!(shed >= SLOW as f64, "the {what} counted {shed} header timeouts");
     }
+    Ok(())
+}
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Ok(utime + stime)
+}
+
+#[test]
+fn a_gateway_out_of_file_descriptors_backs_off_sheds_and_keeps_serving() -> anyhow::Result<()> {
+    let python = which("python3")?;
+    let prlimit = which("prlimit")?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slowloris.py");
+    let mut mesh = Mesh::start("fd-exhaustion", &[("mesh.yaml", MANIFESTS)])?;
+    let timeout = TIMEOUT.to_string();
+    mesh.add_pod(&PodSpec::new("store-a", "shop").label("app", "store").port("http", 9080))?;
+    let gateway = mesh
+        .add_pod(&PodSpec::new("edge-gw-a", "shop").gateway("edge").proxy_args(&["--header-read-timeout", &timeout]))?;
+    let outsider = mesh.add_pod(&PodSpec::new("outsider", "shop").without_sidecar())?;
+    mesh.wait_for_certificate(&gateway, Duration::from_secs(30))?;
+    mesh.wait_for_config(&gateway, "the store's endpoints", Duration::from_secs(30), |d| {
+        d["endpoints"]["ep/shop/store"]["endpoints"].as_array().is_some_and(|a| !a.is_empty())
+    })?;
+    let entry = SocketAddr::new(gateway.ip().into(), 8080);
+    let pid = mesh.proxy_pid(&gateway).ok_or_else(|| anyhow::anyhow!("no gateway proxy process"))?;
+    // 256 descriptors: the attack below holds 350 connections (the rest of
+    // them wait in the accept queue).
+    // As the proxy's own user: lowering a process's limit needs no privilege
+    // then (root here may lack CAP_SYS_RESOURCE).
+    let limited = std::process::Command::new("setpriv")
+        .args(["--reuid=2102", "--regid=2102", "--clear-groups", "--"])
+        .arg(&prlimit)
+        .args(["--pid", &pid.to_string(), "--nofile=256:256"])
+        .output()?;
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+    anyhow::ensure!(
+        limited.status.success(),
+        "prlimit --pid {pid} ({cmdline}) failed: {}",
+        String::from_utf8_lossy(&limited.stderr)
+    );
+
+    let load = mesh.start_load(&outsider, entry, "store.example", 50, 14.0)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let mut attack = outsider.spawn(
+        &python,
+        &[&script.to_string_lossy(), &entry.ip().to_string(), &entry.port().to_string(), "350", "10"],
+        &[],
+        &outsider.log_file("slow-fds"),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (ticks_before, measured_from) = (cpu_ticks(pid)?, std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(6));
+    let cpu = (cpu_ticks(pid)? - ticks_before) as f64 / 100.0 / measured_from.elapsed().as_secs_f64();
+    anyhow::ensure!(attack.wait_timeout(Duration::from_secs(30))?.is_some(), "the attack did not end");
+    let outcomes = load.finish()?;
+    let failed = failures(&outcomes);
+    let accept_errors = mesh.metric(&gateway, "weft_proxy_accept_errors_total", &["listener=\"gateway\""])?;
+    let shed = mesh.metric(&gateway, "weft_proxy_header_read_timeouts_total", &["listener=\"gateway\""])?;
+    println!(
+        "gateway limited to 256 descriptors, 350 slow connections: {accept_errors} failed accepts (backing off), {shed} slow connections shed, {cpu:.2} CPU-s/s while out of descriptors; {} real requests on kept-alive connections, {} failed",
+        outcomes.len(),
+        failed.len()
+    );
+    assert!(accept_errors > 0.0, "the gateway never ran out of descriptors");
+    assert!(shed > 0.0, "no slow connection was shed");
+    assert!(cpu < 0.5, "the gateway used {cpu:.2} CPU-s/s while out of descriptors (spinning?)");
+    assert!(outcomes.len() >= 650, "only {} requests", outcomes.len());
+    assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(5)]);
+    // Once the attack is over, new connections are accepted again.
+    let after = mesh.load(&outsider, entry, "store.example", 50, 2.0)?;
+    assert!(failures(&after).is_empty(), "after the attack: {:?}", failures(&after));
     Ok(())
 }

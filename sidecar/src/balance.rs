@@ -3,12 +3,13 @@
 //! config updates (a weight change does not reset what the proxy learned
 //! about latency or failures).
 //!
-//! An endpoint that has not answered yet has no latency to compare: against
-//! a known endpoint it is taken to be as fast as that one, so only the
-//! requests in flight decide and a new replica gets its share at once.
-//! (Assuming a fixed default latency instead starves it wherever real
-//! latencies are below the default: it loses every comparison until the
-//! default decays, which took over 10 s.)
+//! A new endpoint has no latency to compare yet, and its first answers are
+//! not typical (cold caches, first connections): during a warm-up after
+//! its first success it is taken to be as fast as the endpoint it is
+//! compared with, so only the requests in flight decide and a new replica
+//! gets its share at once. (Assuming a fixed default latency, or trusting
+//! its first samples, starves it: under peak-EWMA one slow first answer
+//! keeps it out for as long as the peak takes to decay, over 10 s.)
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +34,8 @@ const NEW_ENDPOINT_GRACE: Duration = Duration::from_secs(5);
 /// first candidate wins: among equally fast endpoints, noise in the
 /// latency estimate must not send all the traffic to one of them.
 const EQUIVALENT_LOAD: f64 = 1.25;
+/// How long after its first success an endpoint's latency is not compared.
+const WARMUP: Duration = Duration::from_secs(5);
 
 /// What the balancer knows of one endpoint.
 #[derive(Debug)]
@@ -51,6 +54,8 @@ struct State {
     ejections: u32,
     /// Whether any attempt has succeeded (the cost means something).
     observed: bool,
+    /// When the first attempt succeeded.
+    first_success: Option<Instant>,
     /// When the proxy first knew the endpoint.
     created: Instant,
     ejected_until: Option<Instant>,
@@ -67,6 +72,7 @@ impl EndpointStats {
                 ejections: 0,
                 ejected_until: None,
                 observed: false,
+                first_success: None,
                 created: now,
             }),
         }
@@ -82,11 +88,11 @@ impl EndpointStats {
         self.cost(now).unwrap_or(DEFAULT_RTT.as_nanos() as f64) * self.waiting()
     }
 
-    /// The decayed latency estimate in nanoseconds; `None` before any
-    /// attempt was observed.
+    /// The decayed latency estimate in nanoseconds; `None` before the first
+    /// success and during the warm-up after it.
     fn cost(&self, now: Instant) -> Option<f64> {
         let s = self.lock();
-        if !s.observed {
+        if s.first_success.is_none_or(|t| now.saturating_duration_since(t) < WARMUP) {
             return None;
         }
         let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
@@ -125,6 +131,7 @@ impl EndpointStats {
             let sample = rtt.as_nanos() as f64;
             if !s.observed {
                 s.observed = true;
+                s.first_success = Some(now);
                 s.cost_ns = sample;
             } else if sample > s.cost_ns {
                 s.cost_ns = sample;
@@ -225,7 +232,8 @@ mod tests {
         eps[0].observe(Duration::from_millis(1), true, now);
         eps[1].observe(Duration::from_millis(200), true, now);
         let mut rng = fastrand::Rng::with_seed(7);
-        let fast = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[0])).count();
+        let warm = now + WARMUP;
+        let fast = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, warm, &mut rng).unwrap(), &eps[0])).count();
         // With two endpoints p2c always compares both: all go to the fast one.
         assert_eq!(fast, 1000);
     }
@@ -247,9 +255,16 @@ mod tests {
         // Nothing in flight and equal costs: p2c spreads evenly (the first
         // of a tied pair wins, which is random).
         assert!(counts[3] >= 800, "the new endpoint got {counts:?}");
-        // Once it has answered, its real latency counts.
-        eps[3].observe(Duration::from_millis(50), true, now);
-        let new = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, now, &mut rng).unwrap(), &eps[3])).count();
+        // A slow first answer (cold start) does not shut it out while it
+        // warms up.
+        eps[3].observe(Duration::from_millis(3), true, now);
+        let during = now + WARMUP / 2;
+        let warming = (0..4000).filter(|_| std::ptr::eq(pick(&eps, |e| e, during, &mut rng).unwrap(), &eps[3])).count();
+        assert!(warming >= 800, "the warming endpoint got {warming} of 4000");
+        // Once it has answered and warmed up, its real latency counts.
+        eps[3].observe(Duration::from_millis(50), true, now + WARMUP);
+        let warm = now + WARMUP;
+        let new = (0..1000).filter(|_| std::ptr::eq(pick(&eps, |e| e, warm, &mut rng).unwrap(), &eps[3])).count();
         assert_eq!(new, 0, "a slow endpoint keeps losing once its latency is known");
     }
 
@@ -296,6 +311,8 @@ mod tests {
     fn a_peak_is_taken_at_once_and_forgotten_slowly() {
         let now = Instant::now();
         let e = EndpointStats::new(now);
+        e.observe(Duration::from_millis(1), true, now);
+        let now = now + WARMUP;
         e.observe(Duration::from_millis(500), true, now);
         assert!(e.load(now) >= 500e6);
         let later = now + Duration::from_secs(10);
