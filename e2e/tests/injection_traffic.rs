@@ -127,11 +127,27 @@ fn injected_pods_get_certificates_through_token_reviews_and_carry_the_split() ->
         Duration::from_secs(3600),
         None,
     );
+    // A token bound to another pod (as a projected token is): it proves the
+    // right ServiceAccount, but only for that pod.
+    let victim_uid = kube
+        .api
+        .get("v1", "Pod", "bookinfo", "productpage-a")
+        .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("no uid for pod productpage-a"))?;
+    let stolen = kube.api.issue_token(
+        "bookinfo",
+        "default",
+        &["weft.io/identity"],
+        Duration::from_secs(3600),
+        Some(("productpage-a", &victim_uid)),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let cp = mesh.kube()?.control_planes[0].admin_addr;
     let refused_before = refused(cp)?;
     let mut impostors = Vec::new();
-    for (name, token) in [("other-sa-a", other_sa), ("expired-a", expired), ("no-audience-a", no_audience)] {
+    for (name, token) in
+        [("other-sa-a", other_sa), ("expired-a", expired), ("no-audience-a", no_audience), ("stolen-a", stolen)]
+    {
         let (pod, _) = mesh.add_injected_pod(&PodSpec::new(name, "bookinfo").label("app", "impostor"), Some(token))?;
         impostors.push(pod);
     }
@@ -145,7 +161,8 @@ fn injected_pods_get_certificates_through_token_reviews_and_carry_the_split() ->
     // None of them opens a config stream (the proxy presents the same token
     // there first), so none gets as far as asking for a certificate: the
     // other ServiceAccount's token is refused as a mismatch with the pod's
-    // ServiceAccount, the expired and audience-less ones do not verify.
+    // ServiceAccount, the expired and audience-less ones do not verify, and
+    // the token bound to productpage-a does not speak for stolen-a.
     assert_eq!(refused_after, refused_before, "a signing request was refused: the stream should have been");
     let streams = refused_streams(cp)?;
     println!("refused config streams: {streams:?}");
@@ -157,6 +174,7 @@ fn injected_pods_get_certificates_through_token_reviews_and_carry_the_split() ->
         streams.get("bad_token").copied().unwrap_or(0.0) >= 2.0,
         "the expired and audience-less tokens were not refused"
     );
+    assert!(streams.get("other_pod").copied().unwrap_or(0.0) >= 1.0, "another pod's token was accepted for this one");
     let log = std::fs::read_to_string(mesh.kube()?.dir.join("weft-cp-0.log"))?;
     assert!(log.contains("the token proves ServiceAccount"), "the mismatch's reason is not in the log");
     assert!(log.contains("config stream refused"), "no refused stream in the control plane's log");

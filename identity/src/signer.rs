@@ -17,6 +17,9 @@ use crate::token::{TokenError, TokenKey};
 pub struct Proven {
     pub namespace: String,
     pub service_account: String,
+    /// The pod a Kubernetes token is bound to (projected tokens are), if
+    /// any: a config stream proven by it may speak only for that pod.
+    pub pod: Option<String>,
 }
 
 /// Checks a proof of identity for a mesh. Local mode checks join tokens
@@ -32,7 +35,7 @@ impl ProofVerifier for TokenKey {
         if claims.mesh != mesh {
             return Err(SignError::OtherMesh { token: claims.mesh, requested: mesh.to_owned() });
         }
-        Ok(Proven { namespace: claims.namespace, service_account: claims.service_account })
+        Ok(Proven { namespace: claims.namespace, service_account: claims.service_account, pod: None })
     }
 }
 

@@ -119,7 +119,11 @@ impl TokenReviewer {
             }
         };
         self.check_mesh(&reviewed, mesh)?;
-        Ok(Proven { namespace: reviewed.namespace, service_account: reviewed.service_account })
+        Ok(Proven {
+            namespace: reviewed.namespace,
+            service_account: reviewed.service_account,
+            pod: reviewed.pod.map(|(name, _)| name),
+        })
     }
 
     /// Whether a cached review exists for the token (for metrics and tests).

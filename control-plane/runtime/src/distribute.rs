@@ -124,6 +124,10 @@ impl ProxyConfig for Distributor {
             );
             return Err(self.refuse(&id, peer, "other_service_account", Status::permission_denied(msg)));
         }
+        if let Some(pod) = proven.pod.as_ref().filter(|pod| **pod != workload.name) {
+            let msg = format!("the token is bound to pod {pod:?}, not {:?}", workload.name);
+            return Err(self.refuse(&id, peer, "other_pod", Status::permission_denied(msg)));
+        }
         if let Err(msg) = announced_addresses(&workload, peer.map(|p| p.ip()), self.check_addresses) {
             return Err(self.refuse(&id, peer, "bad_address", Status::permission_denied(msg)));
         }
