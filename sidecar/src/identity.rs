@@ -106,7 +106,7 @@ fn next_retry(retry: Duration, holds_valid_certificate: bool) -> Duration {
 /// Keeps the proxy's certificate current until the task is dropped.
 pub async fn run(proxy: Arc<Proxy>, control_plane: String, claim: Claim, proof: Proof) {
     let channel = match tonic::transport::Endpoint::from_shared(control_plane.clone()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(3)).connect_lazy(),
+        Ok(e) => e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true).connect_lazy(),
         Err(e) => {
             tracing::error!(%control_plane, error = %e, "invalid control-plane address; no workload certificate");
             return;
