@@ -195,9 +195,7 @@ async fn start_core(
 /// DATA and trailers frames go out in separate small writes, and with it on
 /// the later ones waited for the client's delayed ACK (about 40 ms per
 /// certificate signed, per config update on a quiet stream).
-fn nodelay(
-    incoming: TcpListenerStream,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn nodelay(incoming: TcpListenerStream) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt as _;
     incoming.map(|accepted| {
         accepted.inspect(|stream| {
