@@ -1,13 +1,16 @@
 //! Structural-schema handling for custom resources, as the apiextensions
 //! apiserver does it: prune unknown fields, apply `default`s, validate the
 //! OpenAPI value constraints (types, enums, ranges, lengths, patterns, item
-//! counts, list-map and set uniqueness). CEL rules
-//! (`x-kubernetes-validations`) and `allOf`/`anyOf`/`oneOf`/`not` are not
-//! evaluated.
+//! counts, list-map and set uniqueness) and the CEL rules
+//! (`x-kubernetes-validations`, see [`rules`] for where evaluation differs
+//! from the API server's). `allOf`/`anyOf`/`oneOf`/`not` are not evaluated
+//! (structural schemas of the CRDs Weft reads do not use them).
 //!
 //! Shared by local mode's loader (which enforces the Gateway API's and
 //! Weft's CRD schemas as the API server would) and the API-server double
 //! used by the tests.
+
+pub mod rules;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -157,6 +160,19 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
                     errs.push(FieldError::required(r, ""));
                 }
             }
+        }
+        // Root rules see metadata.name and generateName only, as in the API server.
+        if schema.get("x-kubernetes-validations").is_some() {
+            let mut root = map.clone();
+            let meta = map.get("metadata").and_then(Value::as_object);
+            let kept: Map<String, Value> = meta
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| matches!(k.as_str(), "name" | "generateName"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            root.insert("metadata".into(), Value::Object(kept));
+            rules::check(&Value::Object(root), schema, "", &mut errs);
         }
     }
     errs
@@ -354,6 +370,7 @@ fn validate_node(v: &Value, node: &Value, path: &str, errs: &mut Vec<FieldError>
         }
         _ => {}
     }
+    rules::check(v, node, path, errs);
 }
 
 fn num(x: f64) -> String {

@@ -68,8 +68,10 @@
 //!   `x-kubernetes-int-or-string`, `enum`, `required`, `minimum`/`maximum`
 //!   (with `exclusive*`), `minLength`/`maxLength`, `pattern` (Rust `regex`
 //!   syntax; a pattern it cannot compile is skipped), `minItems`/`maxItems`,
-//!   `minProperties`/`maxProperties`, duplicate keys of list-type map/set.
-//!   **Not evaluated:** CEL (`x-kubernetes-validations`), `format`,
+//!   `minProperties`/`maxProperties`, duplicate keys of list-type map/set,
+//!   and CEL `x-kubernetes-validations` on the defaulted object (the
+//!   `cel` crate; transition rules and cost limits are not evaluated, see
+//!   `weft_schema::rules`). **Not evaluated:** `format`,
 //!   `allOf`/`anyOf`/`oneOf`/`not`, `uniqueItems`, metadata pruning.
 //!   CRD `status` (NamesAccepted, Established, acceptedNames,
 //!   storedVersions) is set in the same write that creates or updates the

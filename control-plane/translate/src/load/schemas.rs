@@ -2,7 +2,9 @@
 //! Kubernetes mode: value ranges, lengths, patterns, enums and item counts
 //! of the Gateway API bundle Weft is built against and of Weft's own CRDs
 //! (a weight of 2,000,000 or a route with 10,000 rules is refused here as
-//! the API server would refuse it). CEL rules are not evaluated.
+//! the API server would refuse it), and the CEL rules
+//! (`x-kubernetes-validations`) on the defaulted object, as the API server
+//! evaluates them after defaulting.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -55,11 +57,18 @@ fn schemas() -> &'static Schemas {
 }
 
 /// The field errors of `doc` (a `group/version` `kind`) against its CRD
-/// schema; none for kinds without one.
+/// schema; none for kinds without one. The schema's defaults are applied
+/// to a copy first, as the API server defaults before it validates (the
+/// Gateway API's rules rely on them: a backendRef's `kind`, a rule's
+/// `matches`).
 pub fn validate(api_version: &str, kind: &str, doc: &Value) -> Vec<FieldError> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     match schemas().get(&(group.to_string(), version.to_string(), kind.to_string())) {
-        Some(schema) => weft_schema::validate(doc, schema),
+        Some(schema) => {
+            let mut defaulted = doc.clone();
+            weft_schema::default(&mut defaulted, schema);
+            weft_schema::validate(&defaulted, schema)
+        }
         None => Vec::new(),
     }
 }
@@ -95,12 +104,49 @@ mod tests {
                    "metadata": {"name": "r", "namespace": "x"},
                    "spec": {"rules": (0..rules).map(|_| json!({"backendRefs": [{"name": "a", "port": 80, "weight": weight}]})).collect::<Vec<_>>()}})
         };
-        assert!(validate("gateway.networking.k8s.io/v1", "HTTPRoute", &route(10, 2)).is_empty());
+        let fine = validate("gateway.networking.k8s.io/v1", "HTTPRoute", &route(10, 2));
+        assert!(fine.is_empty(), "{fine:?}");
         let too_heavy = validate("gateway.networking.k8s.io/v1", "HTTPRoute", &route(2_000_000, 1));
         assert_eq!(too_heavy[0].field, "spec.rules[0].backendRefs[0].weight", "{too_heavy:?}");
         let negative = validate("gateway.networking.k8s.io/v1", "HTTPRoute", &route(-5, 1));
         assert!(negative[0].to_string().contains("greater than or equal to 0"), "{negative:?}");
         let too_many = validate("gateway.networking.k8s.io/v1", "HTTPRoute", &route(1, 17));
         assert!(too_many.iter().any(|e| e.field == "spec.rules" && e.reason == "FieldValueTooMany"), "{too_many:?}");
+    }
+
+    #[test]
+    fn cel_rules_of_the_gateway_api_are_enforced_after_defaulting() {
+        let route = |timeouts: Value, hostnames: Value| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": "r", "namespace": "x"},
+                   "spec": {"hostnames": hostnames,
+                            "rules": [{"timeouts": timeouts, "backendRefs": [{"name": "a", "port": 80}]}]}})
+        };
+        let fine = validate(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            &route(json!({"request": "10s", "backendRequest": "2s"}), json!(["shop.example"])),
+        );
+        assert!(fine.is_empty(), "{fine:?}");
+        let backend_longer = validate(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            &route(json!({"request": "1s", "backendRequest": "2s"}), json!(["shop.example"])),
+        );
+        assert_eq!(backend_longer.len(), 1, "{backend_longer:?}");
+        assert_eq!(backend_longer[0].field, "spec.rules[0].timeouts");
+        assert!(backend_longer[0].detail.contains("backendRequest timeout cannot be longer than request timeout"));
+        // TLSRoute hostnames may not be IPs (HTTPRoute's schema has no such rule).
+        let tls_route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+            "metadata": {"name": "t", "namespace": "x"},
+            "spec": {"hostnames": ["10.0.0.1"], "rules": [{"backendRefs": [{"name": "a", "port": 443}]}]}});
+        let ip_host = validate("gateway.networking.k8s.io/v1", "TLSRoute", &tls_route);
+        assert!(ip_host.iter().any(|e| e.detail.contains("Hostnames cannot contain an IP")), "{ip_host:?}");
+        // A Service backendRef needs a port: a rule that holds only once
+        // `kind` is defaulted to Service.
+        let mut portless = route(json!({}), json!([]));
+        portless["spec"]["rules"][0]["backendRefs"][0].as_object_mut().unwrap().remove("port");
+        let errs = validate("gateway.networking.k8s.io/v1", "HTTPRoute", &portless);
+        assert!(errs.iter().any(|e| e.detail.contains("Must have port for Service reference")), "{errs:?}");
     }
 }
