@@ -290,6 +290,15 @@ impl Mesh {
     /// GETs `path` of the control plane's admin API (JSON), from the root
     /// namespace where the control plane runs.
     pub fn control_plane_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.control_plane_response(path)?.json()
+    }
+
+    /// A text resource of the control plane's admin API (`/metrics`).
+    pub fn control_plane_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self.control_plane_response(path)?.text())
+    }
+
+    fn control_plane_response(&self, path: &str) -> anyhow::Result<crate::http1::Response> {
         use std::io::{Read, Write};
         let addr = SocketAddr::new(self.cluster.gateway().into(), CP_ADMIN_PORT);
         let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -301,7 +310,12 @@ impl Mesh {
         if resp.status != 200 {
             bail!("GET {path} from the control plane: status {}: {}", resp.status, resp.text());
         }
-        resp.json()
+        Ok(resp)
+    }
+
+    /// The control plane's config-stream (gRPC) address, as proxies reach it.
+    pub fn control_plane_grpc(&self) -> SocketAddr {
+        SocketAddr::new(self.cluster.gateway().into(), CP_GRPC_PORT)
     }
 
     /// Writes (or replaces) a manifest file; the control plane picks it up.
