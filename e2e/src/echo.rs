@@ -71,54 +71,76 @@ impl EchoResponse {
 /// Accepts connections until the listener fails, serving HTTP/1.1 and h2c (prior knowledge) on
 /// each. Connection-level errors end only that connection.
 pub async fn serve(listener: TcpListener, identity: Arc<Identity>) -> std::io::Result<()> {
+    serve_with(listener, identity, None).await
+}
+
+/// [`serve`], with each connection a TLS session first when `tls` is given (the HTTPS echo of
+/// the conformance backends: HTTP/1.1, or HTTP/2 when the client's ALPN asks for it).
+pub async fn serve_with(
+    listener: TcpListener,
+    identity: Arc<Identity>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let grpc = crate::grpc_echo::routes(identity.clone());
     loop {
         let (stream, peer) = listener.accept().await?;
-        let identity = identity.clone();
-        let grpc = grpc.clone();
+        let (identity, grpc, tls) = (identity.clone(), grpc.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                let identity = identity.clone();
-                let grpc = grpc.clone();
-                async move {
-                    // gRPC calls go to the gRPC echo services.
-                    if is_grpc(&req) {
-                        let authority = req
-                            .uri()
-                            .authority()
-                            .map(|a| a.to_string())
-                            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-                            .unwrap_or_default();
-                        req.extensions_mut().insert(crate::grpc_echo::CallAuthority(authority));
-                        let resp = tower::ServiceExt::oneshot(grpc, req).await.unwrap_or_else(|never| match never {});
-                        return Ok(resp.map(|b| b.map_err(|s| Box::new(s) as BoxError).boxed_unsync()));
-                    }
-                    // Logged per request, as the conformance echo does: the
-                    // mirror tests look for these lines.
-                    println!(
-                        "Echoing back request made to {} to client ({peer})",
-                        req.uri().path_and_query().map_or("/", |pq| pq.as_str())
-                    );
-                    let resp = match retry_failure(&req) {
-                        // Closing without a response stands for the TCP
-                        // reset of a failing backend.
-                        Some(Failure::Reset) => return Err(ResetConnection),
-                        Some(Failure::Status(status)) => plain(status, "failing as /retry/ asks".to_owned()),
-                        None => {
-                            if let Some(delay) = requested_delay(&req) {
-                                tokio::time::sleep(delay).await;
-                            }
-                            handle(req, &identity).await
-                        }
-                    };
-                    Ok(resp.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
-                }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, peer, identity, grpc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, peer, identity, grpc).await,
+                    Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, identity: Arc<Identity>, grpc: tonic::service::Routes)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let identity = identity.clone();
+        let grpc = grpc.clone();
+        async move {
+            // gRPC calls go to the gRPC echo services.
+            if is_grpc(&req) {
+                let authority = req
+                    .uri()
+                    .authority()
+                    .map(|a| a.to_string())
+                    .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+                    .unwrap_or_default();
+                req.extensions_mut().insert(crate::grpc_echo::CallAuthority(authority));
+                let resp = tower::ServiceExt::oneshot(grpc, req).await.unwrap_or_else(|never| match never {});
+                return Ok(resp.map(|b| b.map_err(|s| Box::new(s) as BoxError).boxed_unsync()));
+            }
+            // Logged per request, as the conformance echo does: the
+            // mirror tests look for these lines.
+            println!(
+                "Echoing back request made to {} to client ({peer})",
+                req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+            );
+            let resp = match retry_failure(&req) {
+                // Closing without a response stands for the TCP
+                // reset of a failing backend.
+                Some(Failure::Reset) => return Err(ResetConnection),
+                Some(Failure::Status(status)) => plain(status, "failing as /retry/ asks".to_owned()),
+                None => {
+                    if let Some(delay) = requested_delay(&req) {
+                        tokio::time::sleep(delay).await;
+                    }
+                    handle(req, &identity).await
+                }
+            };
+            Ok(resp.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
 

@@ -15,6 +15,7 @@ pub mod load;
 pub mod mesh;
 pub mod netns;
 pub mod process;
+pub mod tcp_echo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -206,7 +206,9 @@ async fn gateway_request(proxy: Arc<Proxy>, req: Request<Incoming>, port: u16) -
     let table = RouteTable {
         routes: &listener.http_routes,
         port,
-        scheme: "http",
+        // A redirect without a scheme keeps the one the client used: https
+        // on a listener that terminated TLS.
+        scheme: if listener.protocol == ListenerProtocol::Https { "https" } else { "http" },
         owner: Owner::Listener { gateway: &gateway.name, listener: &listener.name },
     };
     (listener.name.clone(), route_request(proxy.clone(), req, table, &host, started).await)

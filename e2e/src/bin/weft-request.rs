@@ -1,7 +1,9 @@
 //! `weft-request`: sends HTTP requests read from stdin (one JSON object
 //! per line: method, host, path, headers as [[name, value], ...], and
 //! optionally `protocol` — absent for HTTP/1.1, `H2C_PRIOR_KNOWLEDGE`, or
-//! `WEBSOCKET` with `websocket` exchanges to make after the upgrade) to
+//! `WEBSOCKET` with `websocket` exchanges to make after the upgrade, or
+//! `H2` for HTTP/2 over TLS; with `tls` (server name, CA file, optional
+//! client certificate) the connection is a TLS session first) to
 //! one address, each on a fresh connection, without following redirects;
 //! prints one JSON line per response (status, headers, body, and for
 //! WebSocket `"websocket": "ok"` or what went wrong) or error. The
@@ -36,6 +38,21 @@ struct Req {
     /// `send_binary_bytes`/`receive_binary_bytes`.
     #[serde(default)]
     websocket: Option<Vec<serde_json::Value>>,
+    /// HTTPS: the TLS session's parameters.
+    #[serde(default)]
+    tls: Option<Tls>,
+}
+
+/// A TLS client: SNI and name to verify, the only roots trusted, and an
+/// optional client certificate (PEM files).
+#[derive(Deserialize)]
+struct Tls {
+    server_name: String,
+    ca_file: String,
+    #[serde(default)]
+    client_cert_file: Option<String>,
+    #[serde(default)]
+    client_key_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn send(addr: SocketAddr, req: &Req) -> anyhow::Result<Resp> {
+    if let Some(tls) = &req.tls {
+        return send_tls(addr, req, tls).await;
+    }
     match req.protocol.as_deref() {
         None | Some("") => send_h1(addr, req).await,
         Some("H2C_PRIOR_KNOWLEDGE") => send_h2c(addr, req).await,
@@ -114,6 +134,48 @@ fn build(uri: &str, req: &Req, with_host: bool) -> anyhow::Result<http::Request<
 
 async fn send_h1(addr: SocketAddr, req: &Req) -> anyhow::Result<Resp> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    into_resp(sender.send_request(build(&req.path, req, true)?).await?).await
+}
+
+/// HTTPS: HTTP/1.1 (ALPN `http/1.1`), or HTTP/2 (`H2`, ALPN `h2`) in a
+/// TLS session that trusts only the given CA. A TLS failure is an error
+/// (no HTTP response), as the conformance client reports it.
+async fn send_tls(addr: SocketAddr, req: &Req, tls: &Tls) -> anyhow::Result<Resp> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let h2 = req.protocol.as_deref() == Some("H2");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&tls.ca_file).with_context(|| tls.ca_file.clone())? {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key)?)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    let name = ServerName::try_from(tls.server_name.clone())?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake")?;
+    if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let uri = format!("https://{}{}", req.host, req.path);
+        return into_resp(sender.send_request(build(&uri, req, false)?).await?).await;
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     into_resp(sender.send_request(build(&req.path, req, true)?).await?).await

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weft_k8s_api::k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use weft_k8s_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_k8s_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::snapshot::{ObjectKey, Snapshot};
 
@@ -140,6 +141,14 @@ pub struct ManifestCache {
     files: BTreeMap<PathBuf, (String, ParsedFile)>,
     /// Each file's last version that loaded without an error.
     last_good: BTreeMap<PathBuf, ParsedFile>,
+    /// When each object was first loaded: its `creationTimestamp` when the
+    /// file gives none, as the API server stamps objects on create. The
+    /// Gateway API breaks ties between routes and listeners by age (the
+    /// oldest TCPRoute on a listener wins); without this, a route added
+    /// later would win or lose by its name. Objects present at the first
+    /// load share its time (ties then go by name); an object that leaves
+    /// and comes back is new again.
+    first_seen: BTreeMap<(&'static str, ObjectKey), Time>,
 }
 
 /// Largest manifest file read (the API server refuses requests over 3 MiB).
@@ -209,7 +218,28 @@ impl ManifestCache {
         }
         self.files.retain(|path, _| present.contains(path));
         self.last_good.retain(|path, _| present.contains(path));
+        self.stamp_creation(&mut order);
         assemble(order)
+    }
+
+    /// Sets `creationTimestamp` of objects that have none to when they were
+    /// first loaded (see [`ManifestCache::first_seen`]).
+    fn stamp_creation(&mut self, files: &mut [ParsedFile]) {
+        let now = Time(weft_k8s_api::k8s_openapi::jiff::Timestamp::now());
+        let mut present = std::collections::BTreeSet::new();
+        for file in files.iter_mut() {
+            for entry in &mut file.entries {
+                let Entry::Object(parsed) = entry else { continue };
+                let id = (parsed.kind, parsed.key.clone());
+                let Some(meta) = parsed.object.meta_mut() else { continue };
+                if meta.creation_timestamp.is_none() {
+                    let first = self.first_seen.entry(id.clone()).or_insert_with(|| now.clone());
+                    meta.creation_timestamp = Some(first.clone());
+                }
+                present.insert(id);
+            }
+        }
+        self.first_seen.retain(|id, _| present.contains(id));
     }
 
     /// `parsed` when it has no error (it becomes the file's last good
@@ -622,6 +652,30 @@ enum Object {
 }
 
 impl Object {
+    /// The object's metadata (none for Secrets, which keep only what the
+    /// translator reads).
+    fn meta_mut(&mut self) -> Option<&mut ObjectMeta> {
+        Some(match self {
+            Object::GatewayClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::ListenerSet(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
+            Object::TlsRoute(o) => &mut o.metadata,
+            Object::TcpRoute(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Secret(..) => return None,
+            Object::Mesh(o) => &mut o.metadata,
+            Object::MeshGatewayConfig(o) => &mut o.metadata,
+            Object::MeshGatewayInstance(o) => &mut o.metadata,
+            Object::MeshHttpRoute(o) => &mut o.metadata,
+            Object::MeshTcpRoute(o) => &mut o.metadata,
+        })
+    }
+
     fn parsed(self, origin: &Origin, kind: &'static str, key: ObjectKey) -> Parsed {
         Parsed { origin: origin.clone(), kind, key, object: self }
     }
@@ -786,7 +840,7 @@ mod tests {
         let mut cache = ManifestCache::default();
         let (first, report) = cache.load(&paths);
         assert!(report.errors.is_empty(), "{report:?}");
-        assert_eq!(first, load_paths(&paths).0);
+        assert_eq!(undated(first), load_paths(&paths).0);
 
         // Same length, different content: still re-read.
         std::fs::write(dir.path().join("b.yaml"), svc("b", 81)).unwrap();
@@ -794,6 +848,7 @@ mod tests {
         // itself comes from the cache.
         std::fs::write(dir.path().join("c.yaml"), svc("a", 90)).unwrap();
         let (second, report) = cache.load(&paths);
+        let second = undated(second);
         assert_eq!(second, load_paths(&paths).0);
         let b = &second.services[&ObjectKey::new("x", "b")];
         assert_eq!(b.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 81);
@@ -806,6 +861,44 @@ mod tests {
         assert_eq!(third.services.len(), 1);
         assert_eq!(report.errors.len(), 1);
         assert_eq!(cache.files.len(), 2);
+    }
+
+    /// The snapshot without the creation times the cache stamps.
+    fn undated(mut s: Snapshot) -> Snapshot {
+        for svc in s.services.values_mut() {
+            svc.metadata.creation_timestamp = None;
+        }
+        s
+    }
+
+    #[test]
+    fn the_cache_dates_objects_when_first_loaded_and_keeps_the_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |name: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: {name}, namespace: x}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: a, port: 80}}]}}]\n"
+            )
+        };
+        std::fs::write(dir.path().join("old.yaml"), route("zz-old")).unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let mut cache = ManifestCache::default();
+        let created =
+            |s: &Snapshot, name: &str| s.tcp_routes[&ObjectKey::new("x", name)].metadata.creation_timestamp.clone();
+        let (first, _) = cache.load(&paths);
+        let old = created(&first, "zz-old").expect("dated on first load");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("new.yaml"), route("aa-new")).unwrap();
+        let (second, _) = cache.load(&paths);
+        assert_eq!(created(&second, "zz-old"), Some(old.clone()), "a reload keeps the first date");
+        assert!(created(&second, "aa-new").expect("dated") > old, "a later object is newer");
+        // A date given in the file is kept.
+        std::fs::write(
+            dir.path().join("dated.yaml"),
+            route("dated").replace("namespace: x}", "namespace: x, creationTimestamp: '2020-01-01T00:00:00Z'}"),
+        )
+        .unwrap();
+        let (third, _) = cache.load(&paths);
+        assert_eq!(created(&third, "dated").unwrap().0.to_string(), "2020-01-01T00:00:00Z");
     }
 
     const SERVICE_A: &str =

@@ -3,17 +3,22 @@
 //! a control plane in local mode, starts a pod with an echo application
 //! and a sidecar for every Deployment replica, a gateway pod for every
 //! Gateway and, for gateway tests, a client pod outside the mesh; sends each
-//! case's HTTP requests (`weft-request`) or gRPC calls (`weft-grpc`) from
-//! the client pod to the Service's cluster IP (captured by iptables) or to
-//! the Gateway's address, and judges the answers. Prints PASS/FAIL/SKIP per
-//! test and ends with "N passed, M failed". A case of a kind the runner
-//! does not make (`tcp_request`), or with an expectation it does not judge,
-//! fails with a message saying so; a test made only of such cases is
-//! listed as skipped with the reason.
+//! case's HTTP(S) requests (`weft-request`), gRPC calls (`weft-grpc`) or
+//! raw TCP/TLS exchanges (`weft-tcp-probe`) from the client pod to the
+//! Service's cluster IP (captured by iptables) or to the Gateway's address,
+//! and judges the answers. Backends whose Deployment asks for the TCP echo
+//! or a TLS listener get them from `weft-echo`, with the certificates the
+//! upstream suite makes in code (see `certs`). Prints PASS/FAIL/SKIP per
+//! test and ends with "N passed, M failed". A case with an expectation or
+//! an action the runner does not take fails with a message saying so.
+
+mod certs;
+mod tcp;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -42,8 +47,24 @@ struct Args {
     converge_seconds: u64,
 }
 
+/// The certificates of this run (made once, shared by every test).
+static CERTS: OnceLock<certs::Certs> = OnceLock::new();
+
+fn certs() -> &'static certs::Certs {
+    CERTS.get().expect("certificates are made before any test runs")
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let cert_dir = std::env::temp_dir().join(format!("weft-conformance-{}", std::process::id()));
+    let made = certs::make(&cert_dir)?;
+    let _ = CERTS.set(made);
+    let outcome = run_all(&args);
+    let _ = std::fs::remove_dir_all(&cert_dir);
+    outcome
+}
+
+fn run_all(args: &Args) -> anyhow::Result<()> {
     let root = args.root.clone().unwrap_or_else(|| args.cases.parent().map(Path::to_path_buf).unwrap_or_default());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.cases)
         .with_context(|| format!("--cases {}", args.cases.display()))?
@@ -67,20 +88,6 @@ fn main() -> anyhow::Result<()> {
             // (cargo test --workspace --test conformance_status) judges those.
             skipped += 1;
             println!("SKIP {name}: no request cases");
-            continue;
-        }
-        let cases: Vec<&Value> = test["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["cases"].as_array().into_iter().flatten())
-            .collect();
-        if !cases.is_empty() && cases.iter().all(|c| c.get("tcp_request").is_some()) {
-            skipped += 1;
-            println!(
-                "SKIP {name}: its {} tcp_request cases (raw TCP and TLS exchanges) are not made by weft-conformance yet",
-                cases.len()
-            );
             continue;
         }
         let started = Instant::now();
@@ -116,6 +123,73 @@ fn main() -> anyhow::Result<()> {
     );
     println!("{passed} passed, {failed} failed");
     Ok(())
+}
+
+/// What a backend Deployment asks the echo image for: the TCP echo
+/// (`TCP_ECHO_SERVER=1`) and a TLS listener on 8443 with the certificate
+/// of the Secret its volume mounts (`TLS_SERVER_CERT`).
+#[derive(Clone, Debug, Default)]
+struct EchoMode {
+    tcp: bool,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The port echo-basic serves TLS on.
+const ECHO_TLS_PORT: u16 = 8443;
+
+fn echo_mode(doc: &Value) -> anyhow::Result<EchoMode> {
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+    let pod = &doc["spec"]["template"]["spec"];
+    let env: BTreeMap<&str, &str> = pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["env"].as_array().into_iter().flatten())
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str().unwrap_or_default())))
+        .collect();
+    let tcp = env.get("TCP_ECHO_SERVER").is_some_and(|v| !v.is_empty() && *v != "0");
+    let tls = match env.get("TLS_SERVER_CERT") {
+        None => None,
+        Some(_) => {
+            let secret = pod["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| v["secret"]["secretName"].as_str())
+                .context("TLS_SERVER_CERT without a Secret volume")?;
+            let files = certs()
+                .secrets
+                .get(&format!("{ns}/{secret}"))
+                .with_context(|| format!("no certificate is made for Secret {ns}/{secret}"))?;
+            Some(files.clone())
+        }
+    };
+    Ok(EchoMode { tcp, tls })
+}
+
+/// The echo command of a backend that needs the TCP echo or TLS: plain
+/// listeners on its ports but 8443, TLS on 8443.
+fn echo_command(spec: &PodSpec, mode: &EchoMode) -> anyhow::Result<Vec<String>> {
+    let echo = workspace_bin("weft-echo")?;
+    let mut args = vec![echo.to_string_lossy().into_owned(), "--namespace".into(), spec.namespace.clone()];
+    args.extend(["--pod".into(), spec.name.clone()]);
+    if mode.tcp {
+        args.push("--tcp-echo".into());
+    }
+    for (_, port) in &spec.ports {
+        match (&mode.tls, *port) {
+            (Some((cert, key)), ECHO_TLS_PORT) => args.extend([
+                "--tls-listen".into(),
+                format!("0.0.0.0:{port}"),
+                "--tls-cert".into(),
+                cert.to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                key.to_string_lossy().into_owned(),
+            ]),
+            _ => args.extend(["--listen".into(), format!("0.0.0.0:{port}")]),
+        }
+    }
+    Ok(args)
 }
 
 /// A Deployment's replicas, as pods to start.
@@ -206,7 +280,8 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
             let v: Value =
                 serde_saphyr::from_str(&doc).with_context(|| format!("parsing a document of {}", path.display()))?;
             if v["kind"] == "Deployment" {
-                pods.extend(pods_of(&v));
+                let mode = echo_mode(&v)?;
+                pods.extend(pods_of(&v).into_iter().map(|p| (p, mode.clone())));
             }
         }
         files.push((format!("{i:02}-{}", path.file_name().unwrap_or_default().to_string_lossy()), text));
@@ -231,7 +306,7 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
             service_targets.push((selector, ports));
         }
     }
-    for spec in pods.iter_mut().filter(|p| p.ports.is_empty()) {
+    for (spec, _) in pods.iter_mut().filter(|(p, _)| p.ports.is_empty()) {
         let mut ports: Vec<u16> = service_targets
             .iter()
             .filter(|(selector, _)| {
@@ -245,6 +320,15 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
             *spec = spec.clone().port(&format!("p{port}"), port);
         }
     }
+    let mut pods: Vec<PodSpec> = pods
+        .into_iter()
+        .map(|(mut spec, mode)| {
+            if mode.tcp || mode.tls.is_some() {
+                spec.app = Some(echo_command(&spec, &mode)?);
+            }
+            Ok(spec)
+        })
+        .collect::<anyhow::Result<_>>()?;
     // Gateway tests: the suite's GatewayClass is Weft's, every Gateway gets
     // a gateway pod, and requests come from a pod outside the mesh.
     let gateway_test = test["client"] == "gateway";
@@ -253,6 +337,7 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
             *text = text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS_NAME);
         }
         files.push(("00-gatewayclass.yaml".into(), GATEWAY_CLASS.into()));
+        files.push(("00-certificates.yaml".into(), certs().manifest.clone()));
         for (_, text) in &files {
             for doc in documents(text) {
                 let v: Value = serde_saphyr::from_str(&doc).unwrap_or(Value::Null);
@@ -295,9 +380,9 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
     }
     let mut results = Vec::new();
     for step in test["steps"].as_array().into_iter().flatten() {
-        if step.get("actions").is_some_and(|a| a.as_array().is_some_and(|a| !a.is_empty())) {
+        if let Err(e) = take_actions(&mesh, &files, &step["actions"]) {
             for case in step["cases"].as_array().into_iter().flatten() {
-                results.push((case_label(case), Some("step actions are not supported by the runner yet".into())));
+                results.push((case_label(case), Some(format!("{e:#}"))));
             }
             continue;
         }
@@ -307,6 +392,52 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
         }
     }
     Ok(Run::Done(results))
+}
+
+/// A step's actions, on the control plane's directory: `delete` rewrites
+/// the file that holds the object without it, `create` writes a new file,
+/// `sleep` waits. Others fail the step's cases with a message saying so.
+fn take_actions(mesh: &Mesh, files: &[(String, String)], actions: &Value) -> anyhow::Result<()> {
+    for action in actions.as_array().into_iter().flatten() {
+        if let Some(delete) = action.get("delete") {
+            let kind = delete["kind"].as_str().unwrap_or_default();
+            let (ns, name) = delete["name"].as_str().unwrap_or_default().split_once('/').unwrap_or(("", ""));
+            let (file, text) = files
+                .iter()
+                .find(|(_, text)| documents(text).iter().any(|d| is_object(d, kind, ns, name)))
+                .with_context(|| format!("delete: no manifest holds {kind} {ns}/{name}"))?;
+            let kept: Vec<String> = documents(text).into_iter().filter(|d| !is_object(d, kind, ns, name)).collect();
+            mesh.write(file, &kept.join("---\n"))?;
+        } else if let Some(create) = action.get("create") {
+            let kind = create["kind"].as_str().unwrap_or_default();
+            let (ns, name) = create["name"].as_str().unwrap_or_default().split_once('/').unwrap_or(("", ""));
+            let mut object = json!({
+                "apiVersion": create["api_version"].as_str().unwrap_or("v1"),
+                "kind": kind,
+                "metadata": {"name": name, "namespace": ns},
+            });
+            for field in ["spec", "data"] {
+                if let Some(v) = create.get(field) {
+                    object[field] = v.clone();
+                }
+            }
+            mesh.write(&format!("90-created-{kind}-{ns}-{name}.yaml"), &serde_json::to_string(&object)?)?;
+        } else if let Some(sleep) = action.get("sleep") {
+            std::thread::sleep(Duration::from_secs_f64(sleep["seconds"].as_f64().unwrap_or(1.0)));
+        } else {
+            let what = action.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+            bail!("the step action {what:?} is not taken by weft-conformance");
+        }
+    }
+    Ok(())
+}
+
+/// Whether a YAML document is the object `kind` `namespace/name`.
+fn is_object(doc: &str, kind: &str, namespace: &str, name: &str) -> bool {
+    let v: Value = serde_saphyr::from_str(doc).unwrap_or(Value::Null);
+    v["kind"] == kind
+        && v["metadata"]["name"] == name
+        && v["metadata"]["namespace"].as_str().unwrap_or("default") == namespace
 }
 
 /// The suite's GatewayClass, with Weft's controller.
@@ -415,6 +546,7 @@ const HTTP_EXPECT: &[&str] = &[
     "mirror_distribution",
     "distribution",
     "websocket",
+    "transport_error",
     "note",
 ];
 /// Keys of `expect.backend_request` and `expect.response` the runner judges.
@@ -431,9 +563,6 @@ const RESPONSE_EXPECT: &[&str] = &["headers", "header_one_of", "absent_headers",
 const GRPC_EXPECT: &[&str] = &["grpc_status", "grpc_status_not", "backend", "backend_request", "distribution", "note"];
 
 fn check_understood(case: &Value) -> anyhow::Result<bool> {
-    if case.get("tcp_request").is_some() {
-        bail!("tcp_request cases (raw TCP and TLS exchanges) are not made by weft-conformance yet");
-    }
     let grpc = case.get("grpc_request").is_some();
     if !grpc && case.get("request").is_none() {
         bail!("the case has no request kind weft-conformance knows (request, grpc_request)");
@@ -452,28 +581,73 @@ fn check_understood(case: &Value) -> anyhow::Result<bool> {
         }
     }
     if let Some(p) = case["request"]["protocol"].as_str()
-        && !matches!(p, "H2C_PRIOR_KNOWLEDGE" | "WEBSOCKET")
+        && !matches!(p, "H2C_PRIOR_KNOWLEDGE" | "WEBSOCKET" | "H2")
     {
         bail!("request protocol {p} is not spoken by weft-conformance");
     }
     Ok(grpc)
 }
 
+/// The gateway pod a case's `via.gateway` names.
+fn gateway_pod<'a>(pods: &'a [(PodSpec, Pod)], via: &Value) -> anyhow::Result<&'a Pod> {
+    let (ns, name) = via["gateway"].as_str().unwrap_or_default().split_once('/').unwrap_or(("default", ""));
+    pods.iter()
+        .find(|(spec, _)| spec.name == gateway_pod_name(ns, name))
+        .map(|(_, p)| p)
+        .with_context(|| format!("no gateway pod for Gateway {ns}/{name}"))
+}
+
+/// The client pod of gateway cases (outside the mesh).
+fn outside_client(pods: &[(PodSpec, Pod)]) -> anyhow::Result<Pod> {
+    pods.iter()
+        .find(|(spec, _)| spec.name == OUTSIDE_CLIENT)
+        .map(|(_, p)| p.clone())
+        .context("no client pod outside the mesh")
+}
+
+/// The PEM file a case's `via.tls` trusts: `tls.crt` of a Secret (leaf and
+/// the test CA) or `ca.crt` of a ConfigMap; `None` for "system roots".
+fn trusted_file(tls: &Value) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(secret) = tls["trusted_ca_from_secret"].as_str() {
+        let (crt, _) = certs().secrets.get(secret).with_context(|| format!("no certificate for Secret {secret}"))?;
+        return Ok(Some(crt.clone()));
+    }
+    if let Some(cm) = tls["trusted_ca_from_configmap"].as_str() {
+        return Ok(Some(certs().config_maps.get(cm).with_context(|| format!("no CA for ConfigMap {cm}"))?.clone()));
+    }
+    Ok(None)
+}
+
+/// `weft-request`'s TLS parameters for an `https` case.
+fn tls_request(via: &Value) -> anyhow::Result<Value> {
+    if via["scheme"] != "https" {
+        return Ok(Value::Null);
+    }
+    let tls = &via["tls"];
+    let ca = trusted_file(tls)?.context("an https case without a trusted CA")?;
+    let mut out = json!({"server_name": tls["server_name"], "ca_file": ca});
+    if let Some(secret) = tls["client_certificate_from_secret"].as_str() {
+        let (crt, key) = certs().secrets.get(secret).with_context(|| format!("no certificate for Secret {secret}"))?;
+        out["client_cert_file"] = json!(crt);
+        out["client_key_file"] = json!(key);
+    }
+    Ok(out)
+}
+
 fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Duration) -> anyhow::Result<()> {
+    if case.get("tcp_request").is_some() {
+        let client = outside_client(pods)?;
+        let gateway = gateway_pod(pods, &case["via"])?;
+        return tcp::run_case(&client, gateway, case, converge);
+    }
     let grpc = check_understood(case)?;
     let via = &case["via"];
     let request = if grpc { &case["grpc_request"] } else { &case["request"] };
+    let tls = tls_request(via)?;
     let (pod, target, host) = if via["kind"] == "gateway" {
-        if via["scheme"].as_str().is_some_and(|s| s != "http") {
-            bail!("{} listeners are not served: gateway mode does not terminate TLS yet", via["scheme"]);
-        }
-        let (ns, name) = via["gateway"].as_str().unwrap_or_default().split_once('/').unwrap_or(("default", ""));
-        let gateway = pods
-            .iter()
-            .find(|(spec, _)| spec.name == gateway_pod_name(ns, name))
-            .map(|(_, p)| p)
-            .with_context(|| format!("no gateway pod for Gateway {ns}/{name}"))?;
-        let port = via["port"].as_u64().unwrap_or(80) as u16;
+        let gateway = gateway_pod(pods, via)?;
+        let default_port = if via["scheme"] == "https" { 443 } else { 80 };
+        let port = via["port"].as_u64().unwrap_or(default_port) as u16;
         let addr = SocketAddr::new(gateway.ip().into(), port);
         // Without a host, the request names the Gateway's address (a gRPC
         // client's default authority keeps the port).
@@ -482,12 +656,7 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
             (true, None) => addr.to_string(),
             (false, None) => addr.ip().to_string(),
         };
-        let client = pods
-            .iter()
-            .find(|(spec, _)| spec.name == OUTSIDE_CLIENT)
-            .map(|(_, p)| p.clone())
-            .context("no client pod outside the mesh")?;
-        (client, Target::Gateway(addr), host)
+        (outside_client(pods)?, Target::Gateway(addr), host)
     } else {
         let pod = client_pod(pods, via)?.clone();
         let namespace = via["from"]["namespace"].as_str().unwrap_or_default().to_owned();
@@ -537,6 +706,7 @@ fn run_case(mesh: &mut Mesh, pods: &[(PodSpec, Pod)], case: &Value, converge: Du
                     "headers": headers,
                     "protocol": request["protocol"],
                     "websocket": case["expect"]["websocket"]["exchanges"],
+                    "tls": tls,
                 });
                 lines.push_str(&line.to_string());
                 lines.push('\n');
@@ -588,6 +758,15 @@ fn header_values(headers: &Value, name: &str) -> Option<String> {
 }
 
 fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
+    if expect["transport_error"] == true {
+        // No HTTP response at all: the TLS handshake (or connection) fails.
+        for r in responses {
+            if r["status"].as_u64().unwrap_or(0) != 0 {
+                bail!("got status {}, want the connection to fail", r["status"]);
+            }
+        }
+        return Ok(());
+    }
     let allowed: Vec<u64> = expect["status"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
     for r in responses {
         let status = r["status"].as_u64().unwrap_or(0);
