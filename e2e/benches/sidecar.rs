@@ -332,14 +332,14 @@ impl Topology {
         let mut peers = vec![Peer {
             name: "direct",
             group: Group::Plain,
-            target: Target { connect: backend_addr, host: "backend".into(), path: "/".into() },
+            target: Target { connect: backend_addr, host: "backend".into(), path: "/".into(), tls: None },
             proxies: vec![],
         }];
         let mut via = |name: &'static str, group: Group, a: &ChildHandle, b: &ChildHandle, connect: SocketAddr| {
             peers.push(Peer {
                 name,
                 group,
-                target: Target { connect, host: "backend".into(), path: "/".into() },
+                target: Target { connect, host: "backend".into(), path: "/".into(), tls: None },
                 proxies: vec![a.pid(), b.pid()],
             })
         };
@@ -420,6 +420,7 @@ impl Topology {
                     connect: addr(client_host, 15001),
                     host: format!("backend.{namespace}:{BACKEND_PORT}"),
                     path: "/".into(),
+                    tls: None,
                 },
                 proxies: vec![a.pid(), b.pid()],
             });

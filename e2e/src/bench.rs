@@ -17,12 +17,31 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// Where the load goes: the address dialled and the Host header sent (an
-/// explicit-proxy sidecar routes by Host).
+/// explicit-proxy sidecar routes by Host); with `tls`, each connection is
+/// an HTTPS session (SNI = `host`, verified against the config's roots).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub connect: SocketAddr,
     pub host: String,
     pub path: String,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A TLS client trusting only the CA certificates in `ca_pem`, offering
+/// HTTP/1.1 by ALPN (TLS 1.3 and 1.2, ring).
+pub fn tls_client(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Latencies of one open-loop run, in microseconds, sorted.
@@ -48,6 +67,14 @@ type Sender = http1::SendRequest<Empty<Bytes>>;
 async fn open_connection(target: &Target) -> anyhow::Result<Sender> {
     let stream = TcpStream::connect(target.connect).await?;
     stream.set_nodelay(true)?;
+    if let Some(tls) = &target.tls {
+        let host = target.host.split(':').next().unwrap_or_default().to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host)?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, stream).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        return Ok(sender);
+    }
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     Ok(sender)

@@ -380,7 +380,7 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
     }
     let mut results = Vec::new();
     for step in test["steps"].as_array().into_iter().flatten() {
-        if let Err(e) = take_actions(&mesh, &files, &step["actions"]) {
+        if let Err(e) = take_actions(&mesh, &files, &started, &step["actions"]) {
             for case in step["cases"].as_array().into_iter().flatten() {
                 results.push((case_label(case), Some(format!("{e:#}"))));
             }
@@ -396,9 +396,20 @@ fn run_test(test: &Value, root: &Path, converge: Duration) -> anyhow::Result<Run
 
 /// A step's actions, on the control plane's directory: `delete` rewrites
 /// the file that holds the object without it, `create` writes a new file,
-/// `sleep` waits. Others fail the step's cases with a message saying so.
-fn take_actions(mesh: &Mesh, files: &[(String, String)], actions: &Value) -> anyhow::Result<()> {
+/// `populate_endpointslices` rewrites manual EndpointSlices with the
+/// addresses of a Deployment's pods, `sleep` waits. Others fail the step's
+/// cases with a message saying so.
+fn take_actions(
+    mesh: &Mesh,
+    files: &[(String, String)],
+    pods: &[(PodSpec, Pod)],
+    actions: &Value,
+) -> anyhow::Result<()> {
     for action in actions.as_array().into_iter().flatten() {
+        if let Some(populate) = action.get("populate_endpointslices") {
+            populate_endpointslices(mesh, files, pods, populate)?;
+            continue;
+        }
         if let Some(delete) = action.get("delete") {
             let kind = delete["kind"].as_str().unwrap_or_default();
             let (ns, name) = delete["name"].as_str().unwrap_or_default().split_once('/').unwrap_or(("", ""));
@@ -428,6 +439,63 @@ fn take_actions(mesh: &Mesh, files: &[(String, String)], actions: &Value) -> any
             let what = action.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
             bail!("the step action {what:?} is not taken by weft-conformance");
         }
+    }
+    Ok(())
+}
+
+/// Fills each named EndpointSlice of the IPv4 family with one ready
+/// endpoint per pod of the Deployment `with_pods_of` names (the harness's
+/// pods are IPv4 only, so IPv6 slices stay empty, as upstream leaves slices
+/// of a family the pods lack).
+fn populate_endpointslices(
+    mesh: &Mesh,
+    files: &[(String, String)],
+    pods: &[(PodSpec, Pod)],
+    populate: &Value,
+) -> anyhow::Result<()> {
+    let owner = populate["with_pods_of"].as_str().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+    let (ns, deployment) = owner.split_once('/').context("populate_endpointslices.with_pods_of")?;
+    let members: Vec<&(PodSpec, Pod)> = pods
+        .iter()
+        .filter(|(spec, _)| spec.namespace == ns && spec.name.starts_with(&format!("{deployment}-")))
+        .collect();
+    anyhow::ensure!(!members.is_empty(), "no pods of Deployment {owner}");
+    let mut rewritten: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in populate["names"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let (slice_ns, slice_name) = name.split_once('/').context("an EndpointSlice name")?;
+        let (file, text) = rewritten
+            .iter()
+            .find(|(_, docs)| docs.iter().any(|d| is_object(d, "EndpointSlice", slice_ns, slice_name)))
+            .map(|(f, docs)| (f.clone(), docs.join("---\n")))
+            .or_else(|| {
+                files
+                    .iter()
+                    .find(|(_, t)| documents(t).iter().any(|d| is_object(d, "EndpointSlice", slice_ns, slice_name)))
+                    .cloned()
+            })
+            .with_context(|| format!("no manifest holds EndpointSlice {name}"))?;
+        let mut docs = documents(&text);
+        for doc in docs.iter_mut().filter(|d| is_object(d, "EndpointSlice", slice_ns, slice_name)) {
+            let mut slice: Value = serde_saphyr::from_str(doc)?;
+            if slice["addressType"] != "IPv4" {
+                continue;
+            }
+            slice["endpoints"] = members
+                .iter()
+                .map(|(spec, pod)| {
+                    json!({
+                        "addresses": [pod.ip().to_string()],
+                        "conditions": {"ready": true, "serving": true, "terminating": false},
+                        "targetRef": {"kind": "Pod", "name": spec.name, "namespace": spec.namespace},
+                    })
+                })
+                .collect();
+            *doc = format!("{}\n", serde_json::to_string(&slice)?);
+        }
+        rewritten.insert(file, docs);
+    }
+    for (file, docs) in rewritten {
+        mesh.write(&file, &docs.join("---\n"))?;
     }
     Ok(())
 }
@@ -896,12 +964,12 @@ fn judge(expect: &Value, responses: &[Value]) -> anyhow::Result<()> {
 /// `mirrored_to`: every listed backend logged the request (the echo logs
 /// each request target it serves, as the upstream echo does). A share
 /// below 100 % is a statistical expectation, judged by
-/// `mirror_distribution`, which the runner does not take yet.
+/// `mirror_distribution` over the case's requests (which share one path).
 fn check_mirrors(expect: &Value, pods: &[(PodSpec, Pod)], path: &str) -> anyhow::Result<()> {
-    if expect.get("mirror_distribution").is_some() {
-        bail!("mirror_distribution (percentage mirroring statistics) is not judged by the runner yet");
-    }
     let line = format!("Echoing back request made to {path} to client");
+    if let Some(dist) = expect.get("mirror_distribution") {
+        return check_mirror_distribution(expect, dist, pods, &line);
+    }
     for mirror in expect["mirrored_to"].as_array().into_iter().flatten() {
         if mirror["percent"].as_u64().is_some_and(|p| p < 100) {
             continue;
@@ -915,6 +983,38 @@ fn check_mirrors(expect: &Value, pods: &[(PodSpec, Pod)], path: &str) -> anyhow:
         if !logged {
             bail!("no pod of {namespace}/{name} received the mirrored request {path}");
         }
+    }
+    Ok(())
+}
+
+/// Percentage mirroring: the mirror backend logged the attempt's path a
+/// number of times within 3 binomial standard deviations of
+/// `total_requests × expected_fraction` (mirrors are sent after the
+/// responses: the count is read once it stops growing).
+fn check_mirror_distribution(expect: &Value, dist: &Value, pods: &[(PodSpec, Pod)], line: &str) -> anyhow::Result<()> {
+    let mirror = &expect["mirrored_to"][0];
+    let (name, namespace) = (mirror["name"].as_str().unwrap_or_default(), mirror["namespace"].as_str().unwrap_or_default());
+    let count = || -> usize {
+        pods.iter()
+            .filter(|(spec, _)| spec.namespace == namespace && spec.name.starts_with(&format!("{name}-")))
+            .map(|(_, pod)| std::fs::read_to_string(pod.log_file("echo")).map_or(0, |log| log.matches(line).count()))
+            .sum()
+    };
+    let mut seen = count();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = count();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let n = dist["total_requests"].as_f64().unwrap_or(500.0);
+    let p = dist["expected_fraction"].as_f64().context("mirror_distribution.expected_fraction")?;
+    let (mean, sd) = (n * p, (n * p * (1.0 - p)).sqrt());
+    let got = seen as f64;
+    if (got - mean).abs() > 3.0 * sd {
+        bail!("{namespace}/{name} received {seen} of {n} requests mirrored, want {mean:.0} ± {:.1}", 3.0 * sd);
     }
     Ok(())
 }
