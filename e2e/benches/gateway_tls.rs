@@ -239,7 +239,11 @@ impl Topology {
         let tls = bench::tls_client(&pki.ca_pem)?;
         let https = |connect| Target { connect, host: SITE.into(), path: "/".into(), tls: Some(tls.clone()) };
         let peers = vec![
-            Peer { name: "direct", target: Target { connect: backend, host: SITE.into(), path: "/".into(), tls: None }, proxy: None },
+            Peer {
+                name: "direct",
+                target: Target { connect: backend, host: SITE.into(), path: "/".into(), tls: None },
+                proxy: None,
+            },
             Peer { name: "weft", target: https(addr(13, HTTPS_PORT)), proxy: Some(gateway.pid()) },
             Peer { name: "nginx", target: https(nginx_addr), proxy: Some(nginx.pid()) },
         ];
@@ -366,7 +370,8 @@ async fn run() -> anyhow::Result<()> {
                     }
                     peak
                 };
-                let (t, peak) = tokio::join!(bench::closed_loop(&peer.target, CONNECTIONS_AT_SATURATION, seconds), sampler);
+                let (t, peak) =
+                    tokio::join!(bench::closed_loop(&peer.target, CONNECTIONS_AT_SATURATION, seconds), sampler);
                 (t, (peer.cpu_seconds() - before) * 1e6 / t.requests.max(1) as f64, peak)
             })
             .await;

@@ -993,7 +993,8 @@ fn check_mirrors(expect: &Value, pods: &[(PodSpec, Pod)], path: &str) -> anyhow:
 /// responses: the count is read once it stops growing).
 fn check_mirror_distribution(expect: &Value, dist: &Value, pods: &[(PodSpec, Pod)], line: &str) -> anyhow::Result<()> {
     let mirror = &expect["mirrored_to"][0];
-    let (name, namespace) = (mirror["name"].as_str().unwrap_or_default(), mirror["namespace"].as_str().unwrap_or_default());
+    let (name, namespace) =
+        (mirror["name"].as_str().unwrap_or_default(), mirror["namespace"].as_str().unwrap_or_default());
     let count = || -> usize {
         pods.iter()
             .filter(|(spec, _)| spec.namespace == namespace && spec.name.starts_with(&format!("{name}-")))
