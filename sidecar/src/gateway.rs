@@ -153,13 +153,74 @@ async fn accept(proxy: Arc<Proxy>, listener: TcpListener, port: u16, kind: PortK
         };
         tokio::spawn(async move {
             match (kind, terminating) {
-                (PortKind::Http, _) => serve_http(proxy, stream, port).await,
+                (PortKind::Http, _) => serve_http_or_mesh(proxy, stream, port).await,
                 (PortKind::Tcp, _) => serve_tcp(proxy, stream, port).await,
                 (PortKind::TlsPassthrough, _) => serve_tls_passthrough(proxy, stream, port).await,
                 (_, Some((gateway, acceptor))) => serve_terminated(proxy, stream, port, kind, gateway, acceptor).await,
                 (_, None) => {}
             }
         });
+    }
+}
+
+/// An HTTP listener serves clients outside the mesh in plaintext, and
+/// mesh clients (their sidecars) over mTLS: a connection that starts with
+/// a TLS handshake record is one of those. The client's certificate must
+/// chain to this gateway's mesh, or, for a cross-mesh gateway, to any
+/// mesh's trust bundle; a client of another mesh at a gateway that is not
+/// cross-mesh is refused at the handshake, logged and counted
+/// (`weft_proxy_tls_connections_total{direction="gateway"}`).
+async fn serve_http_or_mesh(proxy: Arc<Proxy>, stream: TcpStream, port: u16) {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    let timeout = proxy.limits.load().header_read_timeout;
+    let starts_tls = matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD
+    );
+    if !starts_tls {
+        return serve_http(proxy, stream, port).await;
+    }
+    let Some(state) = proxy.tls.state() else {
+        proxy.tls.count("gateway", "no_certificate");
+        tracing::warn!(port, "a mesh client's TLS handshake arrived before this gateway holds a certificate");
+        return;
+    };
+    let cross_mesh = current_gateway(&proxy).is_some_and(|g| g.cross_mesh);
+    let others: Vec<Arc<rustls::RootCertStore>> =
+        if cross_mesh { proxy.tls.federation().bundles.values().cloned().collect() } else { Vec::new() };
+    let config = match state.gateway_server_config(&others) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::warn!(port, error = %e, "no TLS configuration for mesh clients");
+            return;
+        }
+    };
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(config).accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let client = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| weft_identity::SpiffeId::from_certificate(c).ok());
+            let foreign = client.as_ref().is_some_and(|c| c.trust_domain != state.identity.trust_domain);
+            proxy.tls.count("gateway", if foreign { "mtls_cross_mesh" } else { "mtls" });
+            tracing::debug!(port, client = ?client.map(|c| c.to_string()), "mesh client over mTLS");
+            serve_http(proxy, tls, port).await
+        }
+        Ok(Err(e)) => {
+            proxy.tls.count("gateway", "client_refused");
+            tracing::warn!(
+                port,
+                ?peer,
+                cross_mesh,
+                error = %e,
+                "mesh client refused: its certificate does not chain to a mesh this gateway accepts"
+            );
+        }
+        Err(_) => proxy.tls.count("gateway", "handshake_timeout"),
     }
 }
 

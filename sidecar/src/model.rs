@@ -346,6 +346,14 @@ pub struct MeshSettings {
     #[serde(skip)]
     pub roots_pem: Vec<String>,
     pub roots: usize,
+    /// Other meshes' trust bundles: (trust domain, PEM roots); dumps show
+    /// the trust domains only.
+    #[serde(serialize_with = "trust_domains")]
+    pub federated: Vec<(String, Vec<String>)>,
+}
+
+fn trust_domains<S: serde::Serializer>(bundles: &[(String, Vec<String>)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(bundles.iter().map(|(domain, _)| domain))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -556,6 +564,7 @@ impl Resource {
                 trust_domain: m.trust_domain.clone(),
                 roots_pem: m.roots_pem.clone(),
                 roots: m.roots_pem.len(),
+                federated: m.federated.iter().map(|b| (b.trust_domain.clone(), b.roots_pem.clone())).collect(),
             })),
             api::resource::Kind::Inbound(i) => Resource::Inbound(Arc::new(Inbound {
                 ports: i

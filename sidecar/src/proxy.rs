@@ -65,6 +65,7 @@ impl Proxy {
         if let Some(mesh) = &next.mesh {
             self.tls.set_mode(mesh.mtls);
             self.tls.set_roots(&mesh.roots_pem);
+            self.tls.set_federated(&mesh.federated);
         }
         self.config.store(Arc::new(next));
         self.upstreams.retain(|a| addrs.contains(a));

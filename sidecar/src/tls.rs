@@ -304,6 +304,60 @@ impl TlsState {
     }
 }
 
+impl TlsState {
+    /// A client config for a peer of another mesh (a cross-mesh gateway):
+    /// its certificate must chain to `roots`, that mesh's trust bundle, and
+    /// name `expected`. Not cached: connections to such peers are pooled,
+    /// and the bundle may rotate.
+    pub fn client_config_trusting(
+        &self,
+        roots: Arc<RootCertStore>,
+        expected: &str,
+        alpn: &'static [u8],
+    ) -> Result<Arc<ClientConfig>, TlsError> {
+        let verifier = Arc::new(SpiffeServerVerifier::new(roots, expected, self.provider.clone()));
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The server config of a gateway's HTTP listener for mesh clients:
+    /// this proxy's certificate, HTTP ALPNs, and client certificates that
+    /// chain to its own mesh's roots or, for a cross-mesh gateway, to any of
+    /// `others` (the other meshes' bundles).
+    pub fn gateway_server_config(&self, others: &[Arc<RootCertStore>]) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut roots = (*self.roots).clone();
+        for store in others {
+            roots.roots.extend(store.roots.iter().cloned());
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build()?;
+        let mut server = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
+        server.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+        Ok(Arc::new(server))
+    }
+}
+
+/// The other meshes' trust bundles, by trust domain (from the mesh
+/// settings), with a generation that changes whenever they do.
+#[derive(Debug, Default)]
+pub struct Federation {
+    pub bundles: HashMap<String, Arc<RootCertStore>>,
+    pem: Vec<(String, Vec<String>)>,
+    pub generation: u64,
+}
+
+/// The trust domain of a `spiffe://` ID.
+pub fn trust_domain_of(id: &str) -> &str {
+    id.strip_prefix("spiffe://").and_then(|rest| rest.split('/').next()).unwrap_or_default()
+}
+
 /// The proxy's mTLS state, shared by the listeners and the connectors.
 #[derive(Debug)]
 pub struct MeshTls {
@@ -316,6 +370,8 @@ pub struct MeshTls {
     /// the pod (and the proxy's own traffic skips the inbound redirect), so
     /// it goes to the application in plaintext.
     local_ips: std::sync::OnceLock<Vec<std::net::IpAddr>>,
+    /// The other meshes' trust bundles.
+    federation: arc_swap::ArcSwap<Federation>,
     /// Handshake and refusal counts by direction and result.
     pub events: Family<TlsLabels, Counter>,
 }
@@ -327,8 +383,37 @@ impl MeshTls {
             required: AtomicBool::new(false),
             state: ArcSwapOption::empty(),
             local_ips: std::sync::OnceLock::new(),
+            federation: arc_swap::ArcSwap::from_pointee(Federation::default()),
             events,
         }
+    }
+
+    /// Installs the other meshes' trust bundles (trust domain → PEM roots);
+    /// a bundle that cannot be read is left out and logged.
+    pub fn set_federated(&self, bundles: &[(String, Vec<String>)]) {
+        let current = self.federation.load();
+        if current.pem == bundles {
+            return;
+        }
+        let mut stores = HashMap::new();
+        for (domain, pem) in bundles {
+            match root_store(pem) {
+                Ok(store) => {
+                    stores.insert(domain.clone(), Arc::new(store));
+                }
+                Err(e) => tracing::warn!(trust_domain = %domain, error = %e, "trust bundle of another mesh not usable"),
+            }
+        }
+        self.federation.store(Arc::new(Federation {
+            bundles: stores,
+            pem: bundles.to_vec(),
+            generation: current.generation + 1,
+        }));
+    }
+
+    /// The other meshes' trust bundles in force.
+    pub fn federation(&self) -> Arc<Federation> {
+        self.federation.load_full()
     }
 
     pub fn mode(&self) -> MtlsMode {

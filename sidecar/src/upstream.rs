@@ -122,7 +122,21 @@ impl Target {
             self.tls.count("outbound", "plaintext");
             return Ok(UpstreamIo::Plain(connect(self.addr).await?));
         };
-        let config = state.client_config(&self.identity, alpn).map_err(std::io::Error::other)?;
+        // A peer of another mesh (a cross-mesh gateway) is verified with
+        // that mesh's trust bundle, chosen by the trust domain it must name.
+        let domain = crate::tls::trust_domain_of(&self.identity);
+        let config = if domain == state.identity.trust_domain {
+            state.client_config(&self.identity, alpn).map_err(std::io::Error::other)?
+        } else {
+            let Some(roots) = self.tls.federation().bundles.get(domain).cloned() else {
+                self.tls.count("outbound", "no_trust_bundle");
+                return Err(std::io::Error::other(format!(
+                    "{} ({}) is in trust domain {domain}, whose trust bundle this proxy does not hold",
+                    self.addr, self.identity
+                )));
+            };
+            state.client_config_trusting(roots, &self.identity, alpn).map_err(std::io::Error::other)?
+        };
         let stream = connect(self.addr).await?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         let handshake = tokio_rustls::TlsConnector::from(config).connect(name, stream);

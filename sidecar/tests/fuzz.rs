@@ -442,6 +442,7 @@ fn seed_update() -> api::ConfigUpdate {
                     mtls: api::MtlsMode::Permissive as i32,
                     trust_domain: "default.weft.local".into(),
                     roots_pem: vec![chain_pem.clone()],
+                    federated: vec![],
                 })),
             },
             api::Resource {

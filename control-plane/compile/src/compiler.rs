@@ -56,6 +56,11 @@ pub struct Compiled {
     pub proxy_mesh: BTreeMap<String, String>,
     /// MeshGateway served by each connected gateway proxy.
     pub proxy_gateway: BTreeMap<String, String>,
+    /// Services whose endpoints include gateway proxies: every mesh's
+    /// proxies get them (a client of another mesh reaches the gateway over
+    /// mTLS with its own mesh's certificate; a cross-mesh gateway accepts
+    /// it, any other refuses it at the handshake).
+    pub exported: BTreeSet<ObjectKey>,
 }
 
 /// A resource that changed in an update, as proxies see it: precise
@@ -75,6 +80,9 @@ pub enum Change {
     Endpoints { key: ObjectKey, mesh: String },
     /// A gateway's listeners (only its proxies hold them).
     Gateway(String),
+    /// The set of Services exported to every mesh changed: every proxy
+    /// compares all it holds.
+    Exported,
 }
 
 /// Identifies a route resource among both kinds.
@@ -358,6 +366,16 @@ impl Compiler {
                     mtls: mtls as i32,
                     trust_domain: self.trust_domain(&name),
                     roots_pem: self.mesh_roots.get(&name).cloned().unwrap_or_default(),
+                    federated: self
+                        .mesh_roots
+                        .iter()
+                        .filter(|(other, roots)| **other != name && !roots.is_empty())
+                        .map(|(other, roots)| api::TrustBundle {
+                            mesh: other.clone(),
+                            trust_domain: self.trust_domain(other),
+                            roots_pem: roots.clone(),
+                        })
+                        .collect(),
                 }),
             );
             if self.compiled.meshes.get(&name).map(|r| &r.version) != Some(&res.version) {
@@ -603,6 +621,23 @@ impl Compiler {
                     None => self.compiled.proxy_gateway.remove(id),
                 };
             }
+        }
+        // Services in front of gateway proxies are reachable from every mesh.
+        let exported: BTreeSet<ObjectKey> = self
+            .compiled
+            .endpoints
+            .iter()
+            .filter(|(_, (_, res))| match &res.kind {
+                Some(api::resource::Kind::Endpoints(e)) => {
+                    e.endpoints.iter().any(|ep| self.compiled.proxy_gateway.contains_key(&ep.workload))
+                }
+                _ => false,
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        if exported != self.compiled.exported {
+            changes.insert(Change::Exported);
+            self.compiled.exported = exported;
         }
         self.initialized = true;
         changes.into_iter().collect()

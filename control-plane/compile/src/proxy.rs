@@ -1,7 +1,7 @@
 //! Which resources one proxy needs: its mesh settings, its inbound ports,
 //! every Service of its mesh (in the variant for its namespace) with their
-//! endpoints, and for a gateway proxy its gateway's listeners and their
-//! certificates.
+//! endpoints, the Services in front of gateway proxies of every mesh, and
+//! for a gateway proxy its gateway's listeners and their certificates.
 
 use weft_api as api;
 
@@ -37,7 +37,7 @@ pub fn desired_resources(compiled: &Compiled, proxy: ProxyView<'_>) -> Vec<Share
     out.extend(compiled.meshes.get(mesh).cloned());
     out.extend(compiled.inbound.get(proxy.id).cloned());
     for (key, variants) in &compiled.services {
-        if variants.mesh != mesh {
+        if variants.mesh != mesh && !compiled.exported.contains(key) {
             continue;
         }
         out.push(variants.for_namespace(&proxy.workload.namespace).clone());
@@ -75,11 +75,13 @@ pub fn resource_for(
             Some(vec![(api::MESH_RESOURCE.to_string(), compiled.meshes.get(mesh).cloned())])
         }
         Change::Mesh(_) => Some(Vec::new()),
+        Change::Exported => None,
         Change::Service { key, namespace: variant, mesh: change_mesh } => {
-            if change_mesh != mesh {
+            let exported = compiled.exported.contains(key);
+            if change_mesh != mesh && !exported {
                 return Some(Vec::new());
             }
-            let current = compiled.services.get(key).filter(|v| v.mesh == mesh);
+            let current = compiled.services.get(key).filter(|v| v.mesh == mesh || exported);
             // A producer change matters to namespaces without a consumer
             // variant; a consumer change only to its own namespace.
             let affected = match variant {
@@ -93,10 +95,11 @@ pub fn resource_for(
             Some(vec![(api::service_resource(&key.namespace, &key.name), desired)])
         }
         Change::Endpoints { key, mesh: change_mesh } => {
-            if change_mesh != mesh {
+            let exported = compiled.exported.contains(key);
+            if change_mesh != mesh && !exported {
                 return Some(Vec::new());
             }
-            let desired = compiled.endpoints.get(key).filter(|(m, _)| m == mesh).map(|(_, r)| r.clone());
+            let desired = compiled.endpoints.get(key).filter(|(m, _)| m == mesh || exported).map(|(_, r)| r.clone());
             Some(vec![(api::endpoints_resource(&key.namespace, &key.name), desired)])
         }
         Change::Gateway(name) => {

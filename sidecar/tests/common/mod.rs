@@ -251,6 +251,7 @@ pub async fn inbound(proxy: Arc<weft_proxy::proxy::Proxy>, protocol: api::Protoc
                     mtls: api::MtlsMode::Off as i32,
                     trust_domain: "default.weft.local".into(),
                     roots_pem: vec![],
+                    federated: vec![],
                 })),
             },
             api::Resource {
