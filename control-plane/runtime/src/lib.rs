@@ -127,6 +127,13 @@ async fn start_core(
     remembered: Option<control::Remembered>,
 ) -> anyhow::Result<Core> {
     let proxies = Arc::new(Proxies::default());
+    // The names the control plane knew before it restarted are held for
+    // their ServiceAccounts before the config stream serves anyone: no
+    // client can take one in the moment between listening and reserving.
+    if let Some(r) = &remembered {
+        let reserved = r.known.iter().map(|(id, w)| (id.clone(), w.service_account.clone()));
+        proxies.reserve(reserved, std::time::Instant::now() + r.grace);
+    }
     let (control, published, control_loop) = control::spawn(mode, metrics.clone(), identities.clone(), remembered);
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
@@ -222,8 +229,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 Default::default()
             });
             // Their names stay theirs while they reconnect.
-            let reserved: Vec<(String, String)> =
-                known.iter().map(|(id, w)| (id.clone(), w.service_account.clone())).collect();
             let remembered = control::Remembered { registry, grace: *reconnect_grace, known };
             let core = start_core(
                 &config,
@@ -235,7 +240,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 Some(remembered),
             )
             .await?;
-            core.proxies.reserve(reserved, std::time::Instant::now() + *reconnect_grace);
             let mut core = core;
             let (dir, source_control) = (dir.clone(), core.control.clone());
             core.tasks.push(tokio::spawn(async move { source::watch_directory(dir, source_control).await }));
