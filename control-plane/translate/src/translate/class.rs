@@ -60,6 +60,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "ReferenceGrant",
     "TCPRoute",
     "TLSRoute",
+    "TLSRouteModeTerminate",
 ];
 
 /// What a Weft GatewayClass means for its Gateways.

@@ -28,6 +28,7 @@ pub mod reasons {
     pub const ADDRESS_NOT_USABLE: &str = "AddressNotUsable";
     pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
+    pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
     pub const UNSUPPORTED_VALUE: &str = "UnsupportedValue";
     pub const HOSTNAME_CONFLICT: &str = "HostnameConflict";
     pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";

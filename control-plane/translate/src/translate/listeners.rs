@@ -182,6 +182,10 @@ impl ListenerModel {
     }
 }
 
+/// Ports every gateway proxy listens on itself: a listener there could
+/// never be served.
+const GATEWAY_PROXY_PORTS: [i32; 3] = [15020, 15021, 15090];
+
 /// Validates one listener. `owner_kind` is `Gateway` or `ListenerSet` (the
 /// `from` kind of ReferenceGrants for certificates).
 pub(crate) fn evaluate(
@@ -225,6 +229,16 @@ pub(crate) fn evaluate(
         model.rejected = Some((
             reasons::UNSUPPORTED_PROTOCOL,
             format!("protocol {:?} is not supported; Weft serves HTTP, HTTPS, TLS and TCP listeners", spec.protocol),
+        ));
+        return model;
+    }
+    if GATEWAY_PROXY_PORTS.contains(&spec.port) {
+        model.rejected = Some((
+            reasons::PORT_UNAVAILABLE,
+            format!(
+                "port {} is the gateway proxy's own (admin 15020, health 15021, metrics 15090); choose another port",
+                spec.port
+            ),
         ));
         return model;
     }
